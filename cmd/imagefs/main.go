@@ -1,0 +1,74 @@
+// Command imagefs mounts a Swift container of virtual-machine images as a
+// filesystem. See README.md.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func main() {
+	app := newApp()
+	if err := app.Run(os.Args); err != nil {
+		os.Exit(report(err))
+	}
+}
+
+// report prints err for an operator (one line per problem, no stack) and
+// returns the exit status.
+func report(err error) int {
+	msg := strings.TrimSpace(err.Error())
+	for _, line := range strings.Split(msg, "\n") {
+		fmt.Fprintf(os.Stderr, "imagefs: %s\n", line)
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(os.Stderr, "imagefs: run 'imagefs mount --help' for usage")
+		return 2
+	}
+	return 1
+}
+
+func newApp() *cli.App {
+	var cfg Config
+	return &cli.App{
+		Name:  "imagefs",
+		Usage: "virtual-machine images in OpenStack Swift, as files",
+		// Errors are printed by main, once, without usage noise.
+		ExitErrHandler:  func(*cli.Context, error) {},
+		HideHelpCommand: true,
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			return &usageError{msg: err.Error()}
+		},
+		Commands: []*cli.Command{
+			{
+				Name:      "mount",
+				Usage:     "mount a container (or a prefix of it) and serve it until unmounted",
+				ArgsUsage: "CONTAINER[/PREFIX] MOUNTPOINT",
+				Description: "Runs in the foreground. SIGTERM or SIGINT (or umount) unmounts and exits 0.\n" +
+					"Credentials come from the OS_* environment variables of an openrc file, or the flags.",
+				Flags: mountFlags(&cfg),
+				OnUsageError: func(c *cli.Context, err error, _ bool) error {
+					return &usageError{msg: err.Error()}
+				},
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 2 {
+						return &usageError{msg: fmt.Sprintf("mount needs CONTAINER[/PREFIX] and MOUNTPOINT, got %d argument(s)", c.NArg())}
+					}
+					cfg.Container, cfg.Prefix, _ = strings.Cut(c.Args().Get(0), "/")
+					cfg.Mountpoint = c.Args().Get(1)
+					return runMount(c.Context, &cfg)
+				},
+			},
+		},
+	}
+}

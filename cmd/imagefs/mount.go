@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/imagefs/imagefs/auth"
+	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/segments"
+)
+
+// runMount checks everything it can before mounting (so that bad input
+// fails with a clear message and nothing mounted), mounts, and serves until
+// a signal or an unmount.
+func runMount(parent context.Context, cfg *Config) error {
+	if cfg.Container == "" {
+		return &usageError{msg: "no container given: the first argument is CONTAINER[/PREFIX]"}
+	}
+	cfg.Auth.Password = auth.Secret(password)
+	if err := checkMountpoint(cfg.Mountpoint); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := newLogger(cfg)
+	segSize, _ := parseSize(cfg.SegmentSize)
+
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	keeper, err := auth.New(ctx, cfg.Auth, log)
+	if err != nil {
+		return err
+	}
+	raw := segments.NewSwiftStore(segments.SwiftOptions{
+		Auth:      keeper.Authenticator(),
+		Transport: keeper.Transport(segments.DefaultTransport()),
+	})
+	store := &segments.Retrying{ObjectStore: raw, P: segments.DefaultRetryPolicy, Log: log}
+
+	// A short retry budget for the checks: a wrong container should not
+	// take minutes to report.
+	check := &segments.Retrying{ObjectStore: raw, P: segments.RetryPolicy{Base: 200 * time.Millisecond, Cap: 2 * time.Second, Budget: 10 * time.Second}, Log: log}
+	if err := check.HeadContainer(ctx, cfg.Container); err != nil {
+		if errors.Is(err, segments.ErrNotFound) {
+			return fmt.Errorf("container %q does not exist in %s: create it first (swift post %s) or check the name",
+				cfg.Container, keeper.Current().StorageURL, cfg.Container)
+		}
+		if errors.Is(err, segments.ErrAuth) {
+			return fmt.Errorf("Swift refused access to container %q: the user needs an operator role (member) on the project: %v", cfg.Container, err)
+		}
+		return fmt.Errorf("cannot reach container %q at %s: %v", cfg.Container, keeper.Current().StorageURL, err)
+	}
+	limits, err := check.Limits(ctx)
+	if err != nil {
+		log.Warn("could not read Swift's /info; assuming default limits", "err", err)
+		limits = segments.DefaultLimits
+	}
+	if !limits.SLO {
+		return fmt.Errorf("the Swift cluster at %s has no slo middleware: imagefs stores large images as static large objects", keeper.Current().StorageURL)
+	}
+	if segSize > limits.MaxFileSize {
+		return fmt.Errorf("--segment-size %s is larger than the cluster's max_file_size (%d bytes)", cfg.SegmentSize, limits.MaxFileSize)
+	}
+	pool := segments.NewPool(segSize, cfg.UploadWorkers)
+
+	life, cancelLife := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelLife()
+	root := fs.NewRoot(life, fs.Options{
+		Store:     store,
+		Container: cfg.Container,
+		Prefix:    cfg.Prefix,
+		Pool:      pool,
+		Limits:    limits,
+		Retry:     segments.DefaultRetryPolicy,
+		Log:       log,
+		AttrTTL:   cfg.AttrTTL,
+		UID:       uint32(cfg.UID),
+		GID:       uint32(cfg.GID),
+	})
+	fsName := "imagefs:" + cfg.Container
+	if cfg.Prefix != "" {
+		fsName += "/" + cfg.Prefix
+	}
+	opts := root.MountOptions(fsName, cfg.DebugFUSE)
+	opts.AllowOther = cfg.AllowOther
+	// As root, mount(2) directly: no fusermount needed.
+	opts.DirectMount = os.Geteuid() == 0
+	server, err := fusefs.Mount(cfg.Mountpoint, root, opts)
+	if err != nil {
+		return fmt.Errorf("mount %s: %v", cfg.Mountpoint, err)
+	}
+	log.Info("mounted", "container", cfg.Container, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
+		"segment_size", segSize, "upload_workers", cfg.UploadWorkers, "write_memory_budget", pool.MemoryBudget(),
+		"max_manifest_segments", limits.MaxManifestSegments)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = keeper.Run(life) })
+	sdNotify(log, "READY=1")
+
+	unmounted := make(chan struct{})
+	go func() { server.Wait(); close(unmounted) }()
+	select {
+	case <-unmounted:
+		log.Info("unmounted from outside")
+	case <-ctx.Done():
+		log.Info("signal received; unmounting")
+		sdNotify(log, "STOPPING=1")
+		shutdown(log, server, root, cfg, unmounted)
+	}
+	cancelLife()
+	wg.Wait()
+	return nil
+}
+
+// shutdown unmounts, waiting up to the shutdown timeout for files that are
+// still open (an unmount is refused while they are). After that, their
+// uploads are abandoned and the mount is detached.
+func shutdown(log *slog.Logger, server interface{ Unmount() error }, root *fs.Root, cfg *Config, unmounted <-chan struct{}) {
+	deadline := time.Now().Add(cfg.Shutdown)
+	for {
+		err := server.Unmount()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			n := root.Abort(context.Background())
+			log.Error("files still open at shutdown; their uploads are abandoned and the mount detached",
+				"abandoned_uploads", n, "err", err)
+			_ = syscall.Unmount(cfg.Mountpoint, syscall.MNT_DETACH)
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	select {
+	case <-unmounted:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// checkMountpoint makes sure the mountpoint is an existing directory.
+func checkMountpoint(dir string) error {
+	if dir == "" {
+		return &usageError{msg: "no mountpoint given"}
+	}
+	st, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("mountpoint %s does not exist: create it first (mkdir -p %s)", dir, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %v", dir, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", dir)
+	}
+	abs, _ := filepath.Abs(dir)
+	if mounted, _ := isMountpoint(abs); mounted {
+		return fmt.Errorf("mountpoint %s already has a filesystem mounted on it: unmount it first (umount %s)", dir, dir)
+	}
+	return nil
+}
+
+// isMountpoint reports whether dir is listed in /proc/self/mountinfo.
+func isMountpoint(dir string) (bool, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	for _, line := range splitLines(string(b)) {
+		f := fields(line)
+		if len(f) > 4 && unescapeMount(f[4]) == dir {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// sdNotify tells systemd (Type=notify) about the daemon's state. Without
+// NOTIFY_SOCKET it does nothing.
+func sdNotify(log *slog.Logger, state string) {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return
+	}
+	if sock[0] == '@' {
+		sock = "\x00" + sock[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		log.Warn("sd_notify failed", "err", err)
+		return
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(state)); err != nil {
+		log.Warn("sd_notify failed", "err", err)
+	}
+}

@@ -1,0 +1,277 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/segments"
+)
+
+// dirNode is a directory: every object name under rel + "/".
+type dirNode struct {
+	fusefs.Inode
+	root *Root
+	rel  string // path relative to the mount, "" for the root
+}
+
+var (
+	_ fusefs.NodeLookuper  = (*dirNode)(nil)
+	_ fusefs.NodeReaddirer = (*dirNode)(nil)
+	_ fusefs.NodeGetattrer = (*dirNode)(nil)
+	_ fusefs.NodeMkdirer   = (*dirNode)(nil)
+	_ fusefs.NodeRmdirer   = (*dirNode)(nil)
+	_ fusefs.NodeUnlinker  = (*dirNode)(nil)
+	_ fusefs.NodeCreater   = (*dirNode)(nil)
+	_ fusefs.NodeRenamer   = (*dirNode)(nil)
+	_ fusefs.NodeStatfser  = (*dirNode)(nil)
+)
+
+const dirMarkerType = "application/directory"
+
+// listPrefix is the object prefix of the directory's entries.
+func (d *dirNode) listPrefix() string {
+	if d.rel == "" {
+		return d.root.o.Prefix
+	}
+	return d.root.object(d.rel) + "/"
+}
+
+func isNotFound(err error) bool { return errors.Is(err, segments.ErrNotFound) }
+
+// errStop ends a listing early.
+var errStop = errors.New("stop")
+
+// dirExists reports whether any object lives under rel + "/" (a marker
+// object or files).
+func (d *dirNode) dirExists(ctx context.Context, rel string) (bool, error) {
+	found := false
+	err := d.root.o.Store.List(ctx, d.root.o.Container, d.root.object(rel)+"/", '/', func(segments.Info) error {
+		found = true
+		return errStop
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return false, err
+	}
+	return found, nil
+}
+
+func (d *dirNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o755
+	out.Nlink = 2
+	return 0
+}
+
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	rel := join(d.rel, name)
+	r := d.root
+	if f := r.uploading(r.object(rel)); f != nil {
+		f.fillAttr(&out.Attr)
+		return d.NewInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(rel, false)}), 0
+	}
+	in, err := r.head(ctx, r.object(rel))
+	if err == nil && !isDirMarker(in) {
+		f := &fileNode{root: r, rel: rel}
+		f.setInfo(in)
+		f.fillAttr(&out.Attr)
+		return d.NewInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(rel, false)}), 0
+	}
+	if err != nil && !isNotFound(err) {
+		return nil, r.errnoOf("lookup", rel, err)
+	}
+	ok, err := d.dirExists(ctx, rel)
+	if err != nil {
+		return nil, r.errnoOf("lookup", rel, err)
+	}
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	out.Mode = syscall.S_IFDIR | 0o755
+	return d.NewInode(ctx, &dirNode{root: r, rel: rel}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(rel, true)}), 0
+}
+
+func isDirMarker(in segments.Info) bool {
+	return strings.HasSuffix(in.Name, "/") || (in.Size == 0 && in.ContentType == dirMarkerType)
+}
+
+func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	r := d.root
+	prefix := d.listPrefix()
+	seen := map[string]bool{}
+	var entries []fuse.DirEntry
+	add := func(name string, mode uint32) {
+		if name == "" || seen[name] {
+			return
+		}
+		seen[name] = true
+		rel := join(d.rel, name)
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: mode, Ino: ino(rel, mode == syscall.S_IFDIR)})
+	}
+	err := r.o.Store.List(ctx, r.o.Container, prefix, '/', func(in segments.Info) error {
+		name := strings.TrimPrefix(in.Name, prefix)
+		switch {
+		case in.Subdir || strings.HasSuffix(name, "/"):
+			add(strings.TrimSuffix(name, "/"), syscall.S_IFDIR)
+		case in.ContentType == dirMarkerType && in.Size == 0:
+			add(name, syscall.S_IFDIR)
+		default:
+			add(name, syscall.S_IFREG)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, r.errnoOf("readdir", d.rel, err)
+	}
+	// Files being written here are visible on this host before commit.
+	for _, name := range r.uploadingIn(prefix) {
+		add(name, syscall.S_IFREG)
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name < entries[j].Name })
+	return fusefs.NewListDirStream(entries), 0
+}
+
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	rel := join(d.rel, name)
+	r := d.root
+	if _, err := r.head(ctx, r.object(rel)); err == nil {
+		return nil, syscall.EEXIST
+	}
+	if ok, err := d.dirExists(ctx, rel); err != nil {
+		return nil, r.errnoOf("mkdir", rel, err)
+	} else if ok {
+		return nil, syscall.EEXIST
+	}
+	marker := r.object(rel) + "/"
+	_, err := r.o.Store.Put(ctx, r.o.Container, marker, strings.NewReader(""), 0, "", segments.PutOptions{ContentType: dirMarkerType})
+	if err != nil {
+		return nil, r.errnoOf("mkdir", rel, err)
+	}
+	out.Mode = syscall.S_IFDIR | 0o755
+	return d.NewInode(ctx, &dirNode{root: r, rel: rel}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(rel, true)}), 0
+}
+
+func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	rel := join(d.rel, name)
+	r := d.root
+	prefix := r.object(rel) + "/"
+	marker, other := false, false
+	err := r.o.Store.List(ctx, r.o.Container, prefix, '/', func(in segments.Info) error {
+		if in.Name == prefix && !in.Subdir {
+			marker = true
+			return nil
+		}
+		other = true
+		return errStop
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return r.errnoOf("rmdir", rel, err)
+	}
+	if other || len(r.uploadingIn(prefix)) > 0 {
+		return syscall.ENOTEMPTY
+	}
+	if !marker {
+		return syscall.ENOENT
+	}
+	if err := r.o.Store.Delete(ctx, r.o.Container, prefix); err != nil {
+		return r.errnoOf("rmdir", rel, err)
+	}
+	return 0
+}
+
+func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	rel := join(d.rel, name)
+	r := d.root
+	obj := r.object(rel)
+	if f := r.uploading(obj); f != nil {
+		// Removing a file that is still being written abandons the upload.
+		f.abort(ctx, "unlinked while being written")
+		return 0
+	}
+	defer r.meta.Forget(obj)
+	err := segments.Remove(ctx, r.o.Store, r.o.Container, obj)
+	return r.errnoOf("unlink", rel, err)
+}
+
+func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	rel := join(d.rel, name)
+	r := d.root
+	// If the kernel still knows a file of that name, the upload must hang
+	// off that node: go-fuse keeps one Inode per inode number.
+	var f *fileNode
+	ch := d.GetChild(name)
+	if ch != nil {
+		f, _ = ch.Operations().(*fileNode)
+	}
+	if f == nil {
+		f = &fileNode{root: r, rel: rel}
+		ch = d.NewInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(rel, false)})
+		if got, ok := ch.Operations().(*fileNode); ok {
+			f = got
+		}
+	}
+	h, errno := f.startWrite(ctx)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	f.fillAttr(&out.Attr)
+	return ch, h, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	r := d.root
+	np, ok := newParent.(*dirNode)
+	if !ok {
+		if rp, isRoot := newParent.(*Root); isRoot {
+			np = &rp.dirNode
+		} else {
+			return syscall.EXDEV
+		}
+	}
+	src, dst := join(d.rel, name), join(np.rel, newName)
+	if flags != 0 {
+		return syscall.EINVAL // RENAME_NOREPLACE/EXCHANGE are not offered
+	}
+	srcObj, dstObj := r.object(src), r.object(dst)
+	if r.uploading(srcObj) != nil || r.uploading(dstObj) != nil {
+		return syscall.EBUSY
+	}
+	in, err := r.o.Store.Head(ctx, r.o.Container, srcObj)
+	if isNotFound(err) {
+		// Directories are prefixes: renaming one means copying every
+		// object below it. mv falls back to copy and delete on EXDEV.
+		if ok, derr := d.dirExists(ctx, src); derr == nil && ok {
+			return syscall.EXDEV
+		}
+		return syscall.ENOENT
+	}
+	if err != nil {
+		return r.errnoOf("rename", src, err)
+	}
+	defer r.meta.Forget(srcObj)
+	defer r.meta.Forget(dstObj)
+	if err := segments.Rename(ctx, r.o.Store, in, dstObj); err != nil {
+		return r.errnoOf("rename", src, err)
+	}
+	return 0
+}
+
+func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	// Swift has no fixed capacity; report plenty so tools that check free
+	// space before writing an image go ahead.
+	const bsize = 1 << 20
+	out.Bsize = bsize
+	out.Frsize = bsize
+	out.Blocks = 1 << 30 // 1 PiB
+	out.Bfree = 1 << 30
+	out.Bavail = 1 << 30
+	out.Files = 1 << 30
+	out.Ffree = 1 << 30
+	out.NameLen = 1024
+	return 0
+}
+

@@ -1,0 +1,40 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"syscall"
+
+	"github.com/imagefs/imagefs/segments"
+)
+
+// toErrno maps an error to the errno the kernel gets. It is the only place
+// that does, and it logs the original error once (not ENOENT, which is an
+// answer, not a failure).
+func toErrno(log *slog.Logger, op, path string, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	switch {
+	case errors.As(err, &e):
+		// already an errno (from this package)
+	case errors.Is(err, segments.ErrNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, segments.ErrStale):
+		e = syscall.ESTALE
+	case errors.Is(err, segments.ErrNonSequential):
+		e = syscall.ESPIPE
+	case errors.Is(err, segments.ErrAuth):
+		e = syscall.EACCES
+	case errors.Is(err, context.Canceled):
+		e = syscall.EINTR
+	default:
+		e = syscall.EIO
+	}
+	if e != syscall.EINTR {
+		log.Error("operation failed", "op", op, "path", path, "errno", e.Error(), "err", err)
+	}
+	return e
+}

@@ -1,0 +1,168 @@
+// Package fs is the FUSE face of imagefs: a go-fuse/v2 node tree that shows
+// one Swift container (optionally below a prefix) as a directory tree.
+//
+// Names containing "/" make directories; directory marker objects ("dir/")
+// are read and written. Files are written sequentially through a
+// segments.Writer and committed when the file is closed: close(2) returns
+// the real result of the commit, and until then other readers see the
+// previous version. Reads go through a segments.Reader pinned to the
+// version that was opened.
+//
+// Errors become errno values only in errno.go.
+package fs
+
+import (
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/cache"
+	"github.com/imagefs/imagefs/segments"
+)
+
+// Options configure the filesystem.
+type Options struct {
+	Store     segments.ObjectStore
+	Container string
+	Prefix    string // object name prefix of the mount, "" or ending in "/"
+	Pool      *segments.Pool
+	Limits    segments.Limits
+	Retry     segments.RetryPolicy
+	Log       *slog.Logger
+	// AttrTTL is how long metadata (HEAD answers) is trusted, in the
+	// daemon and in the kernel.
+	AttrTTL  time.Duration
+	UID, GID uint32
+}
+
+// Root is the root directory of a mount. It owns the uploads in progress.
+type Root struct {
+	dirNode
+	o    Options
+	ctx  context.Context // mount lifetime: uploads run on it
+	meta *cache.Meta[string, segments.Info]
+
+	mu      sync.Mutex           // guards writing
+	writing map[string]*fileNode // object name -> file with an upload in progress
+}
+
+// NewRoot returns the root node. ctx is the mount's lifetime: uploads
+// stop when it is cancelled.
+func NewRoot(ctx context.Context, o Options) *Root {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Prefix != "" && !strings.HasSuffix(o.Prefix, "/") {
+		o.Prefix += "/"
+	}
+	r := &Root{o: o, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), writing: map[string]*fileNode{}}
+	r.dirNode = dirNode{root: r, rel: ""}
+	return r
+}
+
+// MountOptions returns the go-fuse options imagefs mounts with.
+func (r *Root) MountOptions(fsName string, debug bool) *fusefs.Options {
+	ttl := r.o.AttrTTL
+	neg := time.Duration(0) // a file may appear from another host at any time
+	return &fusefs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:        fsName,
+			Name:          "imagefs",
+			MaxWrite:      1 << 20, // large WRITEs halve the CPU per byte
+			MaxBackground: 64,
+			DisableSplice: true, // splice of 1 MiB + header overflows the pipe
+			// Open(O_TRUNC) arrives as one request, so an overwrite is one
+			// new upload and the old version lives until the commit.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			Debug:             debug,
+			Logger:            slog.NewLogLogger(r.o.Log.Handler(), slog.LevelDebug),
+		},
+		EntryTimeout:    &ttl,
+		AttrTimeout:     &ttl,
+		NegativeTimeout: &neg,
+		UID:             r.o.UID,
+		GID:             r.o.GID,
+	}
+}
+
+// Abort abandons every upload in progress (shutdown after the grace time).
+func (r *Root) Abort(ctx context.Context) int {
+	r.mu.Lock()
+	files := make([]*fileNode, 0, len(r.writing))
+	for _, f := range r.writing {
+		files = append(files, f)
+	}
+	r.mu.Unlock()
+	for _, f := range files {
+		f.abort(ctx, "shutdown")
+	}
+	return len(files)
+}
+
+// Uploads is the number of files being written.
+func (r *Root) Uploads() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.writing)
+}
+
+// object is the object name of a path relative to the mount.
+func (r *Root) object(rel string) string { return r.o.Prefix + rel }
+
+// ino gives a stable inode number per path, so concurrent lookups of one
+// name meet in one Inode.
+func ino(rel string, dir bool) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(rel))
+	if dir {
+		h.Write([]byte{'/'})
+	}
+	return h.Sum64() | 1 // never 0; 1 is the root's in practice, unlikely to clash
+}
+
+// head returns an object's metadata through the metadata cache.
+func (r *Root) head(ctx context.Context, name string) (segments.Info, error) {
+	if in, exists, found := r.meta.Get(name); found {
+		if !exists {
+			return segments.Info{}, segments.ErrNotFound
+		}
+		return in, nil
+	}
+	in, err := r.o.Store.Head(ctx, r.o.Container, name)
+	switch {
+	case err == nil:
+		r.meta.Put(name, in)
+	case isNotFound(err):
+		r.meta.PutMissing(name)
+	}
+	return in, err
+}
+
+func join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+func baseName(rel string) string { return path.Base(rel) }
+
+func setAttrTime(a *fuse.Attr, t time.Time) {
+	if t.IsZero() {
+		t = time.Unix(0, 0)
+	}
+	a.SetTimes(&t, &t, &t)
+}
+
+// errnoOf is toErrno with the root's logger.
+func (r *Root) errnoOf(op, rel string, err error) syscall.Errno {
+	return toErrno(r.o.Log, op, rel, err)
+}

@@ -1,0 +1,238 @@
+package segments
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+)
+
+// Segment is one piece of an object's bytes: Length bytes at Offset of a
+// segment object. A plain object is a manifest of one segment, itself.
+type Segment struct {
+	Container, Object string
+	ETag              string // pins the segment's version (If-Match); may be empty
+	Offset, Length    int64
+}
+
+// Manifest is the resolved, flat list of segments of one version of an
+// object. It is immutable once built and safe for concurrent use.
+type Manifest struct {
+	Segments []Segment
+	// Version identifies the object version the manifest was read from
+	// (its ETag); caches key blocks on it.
+	Version string
+	starts  []int64 // starts[i] is the object offset of Segments[i]
+	size    int64
+}
+
+// NewManifest builds a Manifest from its segments.
+func NewManifest(segs []Segment, version string) *Manifest {
+	m := &Manifest{Segments: segs, Version: version, starts: make([]int64, len(segs))}
+	for i, s := range segs {
+		m.starts[i] = m.size
+		m.size += s.Length
+	}
+	return m
+}
+
+// Size is the object's size in bytes.
+func (m *Manifest) Size() int64 { return m.size }
+
+// Start is the object offset where segment i begins.
+func (m *Manifest) Start(i int) int64 { return m.starts[i] }
+
+// Locate returns the segment that holds object offset off and the offset
+// within that segment's range. ok is false when off is outside the object.
+func (m *Manifest) Locate(off int64) (i int, inner int64, ok bool) {
+	if off < 0 || off >= m.size {
+		return 0, 0, false
+	}
+	i = sort.Search(len(m.starts), func(j int) bool { return m.starts[j] > off }) - 1
+	return i, off - m.starts[i], true
+}
+
+// maxNesting bounds nested SLO manifests (Swift allows 10 levels).
+const maxNesting = 10
+
+// Resolve reads the current version of an object and flattens it into a
+// Manifest: plain objects, SLOs (nested too) and DLOs (Glance's layout
+// among them). It returns the object's Info as well.
+func Resolve(ctx context.Context, st ObjectStore, container, object string) (*Manifest, Info, error) {
+	in, err := st.Head(ctx, container, object)
+	if err != nil {
+		return nil, Info{}, err
+	}
+	m, err := ResolveInfo(ctx, st, in)
+	return m, in, err
+}
+
+// ResolveInfo is Resolve for an object already HEADed.
+func ResolveInfo(ctx context.Context, st ObjectStore, in Info) (*Manifest, error) {
+	var segs []Segment
+	var err error
+	switch {
+	case in.SLO:
+		segs, err = flattenSLO(ctx, st, in.Container, in.Name, 0, -1, 0)
+	case in.DLO != "":
+		segs, err = listDLO(ctx, st, in.DLO)
+	default:
+		segs = []Segment{{Container: in.Container, Object: in.Name, ETag: in.ETag, Length: in.Size}}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s/%s: %w", in.Container, in.Name, err)
+	}
+	m := NewManifest(segs, in.ETag)
+	if in.SLO || in.DLO != "" {
+		if m.Size() != in.Size && !(in.DLO != "" && in.Size == 0) {
+			return nil, fmt.Errorf("resolve %s/%s: %w: segments hold %d bytes, object says %d",
+				in.Container, in.Name, ErrStale, m.Size(), in.Size)
+		}
+	}
+	return m, nil
+}
+
+// flattenSLO expands an SLO manifest into leaf segments, keeping only
+// bytes [off, off+n) of it (n < 0: all).
+func flattenSLO(ctx context.Context, st ObjectStore, container, object string, off, n int64, depth int) ([]Segment, error) {
+	if depth >= maxNesting {
+		return nil, fmt.Errorf("SLO %s/%s nested more than %d levels", container, object, maxNesting)
+	}
+	entries, err := st.GetManifest(ctx, container, object)
+	if err != nil {
+		return nil, err
+	}
+	var out []Segment
+	var pos int64 // offset of the current entry within this manifest
+	for _, e := range entries {
+		eOff := e.Offset
+		eLen := e.Bytes()
+		// Clip the entry to the window [off, off+n) of this manifest.
+		lo, hi := pos, pos+eLen
+		pos = hi
+		if n >= 0 && lo >= off+n {
+			break
+		}
+		if hi <= off {
+			continue
+		}
+		skip := max(off-lo, 0)
+		take := eLen - skip
+		if n >= 0 {
+			take = min(take, off+n-lo-skip)
+		}
+		if take <= 0 {
+			continue
+		}
+		if e.SubSLO {
+			sub, err := flattenSLO(ctx, st, e.Container, e.Object, eOff+skip, take, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, sub...)
+			continue
+		}
+		out = append(out, Segment{Container: e.Container, Object: e.Object, ETag: e.ETag,
+			Offset: eOff + skip, Length: take})
+	}
+	return out, nil
+}
+
+// listDLO lists a DLO's segments: every object under the manifest's prefix,
+// in name order (which is what Swift concatenates).
+func listDLO(ctx context.Context, st ObjectStore, manifest string) ([]Segment, error) {
+	v, err := url.PathUnescape(manifest)
+	if err != nil {
+		v = manifest
+	}
+	c, prefix, ok := strings.Cut(v, "/")
+	if !ok {
+		return nil, fmt.Errorf("bad X-Object-Manifest %q", manifest)
+	}
+	var segs []Segment
+	err = st.List(ctx, c, prefix, 0, func(in Info) error {
+		if in.Size > 0 {
+			segs = append(segs, Segment{Container: c, Object: in.Name, ETag: in.ETag, Length: in.Size})
+		}
+		return nil
+	})
+	return segs, err
+}
+
+// Remove deletes an object. For a large object it deletes the manifest
+// first, so the image disappears at once, then its segments (best effort
+// for the latter: an error is returned, and gc finds what is left).
+func Remove(ctx context.Context, st ObjectStore, container, object string) error {
+	in, err := st.Head(ctx, container, object)
+	if err != nil {
+		return err
+	}
+	return RemoveInfo(ctx, st, in)
+}
+
+// RemoveInfo is Remove for an object already HEADed.
+func RemoveInfo(ctx context.Context, st ObjectStore, in Info) error {
+	var garbage map[string][]string
+	var err error
+	switch {
+	case in.SLO:
+		garbage, err = sloObjects(ctx, st, in.Container, in.Name, 0)
+	case in.DLO != "":
+		var segs []Segment
+		segs, err = listDLO(ctx, st, in.DLO)
+		garbage = map[string][]string{}
+		for _, s := range segs {
+			garbage[s.Container] = append(garbage[s.Container], s.Object)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("list segments of %s/%s: %w", in.Container, in.Name, err)
+	}
+	if err := st.Delete(ctx, in.Container, in.Name); err != nil {
+		return err
+	}
+	return deleteGroups(ctx, st, garbage)
+}
+
+func deleteGroups(ctx context.Context, st ObjectStore, groups map[string][]string) error {
+	var firstErr error
+	for c, objs := range groups {
+		if err := st.DeleteMany(ctx, c, objs); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("delete segments in %s: %w", c, err)
+		}
+	}
+	return firstErr
+}
+
+// sloObjects lists every object an SLO manifest references, nested
+// manifests included (but not the manifest itself), grouped by container.
+func sloObjects(ctx context.Context, st ObjectStore, container, object string, depth int) (map[string][]string, error) {
+	if depth >= maxNesting {
+		return nil, fmt.Errorf("SLO %s/%s nested more than %d levels", container, object, maxNesting)
+	}
+	entries, err := st.GetManifest(ctx, container, object)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		key := e.Container + "/" + e.Object
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if e.SubSLO {
+			sub, err := sloObjects(ctx, st, e.Container, e.Object, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			for c, objs := range sub {
+				out[c] = append(out[c], objs...)
+			}
+		}
+		out[e.Container] = append(out[e.Container], e.Object)
+	}
+	return out, nil
+}

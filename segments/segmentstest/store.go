@@ -1,0 +1,425 @@
+// Package segmentstest provides an in-memory segments.ObjectStore with
+// fault injection and call counters, for fast unit tests. Real Swift is the
+// reference: RunStoreTests runs the same contract against both.
+package segmentstest
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imagefs/imagefs/segments"
+)
+
+type object struct {
+	data     []byte
+	etag     string
+	ctype    string
+	meta     map[string]string
+	modified time.Time
+	slo      []segments.ManifestEntry // set for an SLO manifest
+	dlo      string
+}
+
+// Store is an in-memory ObjectStore. The zero value is not usable: call New.
+type Store struct {
+	mu         sync.Mutex
+	containers map[string]map[string]*object
+	calls      map[string]int
+	// Hook, if set, runs before every operation (op is "PUT", "GET",
+	// "HEAD", "PUT-MANIFEST", "GET-MANIFEST", "DELETE", "LIST", ...). A
+	// non-nil error fails the operation without side effects.
+	Hook   func(op, container, object string) error
+	limits segments.Limits
+}
+
+var _ segments.ObjectStore = (*Store)(nil)
+
+// New returns an empty store with Swift's default limits.
+func New() *Store {
+	return &Store{containers: map[string]map[string]*object{}, calls: map[string]int{}, limits: segments.DefaultLimits}
+}
+
+// SetLimits changes what Limits reports and what PutManifest enforces.
+func (s *Store) SetLimits(l segments.Limits) { s.mu.Lock(); s.limits = l; s.mu.Unlock() }
+
+// Calls returns how many times op was called.
+func (s *Store) Calls(op string) int { s.mu.Lock(); defer s.mu.Unlock(); return s.calls[op] }
+
+// Names returns the object names of a container, sorted.
+func (s *Store) Names(container string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for n := range s.containers[container] {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *Store) enter(op, container, obj string) error {
+	s.mu.Lock()
+	s.calls[op]++
+	h := s.Hook
+	s.mu.Unlock()
+	if h != nil {
+		return h(op, container, obj)
+	}
+	return nil
+}
+
+func notFound(op, c, o string) error {
+	return &segments.StatusError{Op: op, Object: c + "/" + o, Code: 404}
+}
+
+func md5hex(b []byte) string { h := md5.Sum(b); return hex.EncodeToString(h[:]) }
+
+func (s *Store) container(c string) (map[string]*object, bool) {
+	m, ok := s.containers[c]
+	return m, ok
+}
+
+// CreateContainer implements ObjectStore.
+func (s *Store) CreateContainer(ctx context.Context, c string) error {
+	if err := s.enter("PUT-CONTAINER", c, ""); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.containers[c]; !ok {
+		s.containers[c] = map[string]*object{}
+	}
+	return nil
+}
+
+// HeadContainer implements ObjectStore.
+func (s *Store) HeadContainer(ctx context.Context, c string) error {
+	if err := s.enter("HEAD-CONTAINER", c, ""); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.containers[c]; !ok {
+		return notFound("HEAD", c, "")
+	}
+	return nil
+}
+
+// Put implements ObjectStore.
+func (s *Store) Put(ctx context.Context, c, o string, body io.ReadSeeker, size int64, sum string, po segments.PutOptions) (string, error) {
+	if err := s.enter("PUT", c, o); err != nil {
+		return "", err
+	}
+	if _, err := body.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	data, err := io.ReadAll(io.LimitReader(body, size+1))
+	if err != nil {
+		return "", err
+	}
+	if int64(len(data)) != size {
+		return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "body length mismatch"}
+	}
+	etag := md5hex(data)
+	if sum != "" && sum != etag {
+		return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 422}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.container(c)
+	if !ok {
+		return "", notFound("PUT", c, o)
+	}
+	m[o] = &object{data: data, etag: etag, ctype: po.ContentType, meta: copyMeta(po.Meta), modified: time.Now(), dlo: po.DLO}
+	return etag, nil
+}
+
+func copyMeta(m map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
+// PutManifest implements ObjectStore, validating the entries as Swift does.
+func (s *Store) PutManifest(ctx context.Context, c, o string, entries []segments.ManifestEntry, po segments.PutOptions) (string, error) {
+	if err := s.enter("PUT-MANIFEST", c, o); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(entries) > s.limits.MaxManifestSegments {
+		return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "too many segments"}
+	}
+	m, ok := s.container(c)
+	if !ok {
+		return "", notFound("PUT", c, o)
+	}
+	var etags strings.Builder
+	stored := make([]segments.ManifestEntry, len(entries))
+	for i, e := range entries {
+		seg, ok := s.containers[e.Container][e.Object]
+		if !ok {
+			return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "missing segment " + e.Object}
+		}
+		size := s.sizeOf(seg)
+		if e.ETag != "" && e.ETag != seg.etag {
+			return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "etag mismatch " + e.Object}
+		}
+		if e.Size > 0 && e.Size != size {
+			return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "size mismatch " + e.Object}
+		}
+		if e.Offset+e.Length > size {
+			return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "range beyond segment " + e.Object}
+		}
+		stored[i] = segments.ManifestEntry{Container: e.Container, Object: e.Object, ETag: seg.etag, Size: size,
+			Offset: e.Offset, Length: e.Length, SubSLO: seg.slo != nil}
+		etags.WriteString(seg.etag)
+	}
+	etag := md5hex([]byte(etags.String()))
+	m[o] = &object{etag: etag, ctype: po.ContentType, meta: copyMeta(po.Meta), modified: time.Now(), slo: stored}
+	return etag, nil
+}
+
+// sizeOf is the size of an object's content. Called with s.mu held.
+func (s *Store) sizeOf(ob *object) int64 {
+	if ob.slo != nil {
+		var n int64
+		for _, e := range ob.slo {
+			n += e.Bytes()
+		}
+		return n
+	}
+	if ob.dlo != "" {
+		b, _ := s.content(ob, 0)
+		return int64(len(b))
+	}
+	return int64(len(ob.data))
+}
+
+// content assembles an object's bytes. Called with s.mu held.
+func (s *Store) content(ob *object, depth int) ([]byte, error) {
+	if depth > 10 {
+		return nil, fmt.Errorf("nested too deep")
+	}
+	switch {
+	case ob.slo != nil:
+		var buf bytes.Buffer
+		for _, e := range ob.slo {
+			seg, ok := s.containers[e.Container][e.Object]
+			if !ok {
+				return nil, fmt.Errorf("segment %s/%s missing", e.Container, e.Object)
+			}
+			b, err := s.content(seg, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			if e.Length > 0 {
+				b = b[e.Offset : e.Offset+e.Length]
+			}
+			buf.Write(b)
+		}
+		return buf.Bytes(), nil
+	case ob.dlo != "":
+		v, _ := url.PathUnescape(ob.dlo)
+		c, prefix, _ := strings.Cut(v, "/")
+		var names []string
+		for n := range s.containers[c] {
+			if strings.HasPrefix(n, prefix) {
+				names = append(names, n)
+			}
+		}
+		sort.Strings(names)
+		var buf bytes.Buffer
+		for _, n := range names {
+			buf.Write(s.containers[c][n].data)
+		}
+		return buf.Bytes(), nil
+	}
+	return ob.data, nil
+}
+
+// Get implements ObjectStore.
+func (s *Store) Get(ctx context.Context, c, o string, off, n int64, ifMatch string) (io.ReadCloser, error) {
+	if err := s.enter("GET", c, o); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ob, ok := s.containers[c][o]
+	if !ok {
+		if ifMatch != "" {
+			return nil, fmt.Errorf("%w: %w", segments.ErrStale, notFound("GET", c, o))
+		}
+		return nil, notFound("GET", c, o)
+	}
+	if ifMatch != "" && ifMatch != ob.etag {
+		return nil, &segments.StatusError{Op: "GET", Object: c + "/" + o, Code: 412}
+	}
+	data, err := s.content(ob, 0)
+	if err != nil {
+		return nil, &segments.StatusError{Op: "GET", Object: c + "/" + o, Code: 409, Body: err.Error()}
+	}
+	if off > int64(len(data)) || (off == int64(len(data)) && n != 0 && off > 0) {
+		return nil, &segments.StatusError{Op: "GET", Object: c + "/" + o, Code: 416}
+	}
+	end := int64(len(data))
+	if n >= 0 && off+n < end {
+		end = off + n
+	}
+	return io.NopCloser(bytes.NewReader(bytes.Clone(data[off:end]))), nil
+}
+
+// Head implements ObjectStore.
+func (s *Store) Head(ctx context.Context, c, o string) (segments.Info, error) {
+	if err := s.enter("HEAD", c, o); err != nil {
+		return segments.Info{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ob, ok := s.containers[c][o]
+	if !ok {
+		return segments.Info{}, notFound("HEAD", c, o)
+	}
+	return s.info(c, o, ob, true), nil
+}
+
+func (s *Store) info(c, o string, ob *object, full bool) segments.Info {
+	in := segments.Info{Container: c, Name: o, Size: s.sizeOf(ob), ETag: ob.etag, ContentType: ob.ctype,
+		LastModified: ob.modified}
+	if in.ContentType == "" {
+		in.ContentType = "application/octet-stream"
+	}
+	if full {
+		in.Meta = copyMeta(ob.meta)
+		in.SLO = ob.slo != nil
+		in.DLO = ob.dlo
+	}
+	if ob.dlo != "" && !full {
+		in.Size = 0 // Swift lists DLO manifests with their own (empty) size
+	}
+	return in
+}
+
+// GetManifest implements ObjectStore.
+func (s *Store) GetManifest(ctx context.Context, c, o string) ([]segments.ManifestEntry, error) {
+	if err := s.enter("GET-MANIFEST", c, o); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ob, ok := s.containers[c][o]
+	if !ok {
+		return nil, notFound("GET", c, o)
+	}
+	if ob.slo == nil {
+		return nil, &segments.StatusError{Op: "GET", Object: c + "/" + o, Code: 400, Body: "not an SLO"}
+	}
+	return append([]segments.ManifestEntry(nil), ob.slo...), nil
+}
+
+// Copy implements ObjectStore: a manifest is copied as a manifest.
+func (s *Store) Copy(ctx context.Context, c, src, dst string) error {
+	if err := s.enter("COPY", c, src); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ob, ok := s.containers[c][src]
+	if !ok {
+		return notFound("COPY", c, src)
+	}
+	cp := *ob
+	cp.meta = copyMeta(ob.meta)
+	cp.modified = time.Now()
+	s.containers[c][dst] = &cp
+	return nil
+}
+
+// Delete implements ObjectStore.
+func (s *Store) Delete(ctx context.Context, c, o string) error {
+	if err := s.enter("DELETE", c, o); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.containers[c], o)
+	return nil
+}
+
+// DeleteMany implements ObjectStore.
+func (s *Store) DeleteMany(ctx context.Context, c string, objs []string) error {
+	if err := s.enter("BULK-DELETE", c, ""); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range objs {
+		delete(s.containers[c], o)
+	}
+	return nil
+}
+
+// List implements ObjectStore.
+func (s *Store) List(ctx context.Context, c, prefix string, delim rune, fn func(segments.Info) error) error {
+	if err := s.enter("LIST", c, prefix); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	m, ok := s.containers[c]
+	if !ok {
+		s.mu.Unlock()
+		return notFound("LIST", c, "")
+	}
+	var names []string
+	for n := range m {
+		if strings.HasPrefix(n, prefix) {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	var out []segments.Info
+	lastDir := ""
+	for _, n := range names {
+		if delim != 0 {
+			if i := strings.IndexRune(n[len(prefix):], delim); i >= 0 {
+				dir := n[:len(prefix)+i+1]
+				if dir != lastDir {
+					out = append(out, segments.Info{Container: c, Name: dir, Subdir: true, ContentType: "application/directory"})
+					lastDir = dir
+				}
+				continue
+			}
+		}
+		out = append(out, s.info(c, n, m[n], false))
+	}
+	s.mu.Unlock()
+	// Swift sorts subdirs among names; keep name order.
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	for _, in := range out {
+		if err := fn(in); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Limits implements ObjectStore.
+func (s *Store) Limits(ctx context.Context) (segments.Limits, error) {
+	if err := s.enter("INFO", "", ""); err != nil {
+		return segments.Limits{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limits, nil
+}

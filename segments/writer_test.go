@@ -1,0 +1,317 @@
+package segments_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/imagefs/imagefs/segments"
+	"github.com/imagefs/imagefs/segments/segmentstest"
+)
+
+const mib = 1 << 20
+
+func newFake(t *testing.T) *segmentstest.Store {
+	t.Helper()
+	st := segmentstest.New()
+	if err := st.CreateContainer(t.Context(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func randBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// readBack resolves the object and reads it whole through a Reader.
+func readBack(t *testing.T, st segments.ObjectStore, name string) ([]byte, segments.Info) {
+	t.Helper()
+	m, in, err := segments.Resolve(t.Context(), st, "c", name)
+	if err != nil {
+		t.Fatalf("resolve: %v", err)
+	}
+	r := segments.NewReader(st, m, segments.ReaderOptions{})
+	buf := make([]byte, m.Size())
+	n, err := r.ReadAt(t.Context(), buf, 0)
+	if err != nil || n != len(buf) {
+		t.Fatalf("ReadAt = %d, %v", n, err)
+	}
+	return buf, in
+}
+
+func writeAll(t *testing.T, w *segments.Writer, data []byte, step int) {
+	t.Helper()
+	for off := 0; off < len(data); off += step {
+		end := min(off+step, len(data))
+		if _, err := w.WriteAt(t.Context(), data[off:end], int64(off)); err != nil {
+			t.Fatalf("WriteAt(%d): %v", off, err)
+		}
+	}
+}
+
+func TestWriterRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		size     int
+		slo      bool
+		segments int
+	}{
+		{"empty", 0, false, 0},
+		{"small", 1000, false, 0},
+		{"exactly one segment", 2 * mib, false, 0},
+		{"one byte more", 2*mib + 1, true, 2},
+		{"several segments", 7*mib + 12345, true, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newFake(t)
+			pool := segments.NewPool(2*mib, 2)
+			w := segments.NewWriter(t.Context(), st, "dir/f.img", segments.WriterOptions{Container: "c", Pool: pool})
+			data := randBytes(tc.size, 1)
+			writeAll(t, w, data, 128<<10)
+			if err := w.Commit(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Commit(t.Context()); err != nil {
+				t.Fatalf("second Commit: %v", err)
+			}
+			got, in := readBack(t, st, "dir/f.img")
+			if !bytes.Equal(got, data) {
+				t.Fatal("content differs")
+			}
+			if in.SLO != tc.slo {
+				t.Errorf("SLO = %v, want %v", in.SLO, tc.slo)
+			}
+			sum := sha256.Sum256(data)
+			if in.Meta[segments.MetaSHA256] != hex.EncodeToString(sum[:]) {
+				t.Errorf("sha256 meta = %q", in.Meta[segments.MetaSHA256])
+			}
+			if in.Meta[segments.MetaMtime] == "" {
+				t.Error("no mtime")
+			}
+			if n := len(st.Names("c_segments")); n != tc.segments {
+				t.Errorf("%d segment objects, want %d", n, tc.segments)
+			}
+		})
+	}
+}
+
+func TestWriterOutOfOrderAndSparse(t *testing.T) {
+	st := newFake(t)
+	pool := segments.NewPool(mib, 2)
+	w := segments.NewWriter(t.Context(), st, "sparse", segments.WriterOptions{Container: "c", Pool: pool})
+	size := 10 * mib
+	want := make([]byte, size)
+	put := func(off int, b []byte) {
+		t.Helper()
+		copy(want[off:], b)
+		if _, err := w.WriteAt(t.Context(), b, int64(off)); err != nil {
+			t.Fatalf("WriteAt(%d): %v", off, err)
+		}
+	}
+	a := randBytes(300<<10, 2)
+	put(0, a[:100<<10])
+	put(200<<10, a[200<<10:]) // ahead of the end: a gap for now
+	put(100<<10, a[100<<10:200<<10])
+	put(6*mib+5, []byte("hello")) // a hole of several segments
+	if err := w.Truncate(int64(size)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(t.Context(), []byte("x"), 10); !errors.Is(err, segments.ErrNonSequential) {
+		t.Fatalf("backward write: %v, want ErrNonSequential", err)
+	}
+	if err := w.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := readBack(t, st, "sparse")
+	if !bytes.Equal(got, want) {
+		t.Fatal("content differs")
+	}
+	// Holes cost one zero segment, not one upload each.
+	if n := len(st.Names("c_segments")); n > 4 {
+		t.Errorf("%d segment objects for a mostly empty file: %v", n, st.Names("c_segments"))
+	}
+}
+
+func TestWriterNestedManifests(t *testing.T) {
+	st := newFake(t)
+	st.SetLimits(segments.Limits{MaxManifestSegments: 3, MaxFileSize: 5 << 30, SLO: true})
+	pool := segments.NewPool(mib, 2)
+	w := segments.NewWriter(t.Context(), st, "big", segments.WriterOptions{Container: "c", Pool: pool, MaxSegments: 3})
+	data := randBytes(11*mib+7, 3) // 12 segments: 4 sub-manifests, then 2
+	writeAll(t, w, data, mib)
+	if err := w.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := readBack(t, st, "big")
+	if !bytes.Equal(got, data) {
+		t.Fatal("content differs")
+	}
+	// Remove deletes everything, sub-manifests included.
+	if err := segments.Remove(t.Context(), st, "c", "big"); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.Names("c_segments"); len(n) != 0 {
+		t.Errorf("left behind: %v", n)
+	}
+}
+
+func TestWriterUploadFailure(t *testing.T) {
+	st := newFake(t)
+	w0 := segments.NewWriter(t.Context(), st, "f", segments.WriterOptions{Container: "c", Pool: segments.NewPool(mib, 1)})
+	old := randBytes(3*mib, 4)
+	writeAll(t, w0, old, mib)
+	if err := w0.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	st.Hook = func(op, c, o string) error {
+		if op == "PUT" && strings.HasSuffix(o, "/00000002") {
+			return boom
+		}
+		return nil
+	}
+	w := segments.NewWriter(t.Context(), st, "f", segments.WriterOptions{Container: "c", Pool: segments.NewPool(mib, 1)})
+	data := randBytes(5*mib, 5)
+	var werr error
+	for off := 0; off < len(data) && werr == nil; off += mib {
+		_, werr = w.WriteAt(t.Context(), data[off:off+mib], int64(off))
+	}
+	cerr := w.Commit(t.Context())
+	if !errors.Is(cerr, boom) {
+		t.Fatalf("Commit = %v, want boom", cerr)
+	}
+	st.Hook = nil
+	got, _ := readBack(t, st, "f")
+	if !bytes.Equal(got, old) {
+		t.Fatal("old version damaged")
+	}
+	for _, n := range st.Names("c_segments") {
+		if strings.HasPrefix(n, w.SegmentPrefix()) {
+			t.Errorf("failed upload left %s", n)
+		}
+	}
+}
+
+func TestWriterOverwriteDeletesOldSegments(t *testing.T) {
+	st := newFake(t)
+	pool := segments.NewPool(mib, 2)
+	for i := range 2 {
+		w := segments.NewWriter(t.Context(), st, "f", segments.WriterOptions{Container: "c", Pool: pool})
+		writeAll(t, w, randBytes(3*mib, uint64(i)), mib)
+		if err := w.Commit(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range st.Names("c_segments") {
+			if !strings.HasPrefix(n, w.SegmentPrefix()) {
+				t.Errorf("old segment %s survived the overwrite", n)
+			}
+		}
+	}
+}
+
+func TestWriterAbort(t *testing.T) {
+	st := newFake(t)
+	w := segments.NewWriter(t.Context(), st, "f", segments.WriterOptions{Container: "c", Pool: segments.NewPool(mib, 2)})
+	writeAll(t, w, randBytes(4*mib, 6), mib)
+	w.Abort(context.Background())
+	if n := st.Names("c_segments"); len(n) != 0 {
+		t.Errorf("abort left %v", n)
+	}
+	if _, err := st.Head(t.Context(), "c", "f"); !errors.Is(err, segments.ErrNotFound) {
+		t.Errorf("aborted file visible: %v", err)
+	}
+}
+
+func TestReaderResumes(t *testing.T) {
+	st := newFake(t)
+	data := randBytes(3*mib, 7)
+	if _, err := st.Put(t.Context(), "c", "o", bytes.NewReader(data), int64(len(data)), "", segments.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := segments.Resolve(t.Context(), st, "c", "o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := &cutStore{ObjectStore: st, cutAfter: 100 << 10, times: 3}
+	r := segments.NewReader(flaky, m, segments.ReaderOptions{Retry: segments.RetryPolicy{Base: 1, Cap: 1, Budget: 1 << 40}})
+	buf := make([]byte, 2*mib)
+	if _, err := r.ReadAt(t.Context(), buf, 500); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, data[500:500+2*mib]) {
+		t.Fatal("content differs")
+	}
+	if flaky.gets != 4 {
+		t.Errorf("%d GETs, want 4 (3 broken + 1 resumed)", flaky.gets)
+	}
+}
+
+// cutStore breaks the first `times` GET bodies after cutAfter bytes.
+type cutStore struct {
+	segments.ObjectStore
+	cutAfter int64
+	times    int
+	gets     int
+}
+
+func (c *cutStore) Get(ctx context.Context, cn, o string, off, n int64, ifMatch string) (io.ReadCloser, error) {
+	c.gets++
+	rc, err := c.ObjectStore.Get(ctx, cn, o, off, n, ifMatch)
+	if err != nil || c.times == 0 {
+		return rc, err
+	}
+	c.times--
+	return io.NopCloser(io.MultiReader(io.LimitReader(rc, c.cutAfter),
+		errReader{&segments.TransportError{Err: io.ErrUnexpectedEOF}})), nil
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+func TestReaderStaleAfterOverwrite(t *testing.T) {
+	st := newFake(t)
+	put := func(b []byte) {
+		if _, err := st.Put(t.Context(), "c", "o", bytes.NewReader(b), int64(len(b)), "", segments.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put([]byte("version one"))
+	m, _, err := segments.Resolve(t.Context(), st, "c", "o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	put([]byte("version two"))
+	r := segments.NewReader(st, m, segments.ReaderOptions{})
+	_, err = r.ReadAt(t.Context(), make([]byte, 5), 0)
+	if !errors.Is(err, segments.ErrStale) {
+		t.Fatalf("err = %v, want ErrStale", err)
+	}
+}
+
+func TestManifestLocate(t *testing.T) {
+	m := segments.NewManifest([]segments.Segment{{Length: 10}, {Length: 5}, {Length: 1}}, "v")
+	for _, tc := range []struct {
+		off   int64
+		i     int
+		inner int64
+		ok    bool
+	}{{0, 0, 0, true}, {9, 0, 9, true}, {10, 1, 0, true}, {14, 1, 4, true}, {15, 2, 0, true}, {16, 0, 0, false}, {-1, 0, 0, false}} {
+		i, inner, ok := m.Locate(tc.off)
+		if i != tc.i || inner != tc.inner || ok != tc.ok {
+			t.Errorf("Locate(%d) = %d,%d,%v want %d,%d,%v", tc.off, i, inner, ok, tc.i, tc.inner, tc.ok)
+		}
+	}
+}
