@@ -24,10 +24,10 @@ func (a *swiftAuth) Request(ctx context.Context, c *swift.Connection) (*http.Req
 	return nil, nil
 }
 func (a *swiftAuth) Response(ctx context.Context, resp *http.Response) error { return nil }
-func (a *swiftAuth) StorageUrl(internal bool) string                       { return a.cur.StorageURL }
-func (a *swiftAuth) Token() string                                          { return string(a.cur.Token) }
-func (a *swiftAuth) CdnUrl() string                                         { return "" }
-func (a *swiftAuth) Expires() time.Time                                     { return time.Time{} }
+func (a *swiftAuth) StorageUrl(internal bool) string                         { return a.cur.StorageURL }
+func (a *swiftAuth) Token() string                                           { return string(a.cur.Token) }
+func (a *swiftAuth) CdnUrl() string                                          { return "" }
+func (a *swiftAuth) Expires() time.Time                                      { return time.Time{} }
 
 // Transport wraps base so that every request carries the keeper's current
 // token, and a 401 renews it once for everybody (ncw/swift then resends the

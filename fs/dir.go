@@ -274,4 +274,3 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 	out.NameLen = 1024
 	return 0
 }
-
