@@ -176,12 +176,12 @@ func TestWriterUploadFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	st.Hook = func(op, c, o string) error {
+	st.SetHook(func(op, c, o string) error {
 		if op == "PUT" && strings.HasSuffix(o, "/00000002") {
 			return boom
 		}
 		return nil
-	}
+	})
 	w := segments.NewWriter(t.Context(), st, "f", segments.WriterOptions{Container: "c", Pool: segments.NewPool(mib, 1)})
 	data := randBytes(5*mib, 5)
 	var werr error
@@ -192,7 +192,7 @@ func TestWriterUploadFailure(t *testing.T) {
 	if !errors.Is(cerr, boom) {
 		t.Fatalf("Commit = %v, want boom", cerr)
 	}
-	st.Hook = nil
+	st.SetHook(nil)
 	got, _ := readBack(t, st, "f")
 	if !bytes.Equal(got, old) {
 		t.Fatal("old version damaged")

@@ -34,10 +34,7 @@ type Store struct {
 	mu         sync.Mutex
 	containers map[string]map[string]*object
 	calls      map[string]int
-	// Hook, if set, runs before every operation (op is "PUT", "GET",
-	// "HEAD", "PUT-MANIFEST", "GET-MANIFEST", "DELETE", "LIST", ...). A
-	// non-nil error fails the operation without side effects.
-	Hook   func(op, container, object string) error
+	hook   func(op, container, object string) error
 	limits segments.Limits
 }
 
@@ -50,6 +47,16 @@ func New() *Store {
 
 // SetLimits changes what Limits reports and what PutManifest enforces.
 func (s *Store) SetLimits(l segments.Limits) { s.mu.Lock(); s.limits = l; s.mu.Unlock() }
+
+// SetHook installs a function that runs before every operation (op is
+// "PUT", "GET", "HEAD", "PUT-MANIFEST", "GET-MANIFEST", "DELETE", "LIST",
+// ...). A non-nil error fails the operation without side effects. nil
+// removes the hook.
+func (s *Store) SetHook(h func(op, container, object string) error) {
+	s.mu.Lock()
+	s.hook = h
+	s.mu.Unlock()
+}
 
 // Calls returns how many times op was called.
 func (s *Store) Calls(op string) int { s.mu.Lock(); defer s.mu.Unlock(); return s.calls[op] }
@@ -69,7 +76,7 @@ func (s *Store) Names(container string) []string {
 func (s *Store) enter(op, container, obj string) error {
 	s.mu.Lock()
 	s.calls[op]++
-	h := s.Hook
+	h := s.hook
 	s.mu.Unlock()
 	if h != nil {
 		return h(op, container, obj)
