@@ -34,8 +34,8 @@ type Store struct {
 	mu         sync.Mutex
 	containers map[string]map[string]*object
 	calls      map[string]int
-	hook   func(op, container, object string) error
-	limits segments.Limits
+	hook       func(op, container, object string) error
+	limits     segments.Limits
 }
 
 var _ segments.ObjectStore = (*Store)(nil)
