@@ -94,7 +94,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Keeper, error) {
 	}
 	c.Gen = 1
 	k.cur.Store(c)
-	log.Info("keystone token obtained", "user", cfg.Username, "project", cfg.ProjectName,
+	log.Debug("keystone token obtained", "user", cfg.Username, "project", cfg.ProjectName,
 		"storage_url", c.StorageURL, "lifetime", c.Lifetime.Round(time.Second))
 	return k, nil
 }

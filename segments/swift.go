@@ -127,7 +127,8 @@ func (s *SwiftStore) call(ctx context.Context, op, container, object string, p s
 	if err != nil {
 		return nil, nil, convertErr("AUTH", "", err)
 	}
-	p.OnReAuth = func() (string, error) { return s.c.GetStorageUrl(ctx) }
+	// OnReAuth runs with the connection's lock held: read the field.
+	p.OnReAuth = func() (string, error) { return s.c.StorageUrl, nil }
 	resp, h, err := s.c.Call(ctx, su, p)
 	if err != nil {
 		err = convertErr(op, objPath(container, object), err)
@@ -324,7 +325,7 @@ type sloGetEntry struct {
 // GetManifest implements ObjectStore.
 func (s *SwiftStore) GetManifest(ctx context.Context, container, object string) ([]ManifestEntry, error) {
 	resp, _, err := s.call(ctx, "GET", container, object, swift.RequestOpts{
-		Parameters: url.Values{"multipart-manifest": {"get"}, "format": {"raw"}},
+		Parameters: url.Values{"multipart-manifest": {"get"}},
 	})
 	if err != nil {
 		return nil, err

@@ -25,6 +25,7 @@ type Config struct {
 	SegmentSize   string // with a unit: 64MiB
 	UploadWorkers int
 	AttrTTL       time.Duration
+	RetryBudget   time.Duration
 	AllowOther    bool
 	UID, GID      int
 	Shutdown      time.Duration
@@ -70,6 +71,8 @@ func mountFlags(c *Config) []cli.Flag {
 			Usage: "segments uploaded in parallel, for all files together"},
 		&cli.DurationFlag{Name: "attr-ttl", EnvVars: []string{"IMAGEFS_ATTR_TTL"}, Value: time.Second, Destination: &c.AttrTTL,
 			Usage: "how long file metadata is cached"},
+		&cli.DurationFlag{Name: "retry-budget", EnvVars: []string{"IMAGEFS_RETRY_BUDGET"}, Value: 3 * time.Minute, Destination: &c.RetryBudget,
+			Usage: "how long one Swift operation is retried (5xx, 429, timeouts, resets) before it fails with EIO"},
 		&cli.BoolFlag{Name: "allow-other", EnvVars: []string{"IMAGEFS_ALLOW_OTHER"}, Destination: &c.AllowOther,
 			Usage: "let other users (qemu, libvirt) use the mount"},
 		&cli.IntFlag{Name: "uid", EnvVars: []string{"IMAGEFS_UID"}, Value: os.Getuid(), Destination: &c.UID, Usage: "owner of the files"},
@@ -122,6 +125,9 @@ func (c *Config) Validate() error {
 	}
 	if c.UploadWorkers < 1 || c.UploadWorkers > 64 {
 		errs = append(errs, fmt.Errorf("--upload-workers %d: must be between 1 and 64", c.UploadWorkers))
+	}
+	if c.RetryBudget < 0 {
+		errs = append(errs, fmt.Errorf("--retry-budget %v: must not be negative", c.RetryBudget))
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))

@@ -48,7 +48,9 @@ func runMount(parent context.Context, cfg *Config) error {
 		Auth:      keeper.Authenticator(),
 		Transport: keeper.Transport(segments.DefaultTransport()),
 	})
-	store := &segments.Retrying{ObjectStore: raw, P: segments.DefaultRetryPolicy, Log: log}
+	retry := segments.DefaultRetryPolicy
+	retry.Budget = cfg.RetryBudget
+	store := &segments.Retrying{ObjectStore: raw, P: retry, Log: log}
 
 	// A short retry budget for the checks: a wrong container should not
 	// take minutes to report.
@@ -84,7 +86,7 @@ func runMount(parent context.Context, cfg *Config) error {
 		Prefix:    cfg.Prefix,
 		Pool:      pool,
 		Limits:    limits,
-		Retry:     segments.DefaultRetryPolicy,
+		Retry:     retry,
 		Log:       log,
 		AttrTTL:   cfg.AttrTTL,
 		UID:       uint32(cfg.UID),

@@ -1,0 +1,115 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBadInputFailsBeforeMounting: each operator mistake gives one clear
+// line on stderr, a non-zero exit, no stack trace and nothing mounted.
+func TestBadInputFailsBeforeMounting(t *testing.T) {
+	c := newContainer(t)
+	for _, tc := range []struct {
+		name   string
+		env    []string
+		args   func(dir string) []string
+		status int
+		want   string
+	}{
+		{
+			name:   "wrong password",
+			env:    []string{"OS_PASSWORD=not-the-password"},
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   "Keystone refused the credentials (HTTP 401",
+		},
+		{
+			name:   "unknown container",
+			args:   func(dir string) []string { return []string{"no-such-container-x", dir} },
+			status: 1,
+			want:   `container "no-such-container-x" does not exist`,
+		},
+		{
+			name:   "missing mountpoint",
+			args:   func(dir string) []string { return []string{c, filepath.Join(dir, "nope")} },
+			status: 1,
+			want:   "does not exist: create it first",
+		},
+		{
+			name:   "unreachable auth URL",
+			env:    []string{"OS_AUTH_URL=http://127.0.0.1:9/v3"},
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   "cannot reach Keystone at http://127.0.0.1:9/v3",
+		},
+		{
+			name:   "missing password",
+			env:    []string{"OS_PASSWORD="},
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   "no password: set OS_PASSWORD",
+		},
+		{
+			name:   "bad segment size",
+			args:   func(dir string) []string { return []string{"--segment-size", "12 parsecs", c, dir} },
+			status: 1,
+			want:   `--segment-size: "12 parsecs" is not a size`,
+		},
+		{
+			name:   "missing argument",
+			args:   func(dir string) []string { return []string{c} },
+			status: 2,
+			want:   "mount needs CONTAINER[/PREFIX] and MOUNTPOINT",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(binary, append([]string{"mount"}, tc.args(dir)...)...)
+			cmd.Env = append(os.Environ(), tc.env...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			done := make(chan error, 1)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { done <- cmd.Wait() }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(60 * time.Second):
+				_ = cmd.Process.Kill()
+				t.Fatal("imagefs did not exit within 60 s")
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != tc.status {
+				t.Errorf("exit: %v, want status %d", err, tc.status)
+			}
+			out := stderr.String()
+			if !strings.Contains(out, tc.want) {
+				t.Errorf("stderr %q does not say %q", out, tc.want)
+			}
+			for _, bad := range []string{"goroutine ", "panic", ".go:"} {
+				if strings.Contains(out, bad) {
+					t.Errorf("stderr has %q: %s", bad, out)
+				}
+			}
+			if lines := strings.Count(strings.TrimSpace(out), "\n") + 1; tc.status == 1 && lines != 1 {
+				t.Errorf("stderr has %d lines, want 1: %s", lines, out)
+			}
+			if strings.Contains(out, "not-the-password") {
+				t.Error("the password appears in the output")
+			}
+			if mounted(dir) {
+				t.Error("something got mounted")
+			}
+		})
+	}
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every test of imagefs, on a Debian 12 machine with Go, as root:
+#   1. installs what the tests need (fuse3, qemu-utils, attr, the lab's packages);
+#   2. starts the lab (real Keystone + Swift on 127.0.0.1, 120 s tokens);
+#   3. go vet, gofmt, then the unit tests with the race detector (FUSE required);
+#   4. the integration tests: the real binary, real mounts, the real lab;
+#   5. stops the lab (unless KEEP_LAB=1).
+# Integration tests fail, never skip, when the lab or FUSE is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+
+say() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
+
+need=()
+for p in fuse3 qemu-utils attr python3-swiftclient; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+say "starting the lab"
+export LAB_TOKEN_EXPIRATION=${LAB_TOKEN_EXPIRATION:-120}
+if [ "${KEEP_LAB:-0}" != 1 ]; then
+  trap 'say "stopping the lab"; "$top/test/lab/lab.sh" down' EXIT
+fi
+test/lab/lab.sh up
+eval "$(test/lab/lab.sh env)"
+
+say "go vet and gofmt"
+go vet ./... 
+go vet -tags integration ./...
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then echo "gofmt would change: $bad"; exit 1; fi
+
+say "unit tests (race detector, real FUSE over the in-memory store)"
+IMAGEFS_REQUIRE_FUSE=1 go test -race -count=1 -timeout 20m ./...
+
+say "integration tests (real binary, real mounts, the lab)"
+go test -tags integration -count=1 -timeout 70m ./test/... 
+
+say "all tests passed"
