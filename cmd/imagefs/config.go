@@ -63,12 +63,34 @@ func authFlags(c *Config) []cli.Flag {
 	}
 }
 
+// mountFlags are all the flags of `imagefs mount`: one function per area.
 func mountFlags(c *Config) []cli.Flag {
-	return append(authFlags(c),
+	var fl []cli.Flag
+	fl = append(fl, authFlags(c)...)
+	fl = append(fl, writeFlags(c)...)
+	fl = append(fl, readFlags(c)...)
+	fl = append(fl, commonFlags(c)...)
+	return fl
+}
+
+// writeFlags configure the write path (segments.Pool, segments.Writer).
+func writeFlags(c *Config) []cli.Flag {
+	return []cli.Flag{
 		&cli.StringFlag{Name: "segment-size", EnvVars: []string{"IMAGEFS_SEGMENT_SIZE"}, Value: "32MiB", Destination: &c.SegmentSize,
 			Usage: "size of the segments large files are cut into (memory: (upload-workers+1) × segment-size)"},
 		&cli.IntFlag{Name: "upload-workers", EnvVars: []string{"IMAGEFS_UPLOAD_WORKERS"}, Value: 4, Destination: &c.UploadWorkers,
 			Usage: "segments uploaded in parallel, for all files together"},
+	}
+}
+
+// readFlags configure the read path (segments.Reader, cache).
+func readFlags(c *Config) []cli.Flag {
+	return nil
+}
+
+// commonFlags configure the mount as a whole.
+func commonFlags(c *Config) []cli.Flag {
+	return []cli.Flag{
 		&cli.DurationFlag{Name: "attr-ttl", EnvVars: []string{"IMAGEFS_ATTR_TTL"}, Value: time.Second, Destination: &c.AttrTTL,
 			Usage: "how long file metadata is cached"},
 		&cli.DurationFlag{Name: "retry-budget", EnvVars: []string{"IMAGEFS_RETRY_BUDGET"}, Value: 3 * time.Minute, Destination: &c.RetryBudget,
@@ -84,7 +106,7 @@ func mountFlags(c *Config) []cli.Flag {
 		&cli.StringFlag{Name: "log-level", EnvVars: []string{"IMAGEFS_LOG_LEVEL"}, Value: "info", Destination: &c.LogLevel,
 			Usage: "debug, info, warn or error"},
 		&cli.BoolFlag{Name: "debug-fuse", Destination: &c.DebugFUSE, Usage: "log every FUSE request"},
-	)
+	}
 }
 
 // parseSize reads a byte count with an optional unit (K, M, G, T; KiB...;

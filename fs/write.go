@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"errors"
-	"io"
 	"sync"
 	"syscall"
 
@@ -12,22 +11,6 @@ import (
 
 	"github.com/imagefs/imagefs/segments"
 )
-
-// readHandle reads one version of a file.
-type readHandle struct {
-	f *fileNode
-	r *segments.Reader
-}
-
-var _ fusefs.FileReader = (*readHandle)(nil)
-
-func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := h.r.ReadAt(ctx, dest, off)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, h.f.root.errnoOf("read", h.f.rel, err)
-	}
-	return fuse.ReadResultData(dest[:n]), 0
-}
 
 // writeHandle writes a new version of a file. close(2) commits it.
 type writeHandle struct {
