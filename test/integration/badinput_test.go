@@ -5,6 +5,7 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"github.com/imagefs/imagefs/test/labtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +17,7 @@ import (
 // TestBadInputFailsBeforeMounting: each operator mistake gives one clear
 // line on stderr, a non-zero exit, no stack trace and nothing mounted.
 func TestBadInputFailsBeforeMounting(t *testing.T) {
-	c := newContainer(t)
+	c := labtest.NewContainer(t)
 	for _, tc := range []struct {
 		name   string
 		env    []string
@@ -72,7 +73,7 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command(binary, append([]string{"mount"}, tc.args(dir)...)...)
+			cmd := exec.Command(labtest.Binary, append([]string{"mount"}, tc.args(dir)...)...)
 			cmd.Env = append(os.Environ(), tc.env...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
@@ -107,7 +108,7 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 			if strings.Contains(out, "not-the-password") {
 				t.Error("the password appears in the output")
 			}
-			if mounted(dir) {
+			if labtest.Mounted(dir) {
 				t.Error("something got mounted")
 			}
 		})

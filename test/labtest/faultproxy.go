@@ -1,6 +1,4 @@
-//go:build integration
-
-package integration
+package labtest
 
 import (
 	"net"
@@ -13,39 +11,39 @@ import (
 	"testing"
 )
 
-// faultProxy sits between imagefs and the lab's Swift proxy and fails the
+// FaultProxy sits between imagefs and the lab's Swift proxy and fails the
 // requests a rule picks. imagefs reaches it through --os-storage-url.
-type faultProxy struct {
-	storageURL string // give this to imagefs
+type FaultProxy struct {
+	StorageURL string // give this to imagefs (--os-storage-url)
 	mu         sync.Mutex
 	rule       func(r *http.Request) (status int, fail bool)
-	requests   atomic.Int64
-	faults     atomic.Int64
+	Requests   atomic.Int64 // requests seen
+	Faults     atomic.Int64 // requests failed
 }
 
-// newFaultProxy starts a proxy in front of the lab Swift the keeper's
+// NewFaultProxy starts a proxy in front of the lab Swift the keeper's
 // storage URL points to.
-func newFaultProxy(t *testing.T) *faultProxy {
+func NewFaultProxy(t testing.TB) *FaultProxy {
 	t.Helper()
-	real, err := url.Parse(keeper.Current().StorageURL)
+	real, err := url.Parse(Keeper.Current().StorageURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	target := &url.URL{Scheme: real.Scheme, Host: real.Host}
 	rp := httputil.NewSingleHostReverseProxy(target)
-	fp := &faultProxy{}
+	fp := &FaultProxy{}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fp.requests.Add(1)
+		fp.Requests.Add(1)
 		fp.mu.Lock()
 		rule := fp.rule
 		fp.mu.Unlock()
 		if rule != nil {
 			if status, fail := rule(r); fail {
-				fp.faults.Add(1)
+				fp.Faults.Add(1)
 				w.WriteHeader(status)
 				return
 			}
@@ -54,17 +52,18 @@ func newFaultProxy(t *testing.T) *faultProxy {
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	fp.storageURL = "http://" + l.Addr().String() + real.Path
+	fp.StorageURL = "http://" + l.Addr().String() + real.Path
 	return fp
 }
 
-func (fp *faultProxy) setRule(rule func(r *http.Request) (int, bool)) {
+// SetRule installs the rule that picks the requests to fail (nil: none).
+func (fp *FaultProxy) SetRule(rule func(r *http.Request) (int, bool)) {
 	fp.mu.Lock()
 	fp.rule = rule
 	fp.mu.Unlock()
 }
 
-// isSegmentPut matches a PUT of a segment object.
-func isSegmentPut(r *http.Request) bool {
+// IsSegmentPut matches a PUT of a segment object.
+func IsSegmentPut(r *http.Request) bool {
 	return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "_segments/")
 }

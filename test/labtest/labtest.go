@@ -1,0 +1,320 @@
+// Package labtest is the harness of the integration tests and benchmarks:
+// it builds the real imagefs binary, mounts it against the lab's real
+// Swift and Keystone (test/lab/lab.sh), and offers direct Swift access for
+// setup and checks. Tests using it fail, never skip, when the lab or FUSE
+// is missing.
+//
+//	test/lab/lab.sh up && eval "$(test/lab/lab.sh env)"
+//	go test -tags integration ./test/integration/
+package labtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imagefs/imagefs/auth"
+	"github.com/imagefs/imagefs/segments"
+)
+
+var (
+	// Binary is the imagefs binary under test.
+	Binary string
+	// Swift is direct access to the lab's Swift (user demo), for setup and checks.
+	Swift segments.ObjectStore
+	// Keeper holds the demo user's token.
+	Keeper *auth.Keeper
+)
+
+// Main is the TestMain of a package of lab tests: it checks the lab and
+// FUSE, builds the binary (relative to the package directory, pkgToRoot is
+// the path to the module root, e.g. "../.."), then runs the tests.
+func Main(m *testing.M, pkgToRoot string) {
+	os.Exit(run(m, pkgToRoot))
+}
+
+func run(m *testing.M, pkgToRoot string) int {
+	for _, v := range []string{"OS_AUTH_URL", "OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME"} {
+		if os.Getenv(v) == "" {
+			fmt.Fprintf(os.Stderr, "integration tests need the lab: %s is not set.\n"+
+				"Run: test/lab/lab.sh up && eval \"$(test/lab/lab.sh env)\"\n", v)
+			return 1
+		}
+	}
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "integration tests need FUSE: %v\n", err)
+		return 1
+	} else {
+		f.Close()
+	}
+	dir, err := os.MkdirTemp("", "imagefs-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	Binary = filepath.Join(dir, "imagefs")
+	args := []string{"build", "-o", Binary}
+	if os.Getenv("IMAGEFS_TEST_RACE") == "1" {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, filepath.Join(pkgToRoot, "cmd/imagefs"))...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "build imagefs: %v\n", err)
+		return 1
+	}
+	ctx := context.Background()
+	Keeper, err = auth.New(ctx, LabAuth(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "lab credentials do not work (is the lab up?): %v\n", err)
+		return 1
+	}
+	raw := segments.NewSwiftStore(segments.SwiftOptions{Auth: Keeper.Authenticator(), Transport: Keeper.Transport(nil)})
+	Swift = &segments.Retrying{ObjectStore: raw, P: segments.RetryPolicy{Base: 100 * time.Millisecond, Cap: time.Second, Budget: 30 * time.Second}}
+	kctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go Keeper.Run(kctx)
+	return m.Run()
+}
+
+// LabAuth is the demo user of the lab, from the OS_* environment.
+func LabAuth() auth.Config {
+	return auth.Config{
+		AuthURL:           os.Getenv("OS_AUTH_URL"),
+		Username:          os.Getenv("OS_USERNAME"),
+		Password:          auth.Secret(os.Getenv("OS_PASSWORD")),
+		UserDomainName:    os.Getenv("OS_USER_DOMAIN_NAME"),
+		ProjectName:       os.Getenv("OS_PROJECT_NAME"),
+		ProjectDomainName: os.Getenv("OS_PROJECT_DOMAIN_NAME"),
+		Region:            os.Getenv("OS_REGION_NAME"),
+		Interface:         os.Getenv("OS_INTERFACE"),
+	}
+}
+
+// NewContainer creates a container for one test and removes it, with
+// everything in it and in its segment container, when the test ends.
+func NewContainer(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("it-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano())
+	if len(name) > 200 {
+		name = name[:200]
+	}
+	if err := Swift.CreateContainer(t.Context(), name); err != nil {
+		t.Fatalf("create container: %v", err)
+	}
+	t.Cleanup(func() { removeContainer(t, name); removeContainer(t, name+"_segments") })
+	return name
+}
+
+func removeContainer(t testing.TB, c string) {
+	ctx := context.Background()
+	var names []string
+	err := Swift.List(ctx, c, "", 0, func(in segments.Info) error { names = append(names, in.Name); return nil })
+	if errors.Is(err, segments.ErrNotFound) {
+		return
+	}
+	if err == nil && len(names) > 0 {
+		err = Swift.DeleteMany(ctx, c, names)
+	}
+	if err != nil {
+		t.Logf("cleanup of %s: %v", c, err)
+		return
+	}
+	if out, err := exec.Command("swift", "delete", c).CombinedOutput(); err != nil {
+		t.Logf("cleanup of %s: %v: %s", c, err, out)
+	}
+}
+
+// Daemon is a running imagefs mount.
+type Daemon struct {
+	t     testing.TB
+	Dir   string    // the mountpoint
+	Cmd   *exec.Cmd // the imagefs process
+	Log   string    // path of its log
+	Done  chan struct{}
+	Exit  error // valid once Done is closed
+	ended bool
+}
+
+// MountOpts tune a mount.
+type MountOpts struct {
+	Args []string // extra flags
+	Env  []string // extra environment
+}
+
+// Mount starts imagefs on a fresh directory and waits for the mount. The
+// mount is stopped (SIGTERM, exit status 0 expected) when the test ends.
+func Mount(t testing.TB, target string, o MountOpts) *Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	d := &Daemon{t: t, Dir: dir, Log: filepath.Join(t.TempDir(), "imagefs.log"), Done: make(chan struct{})}
+	logf, err := os.Create(d.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"mount", "--log-level", "debug"}, o.Args...)
+	args = append(args, target, dir)
+	d.Cmd = exec.Command(Binary, args...)
+	d.Cmd.Env = append(os.Environ(), o.Env...)
+	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
+	if err := d.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.Exit = d.Cmd.Wait(); logf.Close(); close(d.Done) }()
+	t.Cleanup(func() {
+		d.Stop()
+		if t.Failed() {
+			d.DumpLog()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !Mounted(dir) {
+		select {
+		case <-d.Done:
+			d.DumpLog()
+			t.Fatalf("imagefs exited before mounting: %v", d.Exit)
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.DumpLog()
+			t.Fatal("imagefs did not mount within 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return d
+}
+
+// Path is the path of name inside the mount.
+func (d *Daemon) Path(name string) string { return filepath.Join(d.Dir, name) }
+
+// Stop sends SIGTERM and expects a clean exit with the mount gone. It is
+// idempotent; the test's cleanup calls it too.
+func (d *Daemon) Stop() {
+	t := d.t
+	if d.ended {
+		return
+	}
+	d.ended = true
+	select {
+	case <-d.Done:
+	default:
+		_ = d.Cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.Done:
+		case <-time.After(60 * time.Second):
+			_ = d.Cmd.Process.Kill()
+			<-d.Done
+			t.Errorf("imagefs did not exit within 60 s of SIGTERM")
+		}
+	}
+	if d.Exit != nil {
+		t.Errorf("imagefs exited with %v", d.Exit)
+	}
+	if Mounted(d.Dir) {
+		t.Errorf("%s still mounted after imagefs exited", d.Dir)
+		_ = syscall.Unmount(d.Dir, syscall.MNT_DETACH)
+	}
+}
+
+// Kill ends the daemon with SIGKILL (a crash) and clears the dead mount.
+func (d *Daemon) Kill() {
+	d.ended = true
+	_ = d.Cmd.Process.Kill()
+	<-d.Done
+	_ = syscall.Unmount(d.Dir, syscall.MNT_DETACH)
+}
+
+// LogText is the daemon's log so far.
+func (d *Daemon) LogText() string {
+	b, _ := os.ReadFile(d.Log)
+	return string(b)
+}
+
+// DumpLog writes the end of the daemon's log to the test log.
+func (d *Daemon) DumpLog() {
+	text := d.LogText()
+	if len(text) > 20000 {
+		text = "...\n" + text[len(text)-20000:]
+	}
+	d.t.Logf("imagefs log (%s):\n%s", d.Log, text)
+}
+
+// Mounted reports whether dir is a mountpoint.
+func Mounted(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// RandomFile writes size random bytes to a temp file and returns its path
+// and SHA-256.
+func RandomFile(t testing.TB, size int64, seed uint64) (string, string) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), fmt.Sprintf("random-%d.img", seed))
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16)})
+	if _, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, size)); err != nil {
+		t.Fatal(err)
+	}
+	return p, hex.EncodeToString(h.Sum(nil))
+}
+
+// SHA256File is the hex SHA-256 of a file.
+func SHA256File(t testing.TB, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatalf("read %s: %v", p, err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// RunCmd runs a command and fails the test if it fails.
+func RunCmd(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// PutObject stores an object directly in Swift.
+func PutObject(t testing.TB, c, name string, data []byte, meta map[string]string) {
+	t.Helper()
+	if _, err := Swift.Put(t.Context(), c, name, bytes.NewReader(data), int64(len(data)), "", segments.PutOptions{Meta: meta}); err != nil {
+		t.Fatal(err)
+	}
+}
