@@ -12,7 +12,10 @@ import (
 )
 
 // usageError is a mistake in the command line: exit status 2.
-type usageError struct{ msg string }
+type usageError struct {
+	msg string
+	cmd string // the subcommand whose help to point to; "" means mount
+}
 
 func (e *usageError) Error() string { return e.msg }
 
@@ -32,7 +35,11 @@ func report(err error) int {
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintln(os.Stderr, "imagefs: run 'imagefs mount --help' for usage")
+		cmd := ue.cmd
+		if cmd == "" {
+			cmd = "mount"
+		}
+		fmt.Fprintf(os.Stderr, "imagefs: run 'imagefs %s --help' for usage\n", cmd)
 		return 2
 	}
 	return 1
@@ -69,6 +76,7 @@ func newApp() *cli.App {
 					return runMount(c.Context, &cfg)
 				},
 			},
+			gcCommand(),
 		},
 	}
 }

@@ -40,30 +40,17 @@ func runMount(parent context.Context, cfg *Config) error {
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	keeper, err := auth.New(ctx, cfg.Auth, log)
+	keeper, raw, err := connect(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	raw := segments.NewSwiftStore(segments.SwiftOptions{
-		Auth:      keeper.Authenticator(),
-		Transport: keeper.Transport(segments.DefaultTransport()),
-	})
 	retry := segments.DefaultRetryPolicy
 	retry.Budget = cfg.RetryBudget
 	store := &segments.Retrying{ObjectStore: raw, P: retry, Log: log}
 
-	// A short retry budget for the checks: a wrong container should not
-	// take minutes to report.
-	check := &segments.Retrying{ObjectStore: raw, P: segments.RetryPolicy{Base: 200 * time.Millisecond, Cap: 2 * time.Second, Budget: 10 * time.Second}, Log: log}
-	if err := check.HeadContainer(ctx, cfg.Container); err != nil {
-		if errors.Is(err, segments.ErrNotFound) {
-			return fmt.Errorf("container %q does not exist in %s: create it first (swift post %s) or check the name",
-				cfg.Container, keeper.Current().StorageURL, cfg.Container)
-		}
-		if errors.Is(err, segments.ErrAuth) {
-			return fmt.Errorf("Swift refused access to container %q: the user needs an operator role (member) on the project: %v", cfg.Container, err)
-		}
-		return fmt.Errorf("cannot reach container %q at %s: %v", cfg.Container, keeper.Current().StorageURL, err)
+	check := checkStore(raw, log)
+	if err := checkContainer(ctx, check, keeper, cfg.Container); err != nil {
+		return err
 	}
 	limits, err := check.Limits(ctx)
 	if err != nil {
@@ -125,6 +112,41 @@ func runMount(parent context.Context, cfg *Config) error {
 	cancelLife()
 	wg.Wait()
 	return nil
+}
+
+// connect gets the first token (failing fast on bad credentials) and
+// returns the keeper and the Swift store that uses it, without retries.
+func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*auth.Keeper, *segments.SwiftStore, error) {
+	keeper, err := auth.New(ctx, cfg.Auth, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw := segments.NewSwiftStore(segments.SwiftOptions{
+		Auth:      keeper.Authenticator(),
+		Transport: keeper.Transport(segments.DefaultTransport()),
+	})
+	return keeper, raw, nil
+}
+
+// checkStore retries with a short budget, for the checks before any work:
+// a wrong container should not take minutes to report.
+func checkStore(raw segments.ObjectStore, log *slog.Logger) *segments.Retrying {
+	return &segments.Retrying{ObjectStore: raw, P: segments.RetryPolicy{Base: 200 * time.Millisecond, Cap: 2 * time.Second, Budget: 10 * time.Second}, Log: log}
+}
+
+// checkContainer explains to an operator why a container cannot be used.
+func checkContainer(ctx context.Context, st segments.ObjectStore, keeper *auth.Keeper, container string) error {
+	err := st.HeadContainer(ctx, container)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, segments.ErrNotFound):
+		return fmt.Errorf("container %q does not exist in %s: create it first (swift post %s) or check the name",
+			container, keeper.Current().StorageURL, container)
+	case errors.Is(err, segments.ErrAuth):
+		return fmt.Errorf("Swift refused access to container %q: the user needs an operator role (member) on the project: %v", container, err)
+	}
+	return fmt.Errorf("cannot reach container %q at %s: %v", container, keeper.Current().StorageURL, err)
 }
 
 // shutdown unmounts, waiting up to the shutdown timeout for files that are

@@ -1,6 +1,7 @@
 package labtest
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -17,6 +18,7 @@ type FaultProxy struct {
 	StorageURL string // give this to imagefs (--os-storage-url)
 	mu         sync.Mutex
 	rule       func(r *http.Request) (status int, fail bool)
+	fault      func(r *http.Request) Fault
 	Requests   atomic.Int64 // requests seen
 	Faults     atomic.Int64 // requests failed
 }
@@ -39,8 +41,15 @@ func NewFaultProxy(t testing.TB) *FaultProxy {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fp.Requests.Add(1)
 		fp.mu.Lock()
-		rule := fp.rule
+		rule, fault := fp.rule, fp.fault
 		fp.mu.Unlock()
+		if fault != nil {
+			if f := fault(r); f != (Fault{}) {
+				fp.Faults.Add(1)
+				f.serve(w, r)
+				return
+			}
+		}
 		if rule != nil {
 			if status, fail := rule(r); fail {
 				fp.Faults.Add(1)
@@ -60,6 +69,44 @@ func NewFaultProxy(t testing.TB) *FaultProxy {
 func (fp *FaultProxy) SetRule(rule func(r *http.Request) (int, bool)) {
 	fp.mu.Lock()
 	fp.rule = rule
+	fp.mu.Unlock()
+}
+
+// Fault is what the proxy does instead of forwarding a request. The zero
+// Fault forwards it.
+type Fault struct {
+	Status     int    // answer with this status (and an empty body)
+	RetryAfter string // with this Retry-After header
+	// Reset reads a part of the request body, then closes the connection
+	// without an answer, as a crashing proxy or a network failure does.
+	Reset bool
+}
+
+func (f Fault) serve(w http.ResponseWriter, r *http.Request) {
+	if f.Reset {
+		_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
+		if hj, ok := w.(http.Hijacker); ok {
+			if c, _, err := hj.Hijack(); err == nil {
+				if tc, ok := c.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0) // RST, not FIN
+				}
+				c.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
+	if f.RetryAfter != "" {
+		w.Header().Set("Retry-After", f.RetryAfter)
+	}
+	w.WriteHeader(f.Status)
+}
+
+// SetFault installs a function that picks a Fault per request (nil: none).
+// It is consulted before the rule of SetRule.
+func (fp *FaultProxy) SetFault(f func(r *http.Request) Fault) {
+	fp.mu.Lock()
+	fp.fault = f
 	fp.mu.Unlock()
 }
 

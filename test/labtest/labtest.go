@@ -318,3 +318,68 @@ func PutObject(t testing.TB, c, name string, data []byte, meta map[string]string
 		t.Fatal(err)
 	}
 }
+
+// Result is the outcome of a command run by Exec.
+type Result struct {
+	Stdout, Stderr string
+	Code           int // exit status; -1 if it did not run to the end
+}
+
+// Exec runs the imagefs binary with args (e.g. "gc", container) and
+// returns its output and exit status; it fails the test only if the binary
+// could not be started.
+func Exec(t testing.TB, args ...string) Result {
+	t.Helper()
+	cmd := exec.Command(Binary, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := Result{Stdout: out.String(), Stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.Code = ee.ExitCode()
+	default:
+		t.Fatalf("imagefs %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// SegmentInfos lists the objects of a container's segment container.
+func SegmentInfos(t testing.TB, c string) []segments.Info {
+	t.Helper()
+	var out []segments.Info
+	err := Swift.List(context.Background(), c+"_segments", "", 0, func(in segments.Info) error {
+		out = append(out, in)
+		return nil
+	})
+	if err != nil && !errors.Is(err, segments.ErrNotFound) {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// SegmentNames lists the object names of a container's segment container.
+func SegmentNames(t testing.TB, c string) []string {
+	t.Helper()
+	var names []string
+	for _, in := range SegmentInfos(t, c) {
+		names = append(names, in.Name)
+	}
+	return names
+}
+
+// SwiftDownloadSHA256 downloads an object with the swift CLI (the reference
+// client, which reads SLOs through the proxy) and returns its SHA-256.
+func SwiftDownloadSHA256(t testing.TB, c, name string) string {
+	t.Helper()
+	cmd := exec.Command("swift", "download", c, name, "-o", "-")
+	h := sha256.New()
+	var errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = h, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("swift download %s %s: %v: %s", c, name, err, errb.String())
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

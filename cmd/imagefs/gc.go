@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/imagefs/imagefs/auth"
+	"github.com/imagefs/imagefs/segments"
+)
+
+// gcConfig is the configuration of `imagefs gc`.
+type gcConfig struct {
+	Config                  // credentials (authFlags), log settings
+	SegmentContainer string // default <container>_segments
+	Delete           bool
+	MinAge           time.Duration
+}
+
+// defaultGCMinAge protects uploads in progress. A day covers a multi-TiB
+// copy that stalls for hours; an upload that still writes segments is
+// young anyway (its newest segment's Last-Modified counts).
+const defaultGCMinAge = 24 * time.Hour
+
+func gcCommand() *cli.Command {
+	var c gcConfig
+	fl := authFlags(&c.Config)
+	fl = append(fl,
+		&cli.BoolFlag{Name: "delete", Destination: &c.Delete,
+			Usage: "delete the orphan segments (without it, gc only lists them)"},
+		&cli.DurationFlag{Name: "min-age", Value: defaultGCMinAge, Destination: &c.MinAge,
+			Usage: "never touch an upload with activity more recent than this: it may still be in progress on some host"},
+		&cli.StringFlag{Name: "segment-container", Destination: &c.SegmentContainer,
+			Usage: "where the segments live (default: CONTAINER_segments)"},
+		&cli.StringFlag{Name: "log-level", EnvVars: []string{"IMAGEFS_LOG_LEVEL"}, Value: "warn", Destination: &c.LogLevel,
+			Usage: "debug, info, warn or error (logs go to stderr, the report to stdout)"},
+	)
+	return &cli.Command{
+		Name:      "gc",
+		Usage:     "find (and with --delete remove) segments that no manifest references",
+		ArgsUsage: "CONTAINER",
+		Description: "Lists the segments in CONTAINER_segments that no SLO or DLO manifest in CONTAINER\n" +
+			"references: leftovers of uploads that were interrupted (a crash, a kill -9) or of\n" +
+			"versions whose segments could not be deleted. Uploads with activity more recent than\n" +
+			"--min-age are never touched. Without --delete nothing is changed.",
+		Flags: fl,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return &usageError{msg: err.Error(), cmd: "gc"}
+		},
+		Action: func(cc *cli.Context) error {
+			if cc.NArg() != 1 {
+				return &usageError{msg: fmt.Sprintf("gc needs exactly one CONTAINER, got %d argument(s)", cc.NArg()), cmd: "gc"}
+			}
+			c.Container = cc.Args().Get(0)
+			return runGC(cc.Context, &c, os.Stdout)
+		},
+	}
+}
+
+func runGC(parent context.Context, c *gcConfig, out io.Writer) error {
+	if c.Container == "" || strings.Contains(c.Container, "/") {
+		return &usageError{msg: fmt.Sprintf("%q is not a container name (gc works on a whole container, without a prefix)", c.Container), cmd: "gc"}
+	}
+	if c.MinAge < 0 {
+		return &usageError{msg: fmt.Sprintf("--min-age %v: must not be negative", c.MinAge), cmd: "gc"}
+	}
+	c.Auth.Password = auth.Secret(password)
+	if err := c.Auth.Validate(); err != nil {
+		return err
+	}
+	lvl, err := parseLevel(c.LogLevel)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	keeper, raw, err := connect(ctx, &c.Config, log)
+	if err != nil {
+		return err
+	}
+	if err := checkContainer(ctx, checkStore(raw, log), keeper, c.Container); err != nil {
+		return err
+	}
+	st := &segments.Retrying{ObjectStore: raw, P: segments.DefaultRetryPolicy, Log: log}
+	o := segments.GCOptions{Container: c.Container, SegmentContainer: c.SegmentContainer, MinAge: c.MinAge}
+	rep, err := segments.FindOrphans(ctx, st, o)
+	if err != nil {
+		return fmt.Errorf("gc %s: %v (nothing was deleted)", c.Container, err)
+	}
+	now := time.Now()
+	fmt.Fprintf(out, "container %s: %d objects, %d large-object manifests\n", rep.Container, rep.Objects, rep.Manifests)
+	fmt.Fprintf(out, "segment container %s: %d objects, %d referenced\n", rep.SegmentContainer, rep.Segments, rep.Referenced)
+	for _, u := range rep.Orphans {
+		fmt.Fprintf(out, "orphan  %s/%s  %d objects, %s, last activity %s\n",
+			rep.SegmentContainer, u.Prefix, len(u.Objects), bytesText(u.Bytes), ageText(now, u.Newest))
+	}
+	for _, u := range rep.Young {
+		fmt.Fprintf(out, "young   %s/%s  %d objects, %s, last activity %s: left alone (younger than --min-age %v)\n",
+			rep.SegmentContainer, u.Prefix, len(u.Objects), bytesText(u.Bytes), ageText(now, u.Newest), c.MinAge)
+	}
+	n, size := rep.OrphanSegments()
+	switch {
+	case n == 0:
+		fmt.Fprintln(out, "no orphan segments")
+		return nil
+	case !c.Delete:
+		fmt.Fprintf(out, "%d orphan objects (%s) in %d uploads; run again with --delete to remove them\n", n, bytesText(size), len(rep.Orphans))
+		return nil
+	}
+	deleted, err := segments.DeleteOrphans(ctx, st, rep, o)
+	if err != nil {
+		return fmt.Errorf("gc %s: %v", c.Container, err)
+	}
+	fmt.Fprintf(out, "deleted %d orphan objects (%s) in %d uploads\n", deleted, bytesText(size), len(rep.Orphans))
+	if deleted < n {
+		fmt.Fprintf(out, "%d objects were spared: a manifest referenced them by the time of deletion\n", n-deleted)
+	}
+	return nil
+}
+
+func bytesText(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+func ageText(now, t time.Time) string {
+	if t.IsZero() {
+		return "unknown"
+	}
+	return fmt.Sprintf("%s (%v ago)", t.UTC().Format(time.RFC3339), now.Sub(t).Round(time.Second))
+}
