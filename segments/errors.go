@@ -60,6 +60,10 @@ func (e *StatusError) Unwrap() error {
 // errShortBody: a response body ended before the announced length.
 var errShortBody = errors.New("response body shorter than announced")
 
+// errStalled: a response body sent nothing for the reader's stall timeout.
+// It travels in a TransportError, so it is retried (and resumed).
+var errStalled = errors.New("response body stalled")
+
 // retryable reports whether an operation that failed with err may succeed
 // when tried again, and the delay the server asked for (Retry-After).
 // This is the one place that decides retry policy.
