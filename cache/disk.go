@@ -1,0 +1,458 @@
+package cache
+
+import (
+	"container/list"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	iofs "io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// The persistent tier keeps each block in its own file,
+//
+//	<dir>/blocks-v1/<hh>/<hash>-<index>
+//
+// where hash is the first 16 bytes (hex) of the SHA-256 of the version key,
+// hh its first byte, and index the block number (hex). A file is
+// self-describing: a header names what it holds and a checksum covers the
+// data, so a file that does not match what the reader expects (another
+// version, another block size, a torn write after a crash) is discarded,
+// never served:
+//
+//	magic     [8]byte  "IMGFSBLK"
+//	version   uint32   1
+//	blockSize uint32   the cache's block size when written
+//	index     uint64   block number
+//	dataLen   uint32   bytes of data (the last block of a file is short)
+//	dataCRC   uint32   CRC-32C of the data
+//	keyLen    uint32   then keyLen bytes of the version key
+//	headCRC   uint32   CRC-32C of everything before it
+//	data      [dataLen]byte
+//
+// (little endian). Files are written to a temporary name and renamed, so a
+// crash leaves either the whole file, a stray temporary (removed at the
+// next start) or, on filesystems that reorder the two, a file that fails
+// its checks. The directory is locked (flock) so that two daemons never
+// share it. Recency survives a restart through the files' mtimes.
+const (
+	diskMagic   = "IMGFSBLK"
+	diskVersion = 1
+	diskSubdir  = "blocks-v1"
+	fixedHeader = 8 + 4 + 4 + 8 + 4 + 4 + 4 // before the key
+	tmpMarker   = ".tmp"
+	// touchEvery limits mtime updates on hits: recency needs no more.
+	touchEvery = 10 * time.Minute
+	// diskFullPause is how long writes stop after the disk filled up.
+	diskFullPause = time.Minute
+	writeQueue    = 64
+	writers       = 2
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+type diskKey struct {
+	hash [16]byte
+	idx  int64
+}
+
+type diskEntry struct {
+	k       diskKey
+	size    int64 // bytes of the file
+	touched time.Time
+	elem    *list.Element
+}
+
+type writeJob struct {
+	key  string
+	k    diskKey
+	data []byte
+}
+
+// disk is the persistent tier of a Blocks cache.
+type disk struct {
+	root      string // <dir>/blocks-v1
+	limit     int64
+	blockSize int64
+	log       *slog.Logger
+	lock      *os.File
+	queue     chan writeJob
+	wg        sync.WaitGroup
+	writeFile func(p, key string, idx, blockSize int64, data []byte) (int64, error) // writeBlockFile; tests replace it
+
+	mu        sync.Mutex // guards the fields below
+	index     map[diskKey]*diskEntry
+	lru       *list.List // of *diskEntry, most recent first
+	bytes     int64
+	pauseTill time.Time // no writes before (disk full)
+	full      bool      // the disk-full condition was logged
+	errLogged bool
+
+	writes, dropped, corrupt atomic.Int64
+}
+
+// openDisk opens (creating it if needed) and locks the cache directory,
+// removes stray temporaries and indexes the block files.
+func openDisk(dir string, limit, blockSize int64, log *slog.Logger) (*disk, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("cache directory %s: the cache size must be positive", dir)
+	}
+	root := filepath.Join(dir, diskSubdir)
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("cache directory: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cache directory: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("cache directory %s is in use by another imagefs mount: give each mount its own --cache-dir", dir)
+		}
+		return nil, fmt.Errorf("lock cache directory %s: %w", dir, err)
+	}
+	d := &disk{root: root, limit: limit, blockSize: blockSize, log: log, lock: lock,
+		queue: make(chan writeJob, writeQueue), writeFile: writeBlockFile, index: map[diskKey]*diskEntry{}, lru: list.New()}
+	if err := d.scan(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	for range writers {
+		d.wg.Go(d.writer)
+	}
+	return d, nil
+}
+
+// scan indexes the block files, oldest first, and trims to the limit.
+func (d *disk) scan() error {
+	type found struct {
+		k     diskKey
+		size  int64
+		mtime time.Time
+	}
+	var all []found
+	err := filepath.WalkDir(d.root, func(p string, de iofs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if de.IsDir() {
+			return nil
+		}
+		name := de.Name()
+		if strings.Contains(name, tmpMarker) {
+			_ = os.Remove(p) // a write cut short by a crash
+			return nil
+		}
+		k, ok := parseBlockName(name)
+		if !ok {
+			return nil // not ours: leave it alone
+		}
+		info, err := de.Info()
+		if err != nil {
+			return nil
+		}
+		all = append(all, found{k, info.Size(), info.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan cache directory: %w", err)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].mtime.Before(all[j].mtime) })
+	for _, f := range all {
+		e := &diskEntry{k: f.k, size: f.size, touched: f.mtime}
+		e.elem = d.lru.PushFront(e)
+		d.index[f.k] = e
+		d.bytes += f.size
+	}
+	victims := d.trimLocked()
+	d.remove(victims)
+	d.log.Info("block cache directory", "dir", filepath.Dir(d.root), "blocks", len(d.index), "bytes", d.bytes, "limit", d.limit)
+	return nil
+}
+
+func blockName(k diskKey) string {
+	h := hex.EncodeToString(k.hash[:])
+	return filepath.Join(h[:2], h+"-"+strconv.FormatInt(k.idx, 16))
+}
+
+func parseBlockName(name string) (diskKey, bool) {
+	h, idx, ok := strings.Cut(name, "-")
+	if !ok || len(h) != 32 {
+		return diskKey{}, false
+	}
+	var k diskKey
+	if _, err := hex.Decode(k.hash[:], []byte(h)); err != nil {
+		return diskKey{}, false
+	}
+	n, err := strconv.ParseInt(idx, 16, 64)
+	if err != nil || n < 0 {
+		return diskKey{}, false
+	}
+	k.idx = n
+	return k, true
+}
+
+func (d *disk) path(k diskKey) string { return filepath.Join(d.root, blockName(k)) }
+
+func (d *disk) has(hash [16]byte, idx int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.index[diskKey{hash, idx}] != nil
+}
+
+func (d *disk) addStats(s *Stats) {
+	d.mu.Lock()
+	s.DiskBytes = d.bytes
+	d.mu.Unlock()
+	s.DiskWrites = d.writes.Load()
+	s.DiskWriteDropped = d.dropped.Load()
+	s.DiskCorrupt = d.corrupt.Load()
+}
+
+// load reads block idx of f from its file, or returns nil (and forgets
+// the file) if it is missing or does not hold exactly that block.
+func (d *disk) load(f *File, idx int64) []byte {
+	k := diskKey{f.hash, idx}
+	p := d.path(k)
+	data, err := readBlockFile(p, f.key, idx, d.blockSize, f.blockLen(idx))
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			d.corrupt.Add(1)
+			d.log.Warn("discarding a bad block cache file", "file", p, "err", err)
+		}
+		d.forget(k, true)
+		return nil
+	}
+	d.mu.Lock()
+	var touch bool
+	if e := d.index[k]; e != nil {
+		d.lru.MoveToFront(e.elem)
+		if now := time.Now(); now.Sub(e.touched) > touchEvery {
+			e.touched, touch = now, true
+		}
+	}
+	d.mu.Unlock()
+	if touch {
+		now := time.Now()
+		_ = os.Chtimes(p, now, now)
+	}
+	return data
+}
+
+// readBlockFile reads and checks a block file.
+func readBlockFile(p, key string, idx, blockSize, want int64) ([]byte, error) {
+	fh, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	hl := int64(fixedHeader + len(key) + 4)
+	if st.Size() != hl+want {
+		return nil, fmt.Errorf("file has %d bytes, want %d", st.Size(), hl+want)
+	}
+	buf := make([]byte, st.Size())
+	if _, err := io.ReadFull(fh, buf); err != nil {
+		return nil, err
+	}
+	h := buf[:hl]
+	le := binary.LittleEndian
+	switch {
+	case string(h[:8]) != diskMagic:
+		return nil, errors.New("not a block file")
+	case le.Uint32(h[8:]) != diskVersion:
+		return nil, fmt.Errorf("format version %d", le.Uint32(h[8:]))
+	case crc32.Checksum(h[:hl-4], castagnoli) != le.Uint32(h[hl-4:]):
+		return nil, errors.New("header checksum mismatch")
+	case int64(le.Uint32(h[12:])) != blockSize:
+		return nil, fmt.Errorf("block size %d, the cache uses %d", le.Uint32(h[12:]), blockSize)
+	case int64(le.Uint64(h[16:])) != idx:
+		return nil, fmt.Errorf("holds block %d, want %d", le.Uint64(h[16:]), idx)
+	case int64(le.Uint32(h[24:])) != want:
+		return nil, fmt.Errorf("holds %d bytes, want %d", le.Uint32(h[24:]), want)
+	case int(le.Uint32(h[32:])) != len(key) || string(h[fixedHeader:fixedHeader+len(key)]) != key:
+		return nil, errors.New("holds another object version")
+	}
+	data := buf[hl:]
+	if crc32.Checksum(data, castagnoli) != le.Uint32(h[28:]) {
+		return nil, errors.New("data checksum mismatch")
+	}
+	return data, nil
+}
+
+// encodeHeader builds the header of a block file.
+func encodeHeader(key string, idx, blockSize int64, data []byte) []byte {
+	h := make([]byte, fixedHeader+len(key)+4)
+	le := binary.LittleEndian
+	copy(h, diskMagic)
+	le.PutUint32(h[8:], diskVersion)
+	le.PutUint32(h[12:], uint32(blockSize))
+	le.PutUint64(h[16:], uint64(idx))
+	le.PutUint32(h[24:], uint32(len(data)))
+	le.PutUint32(h[28:], crc32.Checksum(data, castagnoli))
+	le.PutUint32(h[32:], uint32(len(key)))
+	copy(h[fixedHeader:], key)
+	le.PutUint32(h[len(h)-4:], crc32.Checksum(h[:len(h)-4], castagnoli))
+	return h
+}
+
+// store queues a block for writing. It never blocks: when the writers
+// are behind, the block is simply not persisted.
+func (d *disk) store(f *File, idx int64, data []byte) {
+	select {
+	case d.queue <- writeJob{key: f.key, k: diskKey{f.hash, idx}, data: data}:
+	default:
+		d.dropped.Add(1)
+	}
+}
+
+func (d *disk) writer() {
+	for j := range d.queue {
+		d.write(j)
+	}
+}
+
+func (d *disk) write(j writeJob) {
+	d.mu.Lock()
+	paused := time.Now().Before(d.pauseTill)
+	exists := d.index[j.k] != nil
+	d.mu.Unlock()
+	if exists {
+		return
+	}
+	if paused {
+		d.dropped.Add(1)
+		return
+	}
+	p := d.path(j.k)
+	size, err := d.writeFile(p, j.key, j.k.idx, d.blockSize, j.data)
+	if err != nil {
+		d.dropped.Add(1)
+		d.writeFailed(err)
+		return
+	}
+	d.writes.Add(1)
+	d.mu.Lock()
+	if d.full {
+		d.full = false
+		d.log.Info("block cache directory writable again", "dir", filepath.Dir(d.root))
+	}
+	if old := d.index[j.k]; old != nil { // written twice: keep one entry
+		d.bytes -= old.size
+		d.lru.Remove(old.elem)
+	}
+	e := &diskEntry{k: j.k, size: size, touched: time.Now()}
+	e.elem = d.lru.PushFront(e)
+	d.index[j.k] = e
+	d.bytes += size
+	victims := d.trimLocked()
+	d.mu.Unlock()
+	d.remove(victims)
+}
+
+// writeFailed logs a failed write once per episode. A full disk pauses
+// writing: reads go on from Swift, uncached.
+func (d *disk) writeFailed(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		d.pauseTill = time.Now().Add(diskFullPause)
+		if !d.full {
+			d.full = true
+			d.log.Error("block cache directory is full: reading without caching new blocks until space frees up; lower --cache-size or free space",
+				"dir", filepath.Dir(d.root), "cached_bytes", d.bytes, "err", err)
+		}
+		return
+	}
+	if !d.errLogged {
+		d.errLogged = true
+		d.log.Error("cannot write to the block cache directory; reads go on uncached", "dir", filepath.Dir(d.root), "err", err)
+	}
+}
+
+// writeBlockFile writes a block file under a temporary name and renames it.
+func writeBlockFile(p, key string, idx, blockSize int64, data []byte) (int64, error) {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return 0, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+tmpMarker+"*")
+	if err != nil {
+		return 0, err
+	}
+	h := encodeHeader(key, idx, blockSize, data)
+	_, err = tmp.Write(h)
+	if err == nil {
+		_, err = tmp.Write(data)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), p)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return 0, err
+	}
+	return int64(len(h) + len(data)), nil
+}
+
+// trimLocked takes the least recently used entries off the index until the
+// rest fits in the limit, and returns them for removal.
+func (d *disk) trimLocked() []diskKey {
+	var victims []diskKey
+	for d.bytes > d.limit {
+		el := d.lru.Back()
+		if el == nil {
+			break
+		}
+		e := el.Value.(*diskEntry)
+		d.lru.Remove(el)
+		delete(d.index, e.k)
+		d.bytes -= e.size
+		victims = append(victims, e.k)
+	}
+	return victims
+}
+
+func (d *disk) remove(keys []diskKey) {
+	for _, k := range keys {
+		_ = os.Remove(d.path(k))
+	}
+}
+
+// forget drops an entry (and its file).
+func (d *disk) forget(k diskKey, removeFile bool) {
+	d.mu.Lock()
+	if e := d.index[k]; e != nil {
+		d.lru.Remove(e.elem)
+		delete(d.index, k)
+		d.bytes -= e.size
+	}
+	d.mu.Unlock()
+	if removeFile {
+		_ = os.Remove(d.path(k))
+	}
+}
+
+func (d *disk) close() error {
+	close(d.queue)
+	d.wg.Wait()
+	return d.lock.Close()
+}
