@@ -112,6 +112,7 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 		rel := join(d.rel, name)
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: mode, Ino: ino(rel, mode == syscall.S_IFDIR)})
 	}
+	var zero []string // zero-byte files: maybe DLO manifests
 	err := r.o.Store.List(ctx, r.o.Container, prefix, '/', func(in segments.Info) error {
 		name := strings.TrimPrefix(in.Name, prefix)
 		switch {
@@ -121,12 +122,16 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 			add(name, syscall.S_IFDIR)
 		default:
 			add(name, syscall.S_IFREG)
+			if in.Size == 0 {
+				zero = append(zero, in.Name)
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, r.errnoOf("readdir", d.rel, err)
 	}
+	entries = r.hideDLOSegments(ctx, prefix, entries, zero)
 	// Files being written here are visible on this host before commit.
 	for _, name := range r.uploadingIn(prefix) {
 		add(name, syscall.S_IFREG)

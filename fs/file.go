@@ -30,6 +30,9 @@ type fileNode struct {
 	info   segments.Info
 	infoAt time.Time
 	w      *segments.Writer // upload in progress, nil if none
+	// readVersion is the version key of the last read open: the kernel
+	// may hold pages of it (FOPEN_KEEP_CACHE).
+	readVersion string
 }
 
 var (
@@ -138,14 +141,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		h, errno := f.startWrite(ctx)
 		return h, fuse.FOPEN_DIRECT_IO, errno
 	}
-	m, in, err := segments.Resolve(ctx, f.root.o.Store, f.root.o.Container, f.object())
-	if err != nil {
-		return nil, 0, f.root.errnoOf("open", f.rel, err)
-	}
-	f.setInfo(in)
-	f.root.meta.Put(f.object(), in)
-	rd := segments.NewReader(f.root.o.Store, m, segments.ReaderOptions{Retry: f.root.o.Retry, Log: f.root.o.Log})
-	return &readHandle{f: f, r: rd}, 0, 0
+	return f.openRead(ctx)
 }
 
 // startWrite begins a new version of the file.

@@ -41,14 +41,23 @@ type Options struct {
 	// daemon and in the kernel.
 	AttrTTL  time.Duration
 	UID, GID uint32
+
+	// Blocks is the block cache reads go through; nil gives a small
+	// memory-only one. The caller closes it after unmounting.
+	Blocks *cache.Blocks
+	// ReadAhead tunes the prefetch of each open file.
+	ReadAhead cache.StreamOptions
+	// StallTimeout cuts a GET whose body stops (segments.ReaderOptions).
+	StallTimeout time.Duration
 }
 
 // Root is the root directory of a mount. It owns the uploads in progress.
 type Root struct {
 	dirNode
-	o    Options
-	ctx  context.Context // mount lifetime: uploads run on it
-	meta *cache.Meta[string, segments.Info]
+	o      Options
+	ctx    context.Context // mount lifetime: uploads run on it
+	meta   *cache.Meta[string, segments.Info]
+	blocks *cache.Blocks
 
 	mu      sync.Mutex           // guards writing
 	writing map[string]*fileNode // object name -> file with an upload in progress
@@ -64,6 +73,11 @@ func NewRoot(ctx context.Context, o Options) *Root {
 		o.Prefix += "/"
 	}
 	r := &Root{o: o, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), writing: map[string]*fileNode{}}
+	r.blocks = o.Blocks
+	if r.blocks == nil {
+		r.blocks, _ = cache.New(cache.Options{Memory: 64 << 20}) // memory only: cannot fail
+		context.AfterFunc(ctx, func() { r.blocks.Close() })
+	}
 	r.dirNode = dirNode{root: r, rel: ""}
 	return r
 }
@@ -74,14 +88,22 @@ func (r *Root) MountOptions(fsName string, debug bool) *fusefs.Options {
 	neg := time.Duration(0) // a file may appear from another host at any time
 	return &fusefs.Options{
 		MountOptions: fuse.MountOptions{
-			FsName:        fsName,
-			Name:          "imagefs",
-			MaxWrite:      1 << 20, // large WRITEs halve the CPU per byte
-			MaxBackground: 64,
+			FsName: fsName,
+			Name:   "imagefs",
+			// Large WRITEs and READs (max_write and max_read) halve the
+			// CPU per byte.
+			MaxWrite: 1 << 20,
+			// Async READs (go-fuse's default) let the kernel's readahead
+			// and parallel direct I/O keep many READs in flight; this caps
+			// them. The kernel's readahead window itself is raised after
+			// the mount (SetKernelReadahead).
+			MaxBackground: 128,
 			DisableSplice: true, // splice of 1 MiB + header overflows the pipe
 			// Open(O_TRUNC) arrives as one request, so an overwrite is one
 			// new upload and the old version lives until the commit.
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// ASYNC_DIO: a large O_DIRECT read (qemu cache=none) is sent
+			// as parallel READs rather than one after the other.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_ASYNC_DIO,
 			Debug:             debug,
 			Logger:            slog.NewLogLogger(r.o.Log.Handler(), slog.LevelDebug),
 		},

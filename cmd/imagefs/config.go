@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,8 @@ type Config struct {
 
 	SegmentSize   string // with a unit: 64MiB
 	UploadWorkers int
+
+	Read ReadConfig
 	AttrTTL       time.Duration
 	RetryBudget   time.Duration
 	AllowOther    bool
@@ -83,9 +86,94 @@ func writeFlags(c *Config) []cli.Flag {
 	}
 }
 
+// ReadConfig is the read path's part of the configuration.
+type ReadConfig struct {
+	CacheDir        string
+	CacheSize       string // sizes with a unit: 10GiB
+	Memory          string
+	ReadAhead       string
+	KernelReadAhead string
+	StallTimeout    time.Duration
+}
+
 // readFlags configure the read path (segments.Reader, cache).
 func readFlags(c *Config) []cli.Flag {
-	return nil
+	r := &c.Read
+	return []cli.Flag{
+		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"IMAGEFS_CACHE_DIR"}, Destination: &r.CacheDir, Category: "Reading",
+			Usage: "persistent block cache directory, kept across restarts and remounts (empty: memory only); one per mount, outside the mountpoint"},
+		&cli.StringFlag{Name: "cache-size", EnvVars: []string{"IMAGEFS_CACHE_SIZE"}, Value: "10GiB", Destination: &r.CacheSize, Category: "Reading",
+			Usage: "bytes the block cache may use in --cache-dir"},
+		&cli.StringFlag{Name: "read-memory", EnvVars: []string{"IMAGEFS_READ_MEMORY"}, Value: "256MiB", Destination: &r.Memory, Category: "Reading",
+			Usage: "memory for cached and prefetched blocks, all open files together (prefetch is dropped when it is used up)"},
+		&cli.StringFlag{Name: "read-ahead", EnvVars: []string{"IMAGEFS_READ_AHEAD"}, Value: "64MiB", Destination: &r.ReadAhead, Category: "Reading",
+			Usage: "how far ahead of a sequential reader one open file may prefetch (the window starts at 1MiB and doubles up to this)"},
+		&cli.StringFlag{Name: "kernel-read-ahead", EnvVars: []string{"IMAGEFS_KERNEL_READ_AHEAD"}, Value: "16MiB", Destination: &r.KernelReadAhead, Category: "Reading",
+			Usage: "the kernel's readahead for the mount (read_ahead_kb), set after mounting; 0 keeps the kernel's default"},
+		&cli.DurationFlag{Name: "read-stall-timeout", EnvVars: []string{"IMAGEFS_READ_STALL_TIMEOUT"}, Value: 30 * time.Second, Destination: &r.StallTimeout, Category: "Reading",
+			Usage: "a GET whose body sends nothing for this long is cut and resumed on a new connection"},
+	}
+}
+
+// Sizes of the read path, parsed; Validate has checked them.
+func (r *ReadConfig) sizes() (cacheSize, memory, readAhead, kernel int64) {
+	cacheSize, _ = parseSize(r.CacheSize)
+	memory, _ = parseSize(r.Memory)
+	readAhead, _ = parseSize(r.ReadAhead)
+	kernel, _ = parseSize(r.KernelReadAhead)
+	return
+}
+
+// validate reports the problems of the read settings.
+func (r *ReadConfig) validate(mountpoint string) []error {
+	var errs []error
+	size := func(flag, v string, lo, hi int64) int64 {
+		n, err := parseSize(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %w", flag, err))
+			return -1
+		}
+		if n < lo || n > hi {
+			errs = append(errs, fmt.Errorf("--%s %s: must be between %s and %s", flag, v, human(lo), human(hi)))
+			return -1
+		}
+		return n
+	}
+	size("cache-size", r.CacheSize, 64<<20, 1<<50)
+	mem := size("read-memory", r.Memory, 16<<20, 1<<40)
+	ra := size("read-ahead", r.ReadAhead, 1<<20, 1<<40)
+	if mem > 0 && ra > mem/2 {
+		errs = append(errs, fmt.Errorf("--read-ahead %s: must be at most half of --read-memory (%s)", r.ReadAhead, r.Memory))
+	}
+	if n, err := parseSize(r.KernelReadAhead); err != nil {
+		errs = append(errs, fmt.Errorf("--kernel-read-ahead: %w", err))
+	} else if n != 0 && (n < 128<<10 || n > 1<<30) {
+		errs = append(errs, fmt.Errorf("--kernel-read-ahead %s: must be 0 or between 128KiB and 1GiB", r.KernelReadAhead))
+	}
+	if r.StallTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--read-stall-timeout %v: must be at least 1s", r.StallTimeout))
+	}
+	if r.CacheDir != "" && mountpoint != "" {
+		cd, _ := filepath.Abs(r.CacheDir)
+		mp, _ := filepath.Abs(mountpoint)
+		if cd == mp || strings.HasPrefix(cd, mp+"/") {
+			errs = append(errs, fmt.Errorf("--cache-dir %s is inside the mountpoint %s: it must be on a local disk", r.CacheDir, mountpoint))
+		}
+	}
+	return errs
+}
+
+// human prints a size with the largest binary unit that divides it.
+func human(n int64) string {
+	for _, u := range []struct {
+		s string
+		m int64
+	}{{"PiB", 1 << 50}, {"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.m && n%u.m == 0 {
+			return strconv.FormatInt(n/u.m, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // commonFlags configure the mount as a whole.
@@ -148,6 +236,7 @@ func (c *Config) Validate() error {
 	if c.UploadWorkers < 1 || c.UploadWorkers > 64 {
 		errs = append(errs, fmt.Errorf("--upload-workers %d: must be between 1 and 64", c.UploadWorkers))
 	}
+	errs = append(errs, c.Read.validate(c.Mountpoint)...)
 	if c.RetryBudget < 0 {
 		errs = append(errs, fmt.Errorf("--retry-budget %v: must not be negative", c.RetryBudget))
 	}

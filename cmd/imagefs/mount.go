@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -16,6 +17,7 @@ import (
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 
 	"github.com/imagefs/imagefs/auth"
+	"github.com/imagefs/imagefs/cache"
 	"github.com/imagefs/imagefs/fs"
 	"github.com/imagefs/imagefs/segments"
 )
@@ -64,6 +66,17 @@ func runMount(parent context.Context, cfg *Config) error {
 		return fmt.Errorf("--segment-size %s is larger than the cluster's max_file_size (%d bytes)", cfg.SegmentSize, limits.MaxFileSize)
 	}
 	pool := segments.NewPool(segSize, cfg.UploadWorkers)
+	cacheSize, readMem, readAhead, kernelRA := cfg.Read.sizes()
+	blocks, err := cache.New(cache.Options{Memory: readMem, Dir: cfg.Read.CacheDir, DirSize: cacheSize, Log: log})
+	if err != nil {
+		return err
+	}
+	defer blocks.Close()
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Buffers come and go fast on the data paths; keep the heap near
+		// what the budgets allow rather than twice the live data.
+		debug.SetMemoryLimit(readMem + pool.MemoryBudget() + 128<<20)
+	}
 
 	life, cancelLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelLife()
@@ -78,6 +91,10 @@ func runMount(parent context.Context, cfg *Config) error {
 		AttrTTL:   cfg.AttrTTL,
 		UID:       uint32(cfg.UID),
 		GID:       uint32(cfg.GID),
+
+		Blocks:       blocks,
+		ReadAhead:    cache.StreamOptions{Max: readAhead},
+		StallTimeout: cfg.Read.StallTimeout,
 	})
 	fsName := "imagefs:" + cfg.Container
 	if cfg.Prefix != "" {
@@ -91,9 +108,15 @@ func runMount(parent context.Context, cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", cfg.Mountpoint, err)
 	}
+	if kernelRA > 0 {
+		if err := fs.SetKernelReadahead(cfg.Mountpoint, kernelRA); err != nil {
+			log.Warn("could not raise the kernel's readahead for the mount; sequential buffered reads will be slower", "err", err)
+		}
+	}
 	log.Info("mounted", "container", cfg.Container, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
 		"segment_size", segSize, "upload_workers", cfg.UploadWorkers, "write_memory_budget", pool.MemoryBudget(),
-		"max_manifest_segments", limits.MaxManifestSegments)
+		"max_manifest_segments", limits.MaxManifestSegments,
+		"read_memory", readMem, "read_ahead", readAhead, "kernel_read_ahead", kernelRA, "cache_dir", cfg.Read.CacheDir, "cache_size", cacheSize)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = keeper.Run(life) })
