@@ -27,6 +27,7 @@ type Config struct {
 	UploadWorkers int
 
 	Read ReadConfig
+
 	AttrTTL       time.Duration
 	RetryBudget   time.Duration
 	AllowOther    bool
