@@ -25,14 +25,13 @@ type Config struct {
 
 	SegmentSize   string // with a unit: 64MiB
 	UploadWorkers int
-
-	Read ReadConfig
-
 	AttrTTL       time.Duration
 	RetryBudget   time.Duration
 	AllowOther    bool
 	UID, GID      int
 	Shutdown      time.Duration
+
+	Read ReadConfig
 
 	LogFormat string
 	LogLevel  string
