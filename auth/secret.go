@@ -20,3 +20,11 @@ func (s Secret) GoString() string { return `auth.Secret("` + s.String() + `")` }
 
 // LogValue implements slog.LogValuer.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON implements json.Marshaler: a Secret inside a struct logged
+// by slog's JSON handler (--log-format json) or encoded to JSON shows
+// REDACTED too.
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + s.String() + `"`), nil }
+
+// MarshalText implements encoding.TextMarshaler, for the other encoders.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }

@@ -2,7 +2,9 @@ package auth
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/ncw/swift/v2"
@@ -10,8 +12,10 @@ import (
 
 // Authenticator returns the keeper as an ncw/swift Authenticator. It never
 // talks to Keystone itself: it hands out the keeper's current storage URL
-// and token. It reports no expiry, because the Transport stamps the
-// freshest token on every request anyway and the keeper renews it in time.
+// and token. It reports no expiry (ncw/swift would otherwise consider a
+// token with less than 60 s left unusable and fail), because the Transport
+// stamps the freshest token on every request anyway and the keeper renews
+// it in time.
 func (k *Keeper) Authenticator() swift.Authenticator { return &swiftAuth{k: k} }
 
 type swiftAuth struct {
@@ -20,7 +24,7 @@ type swiftAuth struct {
 }
 
 func (a *swiftAuth) Request(ctx context.Context, c *swift.Connection) (*http.Request, error) {
-	a.cur = a.k.Current()
+	a.cur = a.k.active()
 	return nil, nil
 }
 func (a *swiftAuth) Response(ctx context.Context, resp *http.Response) error { return nil }
@@ -30,40 +34,102 @@ func (a *swiftAuth) CdnUrl() string                                          { r
 func (a *swiftAuth) Expires() time.Time                                      { return time.Time{} }
 
 // Transport wraps base so that every request carries the keeper's current
-// token, and a 401 renews it once for everybody (ncw/swift then resends the
-// request, rewinding its body).
+// token (and service token), waits for a renewal when the token is about
+// to expire, and a 401 renews it once for everybody before ncw/swift
+// resends the request (rewinding its body: Put bodies are Seekers).
 func (k *Keeper) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	return &transport{k: k, base: base}
+	return &transport{k: k, base: base, live: map[*http.Request]context.CancelFunc{}}
 }
 
 type transport struct {
 	k    *Keeper
 	base http.RoundTripper
+
+	mu   sync.Mutex                           // guards live
+	live map[*http.Request]context.CancelFunc // requests in RoundTrip, by the caller's pointer
 }
 
-// minTokenAge keeps a Swift that answers 401 to every fresh token (a
-// missing role, say) from turning each request into a Keystone login.
-const minTokenAge = 10 * time.Second
-
-// RoundTrip sets the token on req itself rather than on a clone: ncw/swift
-// cancels requests by pointer (CancelRequest), so the request sent must be
-// the one it holds.
+// RoundTrip sets the tokens on the caller's request (the header map is
+// shared with the copy sent). ncw/swift cancels a request by its pointer
+// (CancelRequest): when it times out, possibly while RoundTrip waits for a
+// renewal, and when a response body stays idle too long. The request is
+// therefore tracked by that pointer until its body is closed, and sent
+// with a context CancelRequest cancels (which also works for HTTP/2, unlike
+// http.Transport.CancelRequest). The context must outlive RoundTrip:
+// cancelling it aborts the body.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	c := t.k.Current()
-	req.Header.Set("X-Auth-Token", string(c.Token))
-	resp, err := t.base.RoundTrip(req)
-	if err == nil && resp.StatusCode == http.StatusUnauthorized && t.k.now().Sub(c.Issued) > minTokenAge {
-		_, _ = t.k.Invalidate(req.Context(), c.Gen)
+	ctx, cancel := context.WithCancel(req.Context())
+	t.mu.Lock()
+	t.live[req] = cancel
+	t.mu.Unlock()
+	var once sync.Once
+	done := func() {
+		once.Do(func() {
+			t.mu.Lock()
+			delete(t.live, req)
+			t.mu.Unlock()
+			cancel()
+		})
 	}
-	return resp, err
+
+	c, err := t.k.Wait(ctx)
+	if err != nil {
+		done()
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	req.Header.Set("X-Auth-Token", string(c.Token))
+	if c.ServiceToken != "" {
+		req.Header.Set("X-Service-Token", string(c.ServiceToken))
+	} else {
+		req.Header.Del("X-Service-Token")
+	}
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		done()
+		return nil, err
+	}
+	resp.Request = req
+	resp.Body = &trackedBody{ReadCloser: resp.Body, done: done}
+	if resp.StatusCode != http.StatusUnauthorized {
+		return resp, nil
+	}
+	t.k.log.Debug("Swift answered 401", "method", req.Method, "path", req.URL.Path, "gen", c.Gen)
+	t.k.rejected(ctx, c)
+	if ctx.Err() != nil && req.Context().Err() == nil {
+		// Cancelled (timed out by ncw/swift) while renewing: nobody reads
+		// the response any more.
+		resp.Body.Close()
+		return nil, ctx.Err()
+	}
+	return resp, nil
 }
 
+// trackedBody ends the request's tracking when the body is closed.
+type trackedBody struct {
+	io.ReadCloser
+	done func()
+}
+
+func (b *trackedBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.done()
+	return err
+}
+
+// CancelRequest cancels a request in RoundTrip, including one waiting for
+// a renewal.
 func (t *transport) CancelRequest(req *http.Request) {
-	if cr, ok := t.base.(interface{ CancelRequest(*http.Request) }); ok {
-		cr.CancelRequest(req)
+	t.mu.Lock()
+	cancel := t.live[req]
+	t.mu.Unlock()
+	if cancel != nil {
+		cancel()
 	}
 }
 

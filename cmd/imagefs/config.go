@@ -19,6 +19,10 @@ import (
 type Config struct {
 	Auth auth.Config
 
+	authType     string // --auth-type, parsed by resolveAuth
+	cloud        string // --os-cloud: clouds.yaml entry
+	serviceCloud string // --service-cloud: clouds.yaml entry of the service user
+
 	Container  string // from CONTAINER[/PREFIX]
 	Prefix     string
 	Mountpoint string
@@ -38,32 +42,100 @@ type Config struct {
 	DebugFUSE bool
 }
 
-// password is kept apart: flag values are plain strings.
-var password string
-
-// authFlags are the standard OpenStack settings, as flags and OS_* variables.
+// authFlags are the standard OpenStack settings, as flags and OS_*
+// variables (flag > environment > clouds.yaml), the auth mode, and the
+// service user in the conventions of Nova's [service_user] group
+// (--service-* flags, IMAGEFS_SERVICE_* variables).
 func authFlags(c *Config) []cli.Flag {
 	a := &c.Auth
-	s := func(name, env, usage string, dst *string) cli.Flag {
-		return &cli.StringFlag{Name: name, EnvVars: []string{env}, Usage: usage, Destination: dst, Category: "OpenStack"}
+	s := func(cat, name, env, usage string, dst *string) cli.Flag {
+		return &cli.StringFlag{Name: name, EnvVars: []string{env}, Usage: usage, Destination: dst, Category: cat}
 	}
+	secret := func(cat, name, env, usage string, dst *auth.Secret) cli.Flag {
+		return &cli.GenericFlag{Name: name, EnvVars: []string{env}, Usage: usage + " (prefer the environment: a flag shows in ps)",
+			Value: &secretValue{dst}, Category: cat}
+	}
+	const osc, svc, mode = "OpenStack", "Service user (trust and service-token modes)", "Auth mode"
+	sv := &a.Service
 	return []cli.Flag{
-		s("os-auth-url", "OS_AUTH_URL", "Keystone v3 URL", &a.AuthURL),
-		s("os-username", "OS_USERNAME", "user name", &a.Username),
-		s("os-user-id", "OS_USER_ID", "user id (instead of the name)", &a.UserID),
-		&cli.StringFlag{Name: "os-password", EnvVars: []string{"OS_PASSWORD"}, Category: "OpenStack",
-			Usage: "password (prefer the environment: a flag shows in ps)", Destination: &password},
-		s("os-user-domain-name", "OS_USER_DOMAIN_NAME", "domain of the user", &a.UserDomainName),
-		s("os-user-domain-id", "OS_USER_DOMAIN_ID", "domain id of the user", &a.UserDomainID),
-		s("os-project-name", "OS_PROJECT_NAME", "project (tenant) name", &a.ProjectName),
-		s("os-project-id", "OS_PROJECT_ID", "project id", &a.ProjectID),
-		s("os-project-domain-name", "OS_PROJECT_DOMAIN_NAME", "domain of the project", &a.ProjectDomainName),
-		s("os-project-domain-id", "OS_PROJECT_DOMAIN_ID", "domain id of the project", &a.ProjectDomainID),
-		s("os-region-name", "OS_REGION_NAME", "catalog region of the object-store endpoint", &a.Region),
-		&cli.StringFlag{Name: "os-interface", EnvVars: []string{"OS_INTERFACE"}, Category: "OpenStack",
-			Usage: "endpoint interface: public, internal or admin", Value: "public", Destination: &a.Interface},
-		s("os-storage-url", "OS_STORAGE_URL", "object-store URL, overriding the catalog", &a.StorageURL),
+		&cli.StringFlag{Name: "auth-type", EnvVars: []string{"IMAGEFS_AUTH_TYPE", "OS_AUTH_TYPE"}, Destination: &c.authType, Category: mode,
+			Usage: "password, application-credential (v3applicationcredential), trust or service-token; default: inferred from what is set (a trust id, an application credential, a token, else a password)"},
+		s(osc, "os-cloud", "OS_CLOUD", "entry of clouds.yaml to read (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/, /etc/openstack/); flags and OS_* variables take precedence", &c.cloud),
+		s(osc, "os-auth-url", "OS_AUTH_URL", "Keystone v3 URL", &a.AuthURL),
+		s(osc, "os-username", "OS_USERNAME", "user name", &a.Username),
+		s(osc, "os-user-id", "OS_USER_ID", "user id (instead of the name)", &a.UserID),
+		secret(osc, "os-password", "OS_PASSWORD", "password", &a.Password),
+		s(osc, "os-user-domain-name", "OS_USER_DOMAIN_NAME", "domain of the user", &a.UserDomainName),
+		s(osc, "os-user-domain-id", "OS_USER_DOMAIN_ID", "domain id of the user", &a.UserDomainID),
+		s(osc, "os-project-name", "OS_PROJECT_NAME", "project (tenant) name", &a.ProjectName),
+		s(osc, "os-project-id", "OS_PROJECT_ID", "project id", &a.ProjectID),
+		s(osc, "os-project-domain-name", "OS_PROJECT_DOMAIN_NAME", "domain of the project", &a.ProjectDomainName),
+		s(osc, "os-project-domain-id", "OS_PROJECT_DOMAIN_ID", "domain id of the project", &a.ProjectDomainID),
+		s(osc, "os-application-credential-id", "OS_APPLICATION_CREDENTIAL_ID", "application credential id", &a.ApplicationCredentialID),
+		s(osc, "os-application-credential-name", "OS_APPLICATION_CREDENTIAL_NAME", "application credential name (with the user)", &a.ApplicationCredentialName),
+		secret(osc, "os-application-credential-secret", "OS_APPLICATION_CREDENTIAL_SECRET", "application credential secret", &a.ApplicationCredentialSecret),
+		s(osc, "os-trust-id", "OS_TRUST_ID", "trust to consume (trust mode; see 'imagefs trust create')", &a.TrustID),
+		secret(osc, "os-token", "OS_TOKEN", "the user's token (service-token mode)", &a.Token),
+		s(osc, "os-region-name", "OS_REGION_NAME", "catalog region of the object-store endpoint", &a.Region),
+		s(osc, "os-interface", "OS_INTERFACE", "endpoint interface: public (default), internal or admin", &a.Interface),
+		s(osc, "os-storage-url", "OS_STORAGE_URL", "object-store URL, overriding the catalog", &a.StorageURL),
+
+		s(svc, "service-cloud", "IMAGEFS_SERVICE_CLOUD", "entry of clouds.yaml with the service user", &c.serviceCloud),
+		s(svc, "service-auth-url", "IMAGEFS_SERVICE_AUTH_URL", "Keystone URL of the service user (default: --os-auth-url)", &a.ServiceAuthURL),
+		s(svc, "service-username", "IMAGEFS_SERVICE_USERNAME", "service user name (needs Keystone's service role for service tokens)", &sv.Username),
+		s(svc, "service-user-id", "IMAGEFS_SERVICE_USER_ID", "service user id", &sv.UserID),
+		secret(svc, "service-password", "IMAGEFS_SERVICE_PASSWORD", "service user's password", &sv.Password),
+		s(svc, "service-user-domain-name", "IMAGEFS_SERVICE_USER_DOMAIN_NAME", "domain of the service user", &sv.UserDomainName),
+		s(svc, "service-user-domain-id", "IMAGEFS_SERVICE_USER_DOMAIN_ID", "domain id of the service user", &sv.UserDomainID),
+		s(svc, "service-project-name", "IMAGEFS_SERVICE_PROJECT_NAME", "service user's project (service-token mode)", &sv.ProjectName),
+		s(svc, "service-project-id", "IMAGEFS_SERVICE_PROJECT_ID", "service user's project id", &sv.ProjectID),
+		s(svc, "service-project-domain-name", "IMAGEFS_SERVICE_PROJECT_DOMAIN_NAME", "domain of the service user's project", &sv.ProjectDomainName),
+		s(svc, "service-project-domain-id", "IMAGEFS_SERVICE_PROJECT_DOMAIN_ID", "domain id of the service user's project", &sv.ProjectDomainID),
+		s(svc, "service-application-credential-id", "IMAGEFS_SERVICE_APPLICATION_CREDENTIAL_ID", "service user's application credential (service-token mode only)", &sv.ApplicationCredentialID),
+		s(svc, "service-application-credential-name", "IMAGEFS_SERVICE_APPLICATION_CREDENTIAL_NAME", "service user's application credential name", &sv.ApplicationCredentialName),
+		secret(svc, "service-application-credential-secret", "IMAGEFS_SERVICE_APPLICATION_CREDENTIAL_SECRET", "service user's application credential secret", &sv.ApplicationCredentialSecret),
+
+		s(mode, "reseller-prefix", "IMAGEFS_RESELLER_PREFIX", "service-token mode: account prefix replacing the catalog's AUTH_ (default IMAGE_)", &a.ResellerPrefix),
+		&cli.DurationFlag{Name: "allow-expired-window", EnvVars: []string{"IMAGEFS_ALLOW_EXPIRED_WINDOW"}, Value: 48 * time.Hour, Destination: &a.AllowExpiredWindow, Category: mode,
+			Usage: "service-token mode: Keystone's [token] allow_expired_window, how long after its expiry the user token stays usable"},
+		&cli.DurationFlag{Name: "expiry-warning", EnvVars: []string{"IMAGEFS_EXPIRY_WARNING"}, Value: 7 * 24 * time.Hour, Destination: &a.ExpiryWarning, Category: mode,
+			Usage: "warn this long before the application credential expires (or the allow-expired window closes; then at most a quarter of it)"},
+		&cli.DurationFlag{Name: "token-renew-margin", EnvVars: []string{"IMAGEFS_TOKEN_RENEW_MARGIN"}, Value: 5 * time.Minute, Destination: &a.RenewMargin, Category: mode,
+			Usage: "renew tokens at least this long before they expire (10% of the lifetime if more; half of it for short-lived tokens)"},
 	}
+}
+
+// secretValue is a flag value that fills an auth.Secret and never shows
+// it (help texts print a flag's value as its default).
+type secretValue struct{ dst *auth.Secret }
+
+func (v *secretValue) Set(s string) error { *v.dst = auth.Secret(s); return nil }
+func (v *secretValue) String() string     { return "" }
+
+// resolveAuth completes the auth settings: clouds.yaml fills what the
+// flags and the environment left empty, and the mode is parsed.
+func (c *Config) resolveAuth() error {
+	var errs []error
+	if c.cloud != "" {
+		if err := fromCloud(c.cloud, &c.Auth, &c.Auth.Identity); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.serviceCloud != "" {
+		var scratch auth.Config
+		if err := fromCloud(c.serviceCloud, &scratch, &c.Auth.Service); err != nil {
+			errs = append(errs, fmt.Errorf("--service-cloud: %w", err))
+		}
+		if c.Auth.ServiceAuthURL == "" {
+			c.Auth.ServiceAuthURL = scratch.AuthURL
+		}
+	}
+	m, err := auth.ParseMode(c.authType)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--auth-type (IMAGEFS_AUTH_TYPE, OS_AUTH_TYPE): %w", err))
+	}
+	c.Auth.Mode = m
+	return errors.Join(errs...)
 }
 
 // mountFlags are all the flags of `imagefs mount`: one function per area.

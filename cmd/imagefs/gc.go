@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/imagefs/imagefs/auth"
 	"github.com/imagefs/imagefs/segments"
 )
 
@@ -72,8 +72,7 @@ func runGC(parent context.Context, c *gcConfig, out io.Writer) error {
 	if c.MinAge < 0 {
 		return &usageError{msg: fmt.Sprintf("--min-age %v: must not be negative", c.MinAge), cmd: "gc"}
 	}
-	c.Auth.Password = auth.Secret(password)
-	if err := c.Auth.Validate(); err != nil {
+	if err := errors.Join(c.resolveAuth(), c.Auth.Validate()); err != nil {
 		return err
 	}
 	lvl, err := parseLevel(c.LogLevel)

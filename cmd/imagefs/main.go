@@ -46,7 +46,7 @@ func report(err error) int {
 }
 
 func newApp() *cli.App {
-	var cfg Config
+	var cfg, trustCfg Config
 	return &cli.App{
 		Name:  "imagefs",
 		Usage: "virtual-machine images in OpenStack Swift, as files",
@@ -77,6 +77,7 @@ func newApp() *cli.App {
 				},
 			},
 			gcCommand(),
+			trustCommand(&trustCfg),
 		},
 	}
 }

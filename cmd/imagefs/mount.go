@@ -29,11 +29,10 @@ func runMount(parent context.Context, cfg *Config) error {
 	if cfg.Container == "" {
 		return &usageError{msg: "no container given: the first argument is CONTAINER[/PREFIX]"}
 	}
-	cfg.Auth.Password = auth.Secret(password)
 	if err := checkMountpoint(cfg.Mountpoint); err != nil {
 		return err
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.resolveAuth(), cfg.Validate()); err != nil {
 		return err
 	}
 	log := newLogger(cfg)
@@ -114,6 +113,7 @@ func runMount(parent context.Context, cfg *Config) error {
 		}
 	}
 	log.Info("mounted", "container", cfg.Container, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
+		"auth", keeper.Mode(), "account", keeper.Current().StorageURL,
 		"segment_size", segSize, "upload_workers", cfg.UploadWorkers, "write_memory_budget", pool.MemoryBudget(),
 		"max_manifest_segments", limits.MaxManifestSegments,
 		"read_memory", readMem, "read_ahead", readAhead, "kernel_read_ahead", kernelRA, "cache_dir", cfg.Read.CacheDir, "cache_size", cacheSize)

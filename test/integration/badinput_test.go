@@ -18,6 +18,17 @@ import (
 // line on stderr, a non-zero exit, no stack trace and nothing mounted.
 func TestBadInputFailsBeforeMounting(t *testing.T) {
 	c := labtest.NewContainer(t)
+	// Credentials that went bad: an expired application credential, a
+	// deleted trust.
+	acID, _ := labtest.NewAppCredential(t, time.Hour)
+	expiredAC, expiredSecret := labtest.NewAppCredential(t, 2*time.Second)
+	goneTrust := labtest.NewTrust(t)
+	if err := labtest.DeleteTrust(goneTrust); err != nil {
+		t.Fatal(err)
+	}
+	svcEnv := labtest.ServiceUserEnv()
+	userTok := string(labtest.UserToken(t))
+	time.Sleep(3 * time.Second) // expiredAC is now
 	for _, tc := range []struct {
 		name   string
 		env    []string
@@ -31,6 +42,55 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 			args:   func(dir string) []string { return []string{c, dir} },
 			status: 1,
 			want:   "Keystone refused the credentials (HTTP 401",
+		},
+		{
+			name:   "wrong application credential secret",
+			env:    []string{"OS_APPLICATION_CREDENTIAL_ID=" + acID, "OS_APPLICATION_CREDENTIAL_SECRET=not-the-password"},
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   "the application credential " + acID + " is wrong",
+		},
+		{
+			name:   "expired application credential",
+			env:    []string{"OS_APPLICATION_CREDENTIAL_ID=" + expiredAC, "OS_APPLICATION_CREDENTIAL_SECRET=" + string(expiredSecret)},
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   "deleted, or expired: check it with 'openstack application credential show " + expiredAC,
+		},
+		{
+			name:   "deleted trust",
+			env:    append([]string{"OS_TRUST_ID=" + goneTrust}, svcEnv...),
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   "the trust " + goneTrust + " does not exist (deleted or expired)",
+		},
+		{
+			name:   "wrong service password",
+			env:    append(append([]string{"OS_TOKEN=" + userTok}, svcEnv...), "IMAGEFS_SERVICE_PASSWORD=not-the-password"),
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   "check the service user's credentials",
+		},
+		{
+			name:   "invalid user token",
+			env:    append([]string{"OS_TOKEN=gAAAAAnot-the-password"}, svcEnv...),
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   "the user token (OS_TOKEN) is not valid",
+		},
+		{
+			name:   "service token without service user",
+			env:    []string{"OS_TOKEN=" + userTok},
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   "service-token mode needs the service user",
+		},
+		{
+			name:   "unknown auth type",
+			env:    []string{"OS_AUTH_TYPE=v3oidcpassword"},
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   `auth type "v3oidcpassword"`,
 		},
 		{
 			name:   "unknown container",
@@ -105,8 +165,10 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 			if lines := strings.Count(strings.TrimSpace(out), "\n") + 1; tc.status == 1 && lines != 1 {
 				t.Errorf("stderr has %d lines, want 1: %s", lines, out)
 			}
-			if strings.Contains(out, "not-the-password") {
-				t.Error("the password appears in the output")
+			for _, secret := range []string{"not-the-password", userTok, string(expiredSecret), os.Getenv("LAB_SERVICE_PASSWORD")} {
+				if strings.Contains(out, secret) {
+					t.Error("a secret appears in the output")
+				}
 			}
 			if labtest.Mounted(dir) {
 				t.Error("something got mounted")

@@ -37,6 +37,8 @@ var (
 	Swift segments.ObjectStore
 	// Keeper holds the demo user's token.
 	Keeper *auth.Keeper
+
+	root string // the module's root directory
 )
 
 // Main is the TestMain of a package of lab tests: it checks the lab and
@@ -60,6 +62,7 @@ func run(m *testing.M, pkgToRoot string) int {
 	} else {
 		f.Close()
 	}
+	root, _ = filepath.Abs(pkgToRoot)
 	dir, err := os.MkdirTemp("", "imagefs-it-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -94,14 +97,16 @@ func run(m *testing.M, pkgToRoot string) int {
 // LabAuth is the demo user of the lab, from the OS_* environment.
 func LabAuth() auth.Config {
 	return auth.Config{
-		AuthURL:           os.Getenv("OS_AUTH_URL"),
-		Username:          os.Getenv("OS_USERNAME"),
-		Password:          auth.Secret(os.Getenv("OS_PASSWORD")),
-		UserDomainName:    os.Getenv("OS_USER_DOMAIN_NAME"),
-		ProjectName:       os.Getenv("OS_PROJECT_NAME"),
-		ProjectDomainName: os.Getenv("OS_PROJECT_DOMAIN_NAME"),
-		Region:            os.Getenv("OS_REGION_NAME"),
-		Interface:         os.Getenv("OS_INTERFACE"),
+		AuthURL: os.Getenv("OS_AUTH_URL"),
+		Identity: auth.Identity{
+			Username:          os.Getenv("OS_USERNAME"),
+			Password:          auth.Secret(os.Getenv("OS_PASSWORD")),
+			UserDomainName:    os.Getenv("OS_USER_DOMAIN_NAME"),
+			ProjectName:       os.Getenv("OS_PROJECT_NAME"),
+			ProjectDomainName: os.Getenv("OS_PROJECT_DOMAIN_NAME"),
+		},
+		Region:    os.Getenv("OS_REGION_NAME"),
+		Interface: os.Getenv("OS_INTERFACE"),
 	}
 }
 

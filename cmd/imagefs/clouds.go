@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+
+	"github.com/imagefs/imagefs/auth"
+)
+
+// fromCloud fills the empty fields of cfg and id from the clouds.yaml entry
+// name, found the way the OpenStack tools find it (OS_CLIENT_CONFIG_FILE,
+// then ./clouds.yaml, ~/.config/openstack/clouds.yaml,
+// /etc/openstack/clouds.yaml, with secure.yaml next to it). Flags and
+// environment variables, already in cfg, take precedence.
+func fromCloud(name string, cfg *auth.Config, id *auth.Identity) error {
+	ao, eo, _, err := clouds.Parse(clouds.WithCloudName(name))
+	if err != nil {
+		return fmt.Errorf("clouds.yaml, cloud %q: %v", name, err)
+	}
+	fill := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	fillSecret := func(dst *auth.Secret, v string) {
+		if *dst == "" {
+			*dst = auth.Secret(v)
+		}
+	}
+	fill(&cfg.AuthURL, ao.IdentityEndpoint)
+	fill(&id.Username, ao.Username)
+	fill(&id.UserID, ao.UserID)
+	fillSecret(&id.Password, ao.Password)
+	fill(&id.UserDomainName, ao.DomainName)
+	fill(&id.UserDomainID, ao.DomainID)
+	fill(&id.ApplicationCredentialID, ao.ApplicationCredentialID)
+	fill(&id.ApplicationCredentialName, ao.ApplicationCredentialName)
+	fillSecret(&id.ApplicationCredentialSecret, ao.ApplicationCredentialSecret)
+	fillSecret(&cfg.Token, ao.TokenID)
+	if sc := ao.Scope; sc != nil {
+		fill(&cfg.TrustID, sc.TrustID)
+		fill(&id.ProjectID, sc.ProjectID)
+		fill(&id.ProjectName, sc.ProjectName)
+		if sc.ProjectName != "" {
+			fill(&id.ProjectDomainName, sc.DomainName)
+			fill(&id.ProjectDomainID, sc.DomainID)
+		}
+	}
+	fill(&id.ProjectID, ao.TenantID)
+	fill(&id.ProjectName, ao.TenantName)
+	fill(&cfg.Region, eo.Region)
+	if eo.Availability != "" {
+		fill(&cfg.Interface, string(eo.Availability))
+	}
+	return nil
+}
