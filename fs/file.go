@@ -113,7 +113,7 @@ func (f *fileNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.S
 		f.mu.Unlock()
 		switch {
 		case w != nil:
-			if err := w.Truncate(int64(size)); err != nil {
+			if err := w.Truncate(ctx, int64(size)); err != nil {
 				return f.root.errnoOf("truncate", f.rel, err)
 			}
 			if h, ok := fh.(*writeHandle); ok {

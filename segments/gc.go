@@ -193,20 +193,10 @@ func referenced(ctx context.Context, st ObjectStore, o GCOptions, rep *GCReport)
 			if err != nil {
 				return fmt.Errorf("head %s/%s: %w", o.Container, in.Name, err)
 			}
-			var groups map[string][]string
-			switch {
-			case h.SLO:
-				groups, err = sloObjects(gctx, st, o.Container, in.Name, 0)
-			case h.DLO != "":
-				var segs []Segment
-				segs, err = listDLO(gctx, st, h.DLO)
-				groups = map[string][]string{}
-				for _, s := range segs {
-					groups[s.Container] = append(groups[s.Container], s.Object)
-				}
-			default:
+			if !h.SLO && h.DLO == "" {
 				return nil
 			}
+			groups, err := ObjectsOf(gctx, st, h)
 			if errors.Is(err, ErrNotFound) {
 				// Overwritten or deleted while we read it: the new version
 				// was uploaded recently, so its segments are young.
@@ -228,6 +218,27 @@ func referenced(ctx context.Context, st ObjectStore, o GCOptions, rep *GCReport)
 		return nil, err
 	}
 	return refs, nil
+}
+
+// ObjectsOf lists the objects a large object's manifest references (for
+// an SLO, nested manifests included, but not the manifest itself), grouped
+// by container. A plain object references nothing.
+func ObjectsOf(ctx context.Context, st ObjectStore, in Info) (map[string][]string, error) {
+	switch {
+	case in.SLO:
+		return sloObjects(ctx, st, in.Container, in.Name, 0)
+	case in.DLO != "":
+		segs, err := listDLO(ctx, st, in.DLO)
+		if err != nil {
+			return nil, err
+		}
+		groups := map[string][]string{}
+		for _, s := range segs {
+			groups[s.Container] = append(groups[s.Container], s.Object)
+		}
+		return groups, nil
+	}
+	return nil, nil
 }
 
 // DeleteOrphans deletes the orphan uploads of rep. It first reads the

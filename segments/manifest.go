@@ -14,6 +14,9 @@ type Segment struct {
 	Container, Object string
 	ETag              string // pins the segment's version (If-Match); may be empty
 	Offset, Length    int64
+	// Size is the size of the whole segment object, 0 if unknown. A new
+	// manifest that reuses the segment (a file rewritten in place) needs it.
+	Size int64
 }
 
 // Manifest is the resolved, flat list of segments of one version of an
@@ -78,7 +81,7 @@ func ResolveInfo(ctx context.Context, st ObjectStore, in Info) (*Manifest, error
 	case in.DLO != "":
 		segs, err = listDLO(ctx, st, in.DLO)
 	default:
-		segs = []Segment{{Container: in.Container, Object: in.Name, ETag: in.ETag, Length: in.Size}}
+		segs = []Segment{{Container: in.Container, Object: in.Name, ETag: in.ETag, Length: in.Size, Size: in.Size}}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s/%s: %w", in.Container, in.Name, err)
@@ -134,7 +137,7 @@ func flattenSLO(ctx context.Context, st ObjectStore, container, object string, o
 			continue
 		}
 		out = append(out, Segment{Container: e.Container, Object: e.Object, ETag: e.ETag,
-			Offset: eOff + skip, Length: take})
+			Offset: eOff + skip, Length: take, Size: e.Size})
 	}
 	return out, nil
 }
@@ -153,7 +156,7 @@ func listDLO(ctx context.Context, st ObjectStore, manifest string) ([]Segment, e
 	var segs []Segment
 	err = st.List(ctx, c, prefix, 0, func(in Info) error {
 		if in.Size > 0 {
-			segs = append(segs, Segment{Container: c, Object: in.Name, ETag: in.ETag, Length: in.Size})
+			segs = append(segs, Segment{Container: c, Object: in.Name, ETag: in.ETag, Length: in.Size, Size: in.Size})
 		}
 		return nil
 	})

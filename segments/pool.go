@@ -2,7 +2,10 @@ package segments
 
 import (
 	"context"
+	"sort"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/semaphore"
 )
@@ -15,12 +18,30 @@ const ChunkSize = 1 << 20
 // Pool is the upload machinery shared by all writers of a mount: a memory
 // budget for segment buffers and a bounded number of upload workers. It is
 // safe for concurrent use.
+//
+// Memory never grows past the budget and writers never fail for lack of
+// it: they wait. Waiting is safe while some memory belongs to sealed
+// segments, which their uploads give back. When all of it sits in the
+// partly filled segments of open files (more files being written than the
+// budget has segments for, or files left open idle), nothing would come
+// back by itself, so the waiting writer seals a partly filled segment early,
+// as a short segment (SLO segments may have any size): another writer's
+// that is idle, or else its own.
 type Pool struct {
 	segmentSize int64
 	workers     chan struct{}       // one token per running upload
 	mem         *semaphore.Weighted // budget, in chunks
-	chunks      sync.Pool
+	budget      int64               // chunks
+	sealed      atomic.Int64        // chunks of sealed segments, to be given back by their uploads
+
+	mu      sync.Mutex // guards spare, writers
+	spare   [][]byte   // chunks given back, reused: the heap does not churn
+	writers map[*Writer]struct{}
 }
+
+// memPoll is how often a writer waiting for memory checks whether it has
+// to seal a segment early to make progress.
+const memPoll = 50 * time.Millisecond
 
 // NewPool returns a Pool for segments of segmentSize bytes (rounded up to
 // a whole number of chunks) and the given number of parallel uploads.
@@ -32,13 +53,14 @@ func NewPool(segmentSize int64, workers int) *Pool {
 		segmentSize = ChunkSize
 	}
 	workers = max(workers, 1)
-	p := &Pool{
+	budget := int64(workers+1) * (segmentSize / ChunkSize)
+	return &Pool{
 		segmentSize: segmentSize,
 		workers:     make(chan struct{}, workers),
-		mem:         semaphore.NewWeighted(int64(workers+1) * (segmentSize / ChunkSize)),
+		mem:         semaphore.NewWeighted(budget),
+		budget:      budget,
+		writers:     map[*Writer]struct{}{},
 	}
-	p.chunks.New = func() any { b := make([]byte, ChunkSize); return &b }
-	return p
 }
 
 // SegmentSize is the size of a full segment, bytes.
@@ -48,21 +70,49 @@ func (p *Pool) SegmentSize() int64 { return p.segmentSize }
 func (p *Pool) Workers() int { return cap(p.workers) }
 
 // MemoryBudget is the most memory segment buffers may use, bytes.
-func (p *Pool) MemoryBudget() int64 { return int64(cap(p.workers)+1) * p.segmentSize }
+func (p *Pool) MemoryBudget() int64 { return p.budget * ChunkSize }
 
-// alloc takes one zeroed chunk from the budget, waiting while it is used up.
-func (p *Pool) alloc(ctx context.Context) ([]byte, error) {
-	if err := p.mem.Acquire(ctx, 1); err != nil {
-		return nil, err
+// tryAlloc takes one zeroed chunk if the budget allows, else nil.
+func (p *Pool) tryAlloc() []byte {
+	if !p.mem.TryAcquire(1) {
+		return nil
 	}
-	b := *(p.chunks.Get().(*[]byte))
+	return p.take()
+}
+
+// allocWait waits up to d for a chunk: (nil, nil) when d passed first.
+func (p *Pool) allocWait(ctx context.Context, d time.Duration) ([]byte, error) {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if err := p.mem.Acquire(wctx, 1); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, nil
+	}
+	return p.take(), nil
+}
+
+func (p *Pool) take() []byte {
+	p.mu.Lock()
+	var b []byte
+	if n := len(p.spare); n > 0 {
+		b = p.spare[n-1]
+		p.spare = p.spare[:n-1]
+	}
+	p.mu.Unlock()
+	if b == nil {
+		return make([]byte, ChunkSize)
+	}
 	clear(b)
-	return b, nil
+	return b
 }
 
 // free gives a chunk back.
 func (p *Pool) free(b []byte) {
-	p.chunks.Put(&b)
+	p.mu.Lock()
+	p.spare = append(p.spare, b)
+	p.mu.Unlock()
 	p.mem.Release(1)
 }
 
@@ -77,3 +127,36 @@ func (p *Pool) startUpload(ctx context.Context) error {
 }
 
 func (p *Pool) endUpload() { <-p.workers }
+
+func (p *Pool) register(w *Writer) {
+	p.mu.Lock()
+	p.writers[w] = struct{}{}
+	p.mu.Unlock()
+}
+
+func (p *Pool) unregister(w *Writer) {
+	p.mu.Lock()
+	delete(p.writers, w)
+	p.mu.Unlock()
+}
+
+// relieve seals a partly filled segment of a writer other than except that
+// is not busy right now, the one holding the most memory first. It
+// reports whether it found one.
+func (p *Pool) relieve(except *Writer) bool {
+	p.mu.Lock()
+	var cands []*Writer
+	for w := range p.writers {
+		if w != except && w.openChunks.Load() > 0 {
+			cands = append(cands, w)
+		}
+	}
+	p.mu.Unlock()
+	sort.Slice(cands, func(i, j int) bool { return cands[i].openChunks.Load() > cands[j].openChunks.Load() })
+	for _, w := range cands {
+		if w.relieveIdle() {
+			return true
+		}
+	}
+	return false
+}

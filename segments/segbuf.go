@@ -1,46 +1,59 @@
 package segments
 
 import (
-	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"hash"
 	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // segBuf holds the bytes of one segment while it is written. Chunks that
 // were never written are nil and read as zeros, so a hole costs no memory.
+// Once sealed it is read-only; the uploads and the hasher that use it each
+// hold a reference, and the last one gives the chunks back to the pool.
 type segBuf struct {
 	off    int64    // object offset of the segment's first byte
 	chunks [][]byte // ChunkSize each, nil = zeros
 	spans  []span   // written ranges, relative to off, sorted and merged
+	refs   atomic.Int32
 }
 
 type span struct{ lo, hi int64 }
 
-// write copies p to relative offset rel, taking chunks from the pool.
-func (s *segBuf) write(ctx context.Context, p *Pool, rel int64, data []byte) error {
-	for len(data) > 0 {
+// write copies data to relative offset rel. alloc supplies a zeroed chunk
+// for each part of the segment touched for the first time; if it fails the
+// bytes copied so far are reported with its error.
+func (s *segBuf) write(rel int64, data []byte, alloc func() ([]byte, error)) (int, error) {
+	n := 0
+	for n < len(data) {
 		ci := int(rel / ChunkSize)
 		for len(s.chunks) <= ci {
 			s.chunks = append(s.chunks, nil)
 		}
 		if s.chunks[ci] == nil {
-			b, err := p.alloc(ctx)
+			b, err := alloc()
 			if err != nil {
-				return err
+				return n, err
 			}
 			s.chunks[ci] = b
 		}
-		n := copy(s.chunks[ci][rel%ChunkSize:], data)
-		s.addSpan(rel, rel+int64(n))
-		rel += int64(n)
-		data = data[n:]
+		k := copy(s.chunks[ci][rel%ChunkSize:], data[n:])
+		s.addSpan(rel, rel+int64(k))
+		rel += int64(k)
+		n += k
 	}
-	return nil
+	return n, nil
 }
 
 func (s *segBuf) addSpan(lo, hi int64) {
+	// The usual case: appending at the end of the last span.
+	if l := len(s.spans); l > 0 && s.spans[l-1].lo <= lo && lo <= s.spans[l-1].hi {
+		s.spans[l-1].hi = max(s.spans[l-1].hi, hi)
+		return
+	}
 	out := s.spans[:0:0]
 	for _, sp := range s.spans {
 		if sp.hi < lo || sp.lo > hi { // disjoint, not touching
@@ -50,7 +63,6 @@ func (s *segBuf) addSpan(lo, hi int64) {
 		lo, hi = min(lo, sp.lo), max(hi, sp.hi)
 	}
 	out = append(out, span{lo, hi})
-	// keep sorted: insertion of the merged span
 	for i := len(out) - 1; i > 0 && out[i].lo < out[i-1].lo; i-- {
 		out[i], out[i-1] = out[i-1], out[i]
 	}
@@ -65,8 +77,57 @@ func (s *segBuf) full(n int64) bool {
 // empty reports whether nothing was written.
 func (s *segBuf) empty() bool { return len(s.spans) == 0 }
 
-// clip forgets everything from relative offset n on.
-func (s *segBuf) clip(n int64, p *Pool) {
+// written reports whether byte rel was written.
+func (s *segBuf) written(rel int64) (span, bool) {
+	for _, sp := range s.spans {
+		if sp.lo <= rel && rel < sp.hi {
+			return sp, true
+		}
+		if sp.lo > rel {
+			return sp, false // the next written span
+		}
+	}
+	return span{}, false
+}
+
+// runs returns the ranges of [0, n) to upload: the written spans, where
+// two spans separated by fewer than mergeGap unwritten bytes that read as
+// zeros (at or after zerosFrom) become one range with the zeros inside.
+// Larger gaps are referenced, not uploaded.
+func (s *segBuf) runs(n, zerosFrom, mergeGap int64) []span {
+	var out []span
+	for _, sp := range s.spans {
+		sp.hi = min(sp.hi, n)
+		if sp.lo >= sp.hi {
+			continue
+		}
+		if l := len(out); l > 0 {
+			prev := &out[l-1]
+			if gap := sp.lo - prev.hi; gap < mergeGap && prev.hi >= zerosFrom {
+				prev.hi = sp.hi
+				continue
+			}
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
+// chunkCount is the number of chunks held.
+func (s *segBuf) chunkCount() int64 {
+	var n int64
+	for _, c := range s.chunks {
+		if c != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// clip forgets everything from relative offset n on, giving back the
+// chunks it no longer needs; it returns how many.
+func (s *segBuf) clip(n int64, p *Pool) int64 {
+	var freed int64
 	for i, c := range s.chunks {
 		lo := int64(i) * ChunkSize
 		switch {
@@ -74,6 +135,7 @@ func (s *segBuf) clip(n int64, p *Pool) {
 		case lo >= n:
 			p.free(c)
 			s.chunks[i] = nil
+			freed++
 		case lo+ChunkSize > n:
 			clear(c[n-lo:])
 		}
@@ -85,19 +147,23 @@ func (s *segBuf) clip(n int64, p *Pool) {
 		}
 	}
 	s.spans = out
+	return freed
 }
 
-// free gives all chunks back to the pool.
-func (s *segBuf) free(p *Pool) {
+// free gives all chunks back to the pool and returns how many there were.
+func (s *segBuf) free(p *Pool) int64 {
+	var n int64
 	for i, c := range s.chunks {
 		if c != nil {
 			p.free(c)
 			s.chunks[i] = nil
+			n++
 		}
 	}
+	return n
 }
 
-// ReadAt implements io.ReaderAt over the first n bytes (see reader).
+// ReadAt implements io.ReaderAt over the segment (unwritten bytes are zeros).
 func (s *segBuf) ReadAt(b []byte, rel int64) (int, error) {
 	n := 0
 	for n < len(b) {
@@ -114,27 +180,28 @@ func (s *segBuf) ReadAt(b []byte, rel int64) (int, error) {
 	return n, nil
 }
 
-// reader returns the segment's first n bytes as a rewindable body.
-func (s *segBuf) reader(n int64) io.ReadSeeker { return io.NewSectionReader(s, 0, n) }
+// section returns bytes [lo, hi) as a rewindable body.
+func (s *segBuf) section(lo, hi int64) io.ReadSeeker { return io.NewSectionReader(s, lo, hi-lo) }
 
-// hashInto writes the segment's first n bytes to each hash.
-func (s *segBuf) hashInto(n int64, hs ...hash.Hash) {
-	for ci := int64(0); ci*ChunkSize < n; ci++ {
-		l := min(ChunkSize, n-ci*ChunkSize)
-		b := zeroChunk[:l]
-		if int(ci) < len(s.chunks) && s.chunks[ci] != nil {
-			b = s.chunks[ci][:l]
+// hashRange writes bytes [lo, hi) to h, chunk by chunk, without copying.
+func (s *segBuf) hashRange(lo, hi int64, h hash.Hash) {
+	for lo < hi {
+		ci := int(lo / ChunkSize)
+		co := lo % ChunkSize
+		l := min(ChunkSize-co, hi-lo)
+		if ci < len(s.chunks) && s.chunks[ci] != nil {
+			h.Write(s.chunks[ci][co : co+l])
+		} else {
+			h.Write(zeroChunk[:l])
 		}
-		for _, h := range hs {
-			h.Write(b)
-		}
+		lo += l
 	}
 }
 
-// md5hex is the hex MD5 of the segment's first n bytes.
-func (s *segBuf) md5hex(n int64) string {
+// md5hex is the hex MD5 of bytes [lo, hi).
+func (s *segBuf) md5hex(lo, hi int64) string {
 	h := md5.New()
-	s.hashInto(n, h)
+	s.hashRange(lo, hi, h)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -146,13 +213,42 @@ type zeroReader struct{}
 
 func (zeroReader) ReadAt(b []byte, _ int64) (int, error) { clear(b); return len(b), nil }
 
-// zeroMD5 is the hex MD5 of n zero bytes.
-func zeroMD5(n int64) string {
-	h := md5.New()
+func zeroHash(h hash.Hash, n int64) {
 	for n > 0 {
 		l := min(n, ChunkSize)
 		h.Write(zeroChunk[:l])
 		n -= l
 	}
-	return hex.EncodeToString(h.Sum(nil))
+}
+
+// maxZeroMD5 bounds the objects whose content isZeros checks by computing
+// the MD5 of that many zeros (once per size), except imagefs' own hole
+// segments, which are recognised by name first.
+const maxZeroMD5 = 4 << 20
+
+var zeroMD5s sync.Map // size -> hex MD5 of that many zeros
+
+// zeroMD5 is the hex MD5 of n zero bytes (cached: a handful of sizes recur).
+func zeroMD5(n int64) string {
+	if v, ok := zeroMD5s.Load(n); ok {
+		return v.(string)
+	}
+	h := md5.New()
+	zeroHash(h, n)
+	s := hex.EncodeToString(h.Sum(nil))
+	zeroMD5s.Store(n, s)
+	return s
+}
+
+// isZeros reports whether a segment object holds only zeros, judged by its
+// ETag (the MD5 Swift computed): imagefs' hole segments, and blocks of
+// zeros that tools such as qemu-img write.
+func isZeros(s Segment) bool {
+	if s.Size <= 0 || s.ETag == "" {
+		return false
+	}
+	if s.Size > maxZeroMD5 && !strings.HasSuffix(s.Object, "/"+zeroSegment) {
+		return false
+	}
+	return s.ETag == zeroMD5(s.Size)
 }

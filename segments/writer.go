@@ -3,15 +3,14 @@ package segments
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"mime"
 	"path"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,6 +29,24 @@ type WriterOptions struct {
 	ContentType string            // default: from the name's extension
 	Meta        map[string]string // extra X-Object-Meta-*
 	Log         *slog.Logger
+
+	// Under is the version the new one starts from, for a file opened for
+	// writing without truncating it: bytes that are not written read as
+	// Under's, and the new manifest references Under's segments for them
+	// rather than uploading them again. nil starts from an empty file.
+	// Under must not reference the object itself (a plain object is
+	// replaced by the commit): load such content with WriteAt instead.
+	Under *Manifest
+	// Staging, if set, takes over a file whose writes go back into data
+	// already uploaded: the file is then kept on local disk and uploaded by
+	// Commit. Without it such writes fail with ErrNonSequential.
+	Staging *Staging
+	// Retry governs the reads the Writer makes itself (ReadAt, staging).
+	Retry RetryPolicy
+	// Retire, if set, is handed the objects of the replaced version after
+	// a commit, instead of their deletion (e.g. to keep them while
+	// readers still have that version open). It must not block for long.
+	Retire func(garbage map[string][]string)
 }
 
 // Metadata keys the Writer sets (X-Object-Meta-<key>).
@@ -38,19 +55,36 @@ const (
 	MetaSHA256 = "sha256" // hex SHA-256 of the whole content
 )
 
+// mergeGap: unwritten bytes (that read as zeros) between two written ranges
+// of a segment are uploaded as zeros when the gap is smaller than this,
+// and referenced from the zero segment when larger.
+const mergeGap = ChunkSize
+
+// zeroSegment is the name, below an upload's prefix, of the segment of
+// zeros that holes reference.
+const zeroSegment = "zero"
+
 // Writer streams one new version of an object into Swift. Writes at the
-// end of the data (and forward jumps, which leave zeros) fill segment
-// buffers; full segments upload in parallel, bounded by the Pool. Commit
-// publishes the version atomically: a single PUT for a file of at most one
-// segment, else an SLO manifest, nested when the segments outnumber one
-// manifest. Until Commit succeeds readers see the previous version.
+// end of the data (and forward jumps, which leave holes) fill segment
+// buffers; sealed segments upload in parallel, bounded by the Pool, and a
+// separate goroutine hashes them in order. Commit publishes the version
+// atomically: a single PUT for a small file, else an SLO manifest, nested
+// when the segments outnumber one manifest. Until Commit succeeds readers
+// see the previous version.
 //
 // Segments are named <object>/<upload id>/<%08d> in the segment container,
-// so two uploads of one path never share a segment. Abort deletes them.
+// so two uploads of one path never share a segment. Holes are ranges of
+// one segment of zeros per upload (<object>/<upload id>/zero); with Under,
+// bytes not written are ranges of Under's segments. Abort deletes this
+// upload's segments.
 //
 // The two segments after the last sealed one stay open, so writes that the
-// kernel delivers slightly out of order still land; a write before them
-// fails with ErrNonSequential. All methods are safe for concurrent use.
+// kernel delivers slightly out of order still land. A write before them
+// switches the file to staging on local disk if the options allow it, and
+// otherwise fails with ErrNonSequential. A write that fails spoils the
+// upload: Commit then returns that error and publishes nothing.
+//
+// All methods are safe for concurrent use.
 type Writer struct {
 	st       ObjectStore
 	o        WriterOptions
@@ -60,18 +94,22 @@ type Writer struct {
 	ctx      context.Context // lifetime of the uploads
 	cancel   context.CancelFunc
 
-	size atomic.Int64 // logical size so far
+	size       atomic.Int64 // logical size so far
+	openChunks atomic.Int64 // chunks held by open (unsealed) segment buffers
 
-	mu      sync.Mutex // guards everything below
-	idle    *sync.Cond // signalled when pending drops to 0
-	base    int64      // object offset of open[0]; bytes before are sealed
-	open    [2]*segBuf // open[0] covers [base, base+S), open[1] the next S
-	parts   []*part    // sealed segments in order
-	pending int        // uploads not finished
-	err     error      // first upload error, sticky
-	sha     hash.Hash  // SHA-256 of the sealed bytes, in order
-	state   writerState
-	result  error // Commit's result once committed
+	mu        sync.Mutex // guards everything below
+	idle      *sync.Cond // signalled when pending drops to 0
+	base      int64      // object offset of open[0]; bytes before are sealed
+	open      [2]*segBuf // open[0] covers [base, base+S), open[1] the next S
+	parts     []*part    // sealed parts in order, covering [0, base)
+	nseg      int        // segment objects named so far
+	pending   int        // uploads not finished
+	err       error      // first error, sticky
+	state     writerState
+	result    error // Commit's result once committed
+	sha       *hasher
+	underSize int64   // bytes of Under still visible (a truncate hides the rest for good)
+	stage     *staged // non-nil once the file is staged on disk
 
 	created atomic.Bool // segment container checked
 }
@@ -84,15 +122,30 @@ const (
 	aborted
 )
 
-// part is one sealed segment of the new version.
+type partKind int
+
+const (
+	partData partKind = iota // a segment this upload PUTs
+	partZero                 // a range of the upload's zero segment
+	partRef                  // a range of an existing object (Under)
+)
+
+// part is one piece of the new version, in order.
 type part struct {
-	off, size int64
-	object    string // segment object; "" for a hole (zeros)
-	etag      string // set once uploaded
+	off, size int64 // where it lies in the new version
+	kind      partKind
+	container string
+	object    string
+	etag      string // partData: set once uploaded
+	objSize   int64  // size of the whole object (0: unknown)
+	objOff    int64  // partRef: where the range starts in the object
 }
 
 // ErrAborted: the upload was abandoned.
 var ErrAborted = errors.New("upload aborted")
+
+// errRetry tells WriteAt that the window moved under it.
+var errRetry = errors.New("retry")
 
 // NewWriter starts a new version of object. ctx is the lifetime of the
 // uploads (the mount's), not of one request; Abort or Commit ends them.
@@ -106,10 +159,18 @@ func NewWriter(ctx context.Context, st ObjectStore, object string, o WriterOptio
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Retry == (RetryPolicy{}) {
+		o.Retry = DefaultRetryPolicy
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	w := &Writer{st: st, o: o, object: object, uploadID: NewUploadID(time.Now()),
-		segSize: o.Pool.SegmentSize(), ctx: wctx, cancel: cancel, sha: sha256.New()}
+		segSize: o.Pool.SegmentSize(), ctx: wctx, cancel: cancel, sha: newHasher()}
 	w.idle = sync.NewCond(&w.mu)
+	if o.Under != nil {
+		w.underSize = o.Under.Size()
+		w.size.Store(w.underSize)
+	}
+	o.Pool.register(w)
 	return w
 }
 
@@ -130,22 +191,51 @@ func (w *Writer) UploadID() string { return w.uploadID }
 // SegmentPrefix is where this upload's segments live in the segment container.
 func (w *Writer) SegmentPrefix() string { return w.object + "/" + w.uploadID + "/" }
 
-// WriteAt copies p into the segment buffers at off. It may block while the
-// memory budget is used up (ctx ends the wait). It returns the first upload
-// error, ErrNonSequential for a write into sealed data and ErrCommitted
-// after Commit. Implementations of io.WriterAt must not retain p; neither
-// does WriteAt.
+// Staged reports whether the file is staged on local disk.
+func (w *Writer) Staged() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stage != nil
+}
+
+// WriteAt copies p into the new version at off. It may block while the
+// memory budget is used up (ctx ends the wait). It returns the first
+// error of the upload, ErrNonSequential for a write into sealed data when
+// there is no staging, ErrNoSpace when staging is full, and ErrCommitted
+// after Commit. Like io.WriterAt it does not retain p.
 func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.usable(); err != nil {
 		return 0, err
 	}
-	if off < w.base {
-		w.o.Log.Error("write goes back into data already uploaded; imagefs files are written sequentially",
-			"object", w.object, "off", off, "len", len(p), "uploaded_up_to", w.base)
-		return 0, fmt.Errorf("%w: %s at offset %d (uploaded up to %d)", ErrNonSequential, w.object, off, w.base)
+	if w.stage == nil && off < w.base {
+		if err := w.toStaging(ctx, "write", off, int64(len(p))); err != nil {
+			return 0, err
+		}
 	}
+	var n int
+	var err error
+	if w.stage != nil {
+		n, err = w.stage.writeAt(w, p, off)
+	} else {
+		n, err = w.writeLocked(ctx, p, off)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		w.fail(err)
+	}
+	return n, err
+}
+
+// fail makes err the upload's sticky error. Called with w.mu held.
+func (w *Writer) fail(err error) {
+	if w.err == nil {
+		w.err = err
+	}
+}
+
+// writeLocked is WriteAt into the segment window. Called with w.mu held.
+func (w *Writer) writeLocked(ctx context.Context, p []byte, off int64) (int, error) {
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
@@ -167,38 +257,107 @@ func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 		}
 		rel := pos - sb.off
 		take := min(int64(len(p)-n), w.segSize-rel)
-		if err := sb.write(ctx, w.o.Pool, rel, p[n:n+int(take)]); err != nil {
-			return n, err
-		}
-		n += int(take)
-		if end := pos + take; end > w.size.Load() {
+		k, err := sb.write(rel, p[n:n+int(take)], func() ([]byte, error) { return w.allocChunk(ctx, pos) })
+		n += k
+		if end := pos + int64(k); end > w.size.Load() {
 			w.size.Store(end)
+		}
+		if errors.Is(err, errRetry) {
+			continue
+		}
+		if err != nil {
+			return n, err
 		}
 	}
 	return n, nil
 }
 
+// allocChunk takes a chunk of memory for an open segment, waiting while the
+// budget is used up. When nothing will give memory back by itself it seals
+// an idle writer's partial segment, or its own (then errRetry: the window
+// moved). Called with w.mu held; pos is where the write continues.
+func (w *Writer) allocChunk(ctx context.Context, pos int64) ([]byte, error) {
+	p := w.o.Pool
+	for {
+		b := p.tryAlloc()
+		if b == nil && p.sealed.Load() == 0 && !p.relieve(w) && w.sealShort(pos) {
+			return nil, errRetry
+		}
+		if b == nil {
+			var err error
+			if b, err = p.allocWait(ctx, memPoll); err != nil {
+				return nil, err
+			}
+		}
+		if b != nil {
+			w.openChunks.Add(1)
+			return b, nil
+		}
+	}
+}
+
+// relieveIdle seals the writer's partial segment early if the writer is
+// not busy (another writer needs the memory). It reports whether it did.
+func (w *Writer) relieveIdle() bool {
+	if !w.mu.TryLock() {
+		return false
+	}
+	defer w.mu.Unlock()
+	return w.state == writing && w.stage == nil && w.sealShort(-1)
+}
+
+// sealShort seals open[0] as a short segment when it holds one run of
+// bytes from its start and nothing lies after it (a sequential writer in
+// the middle of a segment), and pos (if not -1) is not inside that run.
+// Called with w.mu held.
+func (w *Writer) sealShort(pos int64) bool {
+	sb := w.open[0]
+	if sb == nil || len(sb.spans) != 1 || sb.spans[0].lo != 0 || (w.open[1] != nil && !w.open[1].empty()) {
+		return false
+	}
+	k := sb.spans[0].hi
+	if pos >= 0 && pos < sb.off+k {
+		return false
+	}
+	w.sealFirst(k)
+	return true
+}
+
 // Truncate sets the size. Growing leaves zeros; shrinking is allowed only
-// within data not yet uploaded.
-func (w *Writer) Truncate(size int64) error {
+// within data not yet uploaded (or, with staging, anywhere).
+func (w *Writer) Truncate(ctx context.Context, size int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.usable(); err != nil {
 		return err
 	}
-	if size < w.base {
-		return fmt.Errorf("%w: truncate %s to %d (uploaded up to %d)", ErrNonSequential, w.object, size, w.base)
+	if w.stage == nil && size < w.base {
+		if err := w.toStaging(ctx, "truncate", size, 0); err != nil {
+			return err
+		}
+	}
+	if size < w.underSize {
+		// What lies beyond is gone, also if the file grows again.
+		w.underSize = size
+	}
+	if w.stage != nil {
+		if err := w.stage.truncate(size); err != nil {
+			w.fail(err)
+			return err
+		}
+		w.size.Store(size)
+		return nil
 	}
 	for i, sb := range w.open {
 		if sb == nil {
 			continue
 		}
 		if sb.off >= size {
-			sb.free(w.o.Pool)
+			w.openChunks.Add(-sb.free(w.o.Pool))
 			w.open[i] = nil
 			continue
 		}
-		sb.clip(size-sb.off, w.o.Pool)
+		w.openChunks.Add(-sb.clip(size-sb.off, w.o.Pool))
 	}
 	w.size.Store(size)
 	return nil
@@ -216,60 +375,121 @@ func (w *Writer) usable() error {
 	return nil
 }
 
-// sealFirst seals open[0] with length n and slides the window by n.
+// sealFirst seals the first n bytes of the window (n is the segment size,
+// or less when nothing lies beyond: a short seal) and slides the window by
+// n. Written runs become data parts that upload in the background; the
+// bytes between them become references to Under or the zero segment.
 // Called with w.mu held.
 func (w *Writer) sealFirst(n int64) {
 	sb := w.open[0]
-	// A short seal (Sync, Commit) happens only when nothing lies beyond
-	// it, so open[1] is empty then and no buffer has to move.
+	if n < w.segSize && w.open[1] != nil {
+		// Only empty buffers can lie beyond a short seal.
+		w.openChunks.Add(-w.open[1].free(w.o.Pool))
+		w.open[1] = nil
+	}
 	w.open[0], w.open[1] = w.open[1], nil
-	p := &part{off: w.base, size: n}
+	start := w.base
 	w.base += n
-	w.parts = append(w.parts, p)
-	if sb == nil || sb.empty() {
-		// A hole: no memory, no upload; it references the zero segment.
+	var runs []span
+	if sb != nil {
+		runs = sb.runs(n, w.underSize-sb.off, mergeGap)
+	}
+	if len(runs) == 0 {
 		if sb != nil {
-			sb.free(w.o.Pool)
+			w.openChunks.Add(-sb.free(w.o.Pool))
 		}
-		zeroHash(w.sha, n)
+		w.fill(start, start+n)
 		return
 	}
-	p.object = w.SegmentPrefix() + fmt.Sprintf("%08d", len(w.parts)-1)
-	sb.hashInto(n, w.sha)
-	w.pending++
-	go w.upload(p, sb)
+	chunks := sb.chunkCount()
+	w.openChunks.Add(-chunks)
+	p := w.o.Pool
+	p.sealed.Add(chunks)
+	sb.refs.Store(int32(2 * len(runs))) // an upload and a hash per run
+	release := func() {
+		if sb.refs.Add(-1) == 0 {
+			sb.free(p)
+			p.sealed.Add(-chunks)
+		}
+	}
+	pos := int64(0)
+	for _, r := range runs {
+		w.fill(start+pos, start+r.lo)
+		pt := &part{off: start + r.lo, size: r.hi - r.lo, kind: partData, container: w.o.SegmentContainer,
+			object: w.segmentName(), objSize: r.hi - r.lo}
+		w.parts = append(w.parts, pt)
+		w.sha.add(hashJob{sb: sb, lo: r.lo, hi: r.hi, release: release})
+		w.pending++
+		go w.upload(pt, sb, r.lo, release)
+		pos = r.hi
+	}
+	w.fill(start+pos, start+n)
 }
 
-func zeroHash(h hash.Hash, n int64) {
-	for n > 0 {
-		l := min(n, ChunkSize)
-		h.Write(zeroChunk[:l])
-		n -= l
+func (w *Writer) segmentName() string {
+	name := w.SegmentPrefix() + fmt.Sprintf("%08d", w.nseg)
+	w.nseg++
+	return name
+}
+
+// fill appends the parts for the unwritten bytes [a, b): ranges of Under
+// while it lasts, then zeros. Called with w.mu held.
+func (w *Writer) fill(a, b int64) {
+	for a < b {
+		if a < w.underSize {
+			i, inner, _ := w.o.Under.Locate(a)
+			s := w.o.Under.Segments[i]
+			take := min(b, w.underSize, a+s.Length-inner) - a
+			w.parts = append(w.parts, &part{off: a, size: take, kind: partRef, container: s.Container,
+				object: s.Object, etag: s.ETag, objSize: s.Size, objOff: s.Offset + inner})
+			if isZeros(s) {
+				w.sha.add(hashJob{zeros: take})
+			} else {
+				w.sha.add(hashJob{unknown: true})
+			}
+			a += take
+			continue
+		}
+		take := min(b-a, w.segSize)
+		if l := len(w.parts); l > 0 {
+			if last := w.parts[l-1]; last.kind == partZero && last.off+last.size == a && last.size < w.segSize {
+				take = min(take, w.segSize-last.size)
+				last.size += take
+				w.sha.add(hashJob{zeros: take})
+				a += take
+				continue
+			}
+		}
+		w.parts = append(w.parts, &part{off: a, size: take, kind: partZero})
+		w.sha.add(hashJob{zeros: take})
+		a += take
 	}
 }
 
-// upload PUTs one sealed segment. Owned by the Writer: Commit, Sync and
-// Abort wait for it.
-func (w *Writer) upload(p *part, sb *segBuf) {
+// upload PUTs one data part. Owned by the Writer: Commit, Sync and Abort
+// wait for it.
+func (w *Writer) upload(pt *part, sb *segBuf, lo int64, release func()) {
 	err := w.o.Pool.startUpload(w.ctx)
 	if err == nil {
 		err = w.ensureSegmentContainer()
 	}
 	var etag string
 	if err == nil {
-		etag, err = w.st.Put(w.ctx, w.o.SegmentContainer, p.object, sb.reader(p.size), p.size, sb.md5hex(p.size), PutOptions{})
+		// The MD5 is computed here, by as many goroutines as there are
+		// upload workers, rather than on the write path.
+		etag, err = w.st.Put(w.ctx, pt.container, pt.object, sb.section(lo, lo+pt.size), pt.size, sb.md5hex(lo, lo+pt.size), PutOptions{})
 		w.o.Pool.endUpload()
 	}
 	// Give the memory back before taking w.mu: a WriteAt may hold w.mu
 	// while it waits for memory.
-	sb.free(w.o.Pool)
+	release()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil && w.err == nil && w.state != aborted {
-		w.err = fmt.Errorf("upload segment %s of %s: %w", p.object, w.object, err)
-		w.o.Log.Error("segment upload failed", "object", w.object, "segment", p.object, "err", err)
+		w.err = fmt.Errorf("upload segment %s of %s: %w", pt.object, w.object, err)
+		w.o.Log.Error("segment upload failed", "object", w.object, "segment", pt.object, "err", err)
 	}
-	p.etag = etag
+	pt.etag = etag
 	w.pending--
 	if w.pending == 0 {
 		w.idle.Broadcast()
@@ -297,7 +517,9 @@ func (w *Writer) waitIdle() {
 }
 
 // Sync uploads everything written so far and waits for it (fsync). Later
-// writes continue after it; writes before it fail with ErrNonSequential.
+// writes continue after it; a write before it goes to staging or fails
+// with ErrNonSequential. A staged file is synced to local disk only: it
+// reaches Swift at Commit.
 func (w *Writer) Sync(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -306,6 +528,9 @@ func (w *Writer) Sync(ctx context.Context) error {
 	}
 	if err := w.usable(); err != nil {
 		return err
+	}
+	if w.stage != nil {
+		return w.stage.f.Sync()
 	}
 	w.sealAll()
 	w.waitIdle()
@@ -338,11 +563,20 @@ func (w *Writer) Commit(ctx context.Context) error {
 		w.cleanup(context.WithoutCancel(ctx))
 	}
 	w.cancel()
+	w.o.Pool.unregister(w)
 	return w.result
 }
 
 // commit does the work of Commit. Called with w.mu held.
 func (w *Writer) commit(ctx context.Context) error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.stage != nil {
+		if err := w.unstage(ctx); err != nil {
+			return err
+		}
+	}
 	size := w.size.Load()
 	meta := map[string]string{}
 	for k, v := range w.o.Meta {
@@ -354,22 +588,24 @@ func (w *Writer) commit(ctx context.Context) error {
 		po.ContentType = contentTypeFor(w.object)
 	}
 	// What the commit replaces, read before it is replaced.
-	garbage := w.oldSegments(ctx)
-	if w.err == nil && len(w.parts) == 0 && size <= w.segSize {
+	garbage := w.oldObjects(ctx)
+	if len(w.parts) == 0 && size <= w.segSize && w.underSize == 0 {
 		// Small file: one plain object, no segments.
 		sb := w.open[0]
 		if sb == nil {
 			sb = &segBuf{}
 		}
-		sb.hashInto(size, w.sha)
-		meta[MetaSHA256] = hex.EncodeToString(w.sha.Sum(nil))
-		_, err := w.st.Put(ctx, w.o.Container, w.object, sb.reader(size), size, sb.md5hex(size), po)
-		sb.free(w.o.Pool)
+		w.sha.stop()
+		h := newSHA256()
+		sb.hashRange(0, size, h)
+		meta[MetaSHA256] = hex.EncodeToString(h.Sum(nil))
+		_, err := w.st.Put(ctx, w.o.Container, w.object, sb.section(0, size), size, sb.md5hex(0, size), po)
+		w.openChunks.Add(-sb.free(w.o.Pool))
 		w.open[0] = nil
 		if err != nil {
 			return fmt.Errorf("put %s: %w", w.object, err)
 		}
-		w.deleteOld(ctx, garbage)
+		w.retire(ctx, garbage, nil)
 		return nil
 	}
 	w.sealAll()
@@ -377,7 +613,12 @@ func (w *Writer) commit(ctx context.Context) error {
 	if w.err != nil {
 		return w.err
 	}
-	meta[MetaSHA256] = hex.EncodeToString(w.sha.Sum(nil))
+	if sum := w.sha.sum(); sum != "" {
+		meta[MetaSHA256] = sum
+	} else {
+		w.o.Log.Info("no sha256 metadata: the new version reuses data of the previous one that imagefs did not read",
+			"object", w.object)
+	}
 	entries, err := w.entries(ctx)
 	if err != nil {
 		return err
@@ -390,7 +631,7 @@ func (w *Writer) commit(ctx context.Context) error {
 	if _, err := w.st.PutManifest(ctx, w.o.Container, w.object, entries, po); err != nil {
 		return fmt.Errorf("put manifest %s: %w", w.object, err)
 	}
-	w.deleteOld(ctx, garbage)
+	w.retire(ctx, garbage, w.parts)
 	return nil
 }
 
@@ -399,28 +640,37 @@ func (w *Writer) commit(ctx context.Context) error {
 func (w *Writer) entries(ctx context.Context) ([]ManifestEntry, error) {
 	var zeroLen int64
 	for _, p := range w.parts {
-		if p.object == "" {
+		if p.kind == partZero {
 			zeroLen = max(zeroLen, p.size)
 		}
+		if p.kind == partRef && p.container == w.o.Container && p.object == w.object {
+			return nil, fmt.Errorf("commit %s: the new version would reference the object it replaces", w.object)
+		}
 	}
-	zeroObj := w.SegmentPrefix() + "zero"
+	zeroObj := w.SegmentPrefix() + zeroSegment
+	zeroTag := ""
 	if zeroLen > 0 {
 		if err := w.ensureSegmentContainer(); err != nil {
 			return nil, err
 		}
-		if _, err := w.st.Put(ctx, w.o.SegmentContainer, zeroObj, io.NewSectionReader(zeroReader{}, 0, zeroLen), zeroLen, zeroMD5(zeroLen), PutOptions{}); err != nil {
+		zeroTag = zeroMD5(zeroLen)
+		if _, err := w.st.Put(ctx, w.o.SegmentContainer, zeroObj, io.NewSectionReader(zeroReader{}, 0, zeroLen), zeroLen, zeroTag, PutOptions{}); err != nil {
 			return nil, fmt.Errorf("put hole segment of %s: %w", w.object, err)
 		}
 	}
 	entries := make([]ManifestEntry, 0, len(w.parts))
 	for _, p := range w.parts {
-		if p.object == "" {
-			entries = append(entries, ManifestEntry{Container: w.o.SegmentContainer, Object: zeroObj,
-				Size: zeroLen, Offset: 0, Length: p.size})
-			continue
+		e := ManifestEntry{Container: p.container, Object: p.object, ETag: p.etag, Size: p.objSize}
+		switch p.kind {
+		case partZero:
+			e = ManifestEntry{Container: w.o.SegmentContainer, Object: zeroObj, ETag: zeroTag, Size: zeroLen}
+			e.Offset, e.Length = 0, p.size
+		case partRef:
+			if p.objOff != 0 || p.size != p.objSize {
+				e.Offset, e.Length = p.objOff, p.size
+			}
 		}
-		entries = append(entries, ManifestEntry{Container: w.o.SegmentContainer, Object: p.object,
-			ETag: p.etag, Size: p.size})
+		entries = append(entries, e)
 	}
 	return entries, nil
 }
@@ -444,24 +694,14 @@ func (w *Writer) nest(ctx context.Context, entries []ManifestEntry, level int) (
 	return out, nil
 }
 
-// oldSegments lists the segments of the current version of the object,
+// oldObjects lists the objects of the current version of the object,
 // which a successful commit makes garbage. Errors only cost garbage.
-func (w *Writer) oldSegments(ctx context.Context) map[string][]string {
+func (w *Writer) oldObjects(ctx context.Context) map[string][]string {
 	old, err := w.st.Head(ctx, w.o.Container, w.object)
-	if err != nil || (!old.SLO && old.DLO == "") {
+	if err != nil {
 		return nil
 	}
-	var garbage map[string][]string
-	if old.SLO {
-		garbage, err = sloObjects(ctx, w.st, old.Container, old.Name, 0)
-	} else {
-		var segs []Segment
-		segs, err = listDLO(ctx, w.st, old.DLO)
-		garbage = map[string][]string{}
-		for _, s := range segs {
-			garbage[s.Container] = append(garbage[s.Container], s.Object)
-		}
-	}
+	garbage, err := ObjectsOf(ctx, w.st, old)
 	if err != nil {
 		w.o.Log.Warn("could not list the segments of the version being replaced; gc will find them", "object", w.object, "err", err)
 		return nil
@@ -469,16 +709,34 @@ func (w *Writer) oldSegments(ctx context.Context) map[string][]string {
 	return garbage
 }
 
-// deleteOld deletes the replaced version's segments, never this upload's.
-func (w *Writer) deleteOld(ctx context.Context, garbage map[string][]string) {
+// retire disposes of the replaced version's objects, except those the new
+// version still references (kept parts of Under) and this upload's.
+func (w *Writer) retire(ctx context.Context, garbage map[string][]string, kept []*part) {
+	keep := map[string]bool{}
+	for _, p := range kept {
+		if p.kind == partRef {
+			keep[p.container+"/"+p.object] = true
+		}
+	}
 	for c, objs := range garbage {
 		doomed := objs[:0]
 		for _, o := range objs {
-			if c != w.o.SegmentContainer || !hasPrefix(o, w.SegmentPrefix()) {
+			if !keep[c+"/"+o] && !(c == w.o.SegmentContainer && hasPrefix(o, w.SegmentPrefix())) {
 				doomed = append(doomed, o)
 			}
 		}
-		garbage[c] = doomed
+		if len(doomed) == 0 {
+			delete(garbage, c)
+		} else {
+			garbage[c] = doomed
+		}
+	}
+	if len(garbage) == 0 {
+		return
+	}
+	if w.o.Retire != nil {
+		w.o.Retire(garbage)
+		return
 	}
 	if err := deleteGroups(ctx, w.st, garbage); err != nil {
 		w.o.Log.Warn("could not delete the replaced version's segments; gc will find them", "object", w.object, "err", err)
@@ -498,18 +756,32 @@ func (w *Writer) Abort(ctx context.Context) {
 	w.state = aborted
 	w.cancel()
 	w.cleanup(ctx)
+	w.o.Pool.unregister(w)
 }
 
-// cleanup frees buffers, waits for uploads and deletes this upload's
-// segments. Called with w.mu held.
+// cleanup frees buffers and staging, waits for uploads and deletes this
+// upload's segments. Called with w.mu held.
 func (w *Writer) cleanup(ctx context.Context) {
 	for i, sb := range w.open {
 		if sb != nil {
-			sb.free(w.o.Pool)
+			w.openChunks.Add(-sb.free(w.o.Pool))
 			w.open[i] = nil
 		}
 	}
+	w.sha.stop()
 	w.waitIdle()
+	if w.stage != nil {
+		w.stage.close()
+		w.stage = nil
+	}
+	if err := w.deleteOwn(ctx); err != nil {
+		w.o.Log.Warn("could not delete an abandoned upload's segments; gc will find them",
+			"object", w.object, "upload", w.uploadID, "err", err)
+	}
+}
+
+// deleteOwn deletes every object under this upload's prefix.
+func (w *Writer) deleteOwn(ctx context.Context) error {
 	var objs []string
 	err := w.st.List(ctx, w.o.SegmentContainer, w.SegmentPrefix(), 0, func(in Info) error {
 		objs = append(objs, in.Name)
@@ -518,10 +790,133 @@ func (w *Writer) cleanup(ctx context.Context) {
 	if err == nil && len(objs) > 0 {
 		err = w.st.DeleteMany(ctx, w.o.SegmentContainer, objs)
 	}
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		w.o.Log.Warn("could not delete an abandoned upload's segments; gc will find them",
-			"object", w.object, "upload", w.uploadID, "err", err)
+	if errors.Is(err, ErrNotFound) {
+		return nil
 	}
+	return err
+}
+
+// ReadAt reads the new version as written so far, io.ReaderAt style
+// (io.EOF at the end): bytes still in memory, on the staging disk,
+// uploaded, or of Under. Reads of segments still uploading wait for them.
+func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	w.mu.Lock()
+	if err := w.usable(); err != nil && !errors.Is(err, ErrCommitted) {
+		w.mu.Unlock()
+		return 0, err
+	}
+	size := w.size.Load()
+	if off >= size {
+		w.mu.Unlock()
+		return 0, io.EOF
+	}
+	var eof error
+	if int64(len(p)) > size-off {
+		p, eof = p[:size-off], io.EOF
+	}
+	var remote []remoteRead
+	var err error
+	if w.stage != nil {
+		remote, err = w.stage.readAt(w, p, off)
+	} else {
+		remote, err = w.readLocked(p, off)
+	}
+	w.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range remote {
+		if err := w.readRemote(ctx, r); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), eof
+}
+
+// remoteRead is a piece of a read that comes from Swift.
+type remoteRead struct {
+	seg Segment
+	dst []byte
+}
+
+// readLocked fills p from the segment window and the sealed parts;
+// pieces in Swift are returned for reading without the lock. Called
+// with w.mu held; it may wait for uploads.
+func (w *Writer) readLocked(p []byte, off int64) ([]remoteRead, error) {
+	var remote []remoteRead
+	for n := int64(0); n < int64(len(p)); {
+		pos := off + n
+		dst := p[n:]
+		if pos >= w.base {
+			slot := int((pos - w.base) / w.segSize)
+			sb := w.open[slot]
+			if sb != nil {
+				rel := pos - sb.off
+				dst = dst[:min(int64(len(dst)), w.segSize-rel)]
+				if sp, ok := sb.written(rel); ok {
+					k := min(int64(len(dst)), sp.hi-rel)
+					sb.ReadAt(dst[:k], rel)
+					n += k
+					continue
+				} else if sp.hi > sp.lo {
+					dst = dst[:min(int64(len(dst)), sp.lo-rel)]
+				}
+			} else {
+				dst = dst[:min(int64(len(dst)), w.base+int64(slot+1)*w.segSize-pos)]
+			}
+			remote = w.lower(dst, pos, remote)
+			n += int64(len(dst))
+			continue
+		}
+		i := sort.Search(len(w.parts), func(i int) bool { return w.parts[i].off+w.parts[i].size > pos })
+		pt := w.parts[i]
+		inner := pos - pt.off
+		k := min(int64(len(dst)), pt.size-inner)
+		switch pt.kind {
+		case partZero:
+			clear(dst[:k])
+		case partRef:
+			remote = append(remote, remoteRead{seg: Segment{Container: pt.container, Object: pt.object, ETag: pt.etag,
+				Offset: pt.objOff + inner, Length: k}, dst: dst[:k]})
+		case partData:
+			for pt.etag == "" && w.pending > 0 {
+				w.idle.Wait() // still uploading
+			}
+			if pt.etag == "" {
+				return nil, fmt.Errorf("read %s at %d: %w", w.object, pos, w.err)
+			}
+			remote = append(remote, remoteRead{seg: Segment{Container: pt.container, Object: pt.object, ETag: pt.etag,
+				Offset: inner, Length: k}, dst: dst[:k]})
+		}
+		n += k
+	}
+	return remote, nil
+}
+
+// lower fills dst with what lies under the written data at pos: Under's
+// bytes while it lasts, then zeros. Called with w.mu held.
+func (w *Writer) lower(dst []byte, pos int64, remote []remoteRead) []remoteRead {
+	for len(dst) > 0 {
+		if pos >= w.underSize {
+			clear(dst)
+			return remote
+		}
+		i, inner, _ := w.o.Under.Locate(pos)
+		s := w.o.Under.Segments[i]
+		k := min(int64(len(dst)), s.Length-inner, w.underSize-pos)
+		remote = append(remote, remoteRead{seg: Segment{Container: s.Container, Object: s.Object, ETag: s.ETag,
+			Offset: s.Offset + inner, Length: k}, dst: dst[:k]})
+		dst = dst[k:]
+		pos += k
+	}
+	return remote
+}
+
+// readRemote reads one piece from Swift, with the Reader's retries.
+func (w *Writer) readRemote(ctx context.Context, r remoteRead) error {
+	rd := NewReader(w.st, NewManifest([]Segment{r.seg}, ""), ReaderOptions{Retry: w.o.Retry, Log: w.o.Log})
+	_, err := rd.ReadAt(ctx, r.dst, 0)
+	return err
 }
 
 func contentTypeFor(name string) string {

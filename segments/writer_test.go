@@ -125,11 +125,8 @@ func TestWriterOutOfOrderAndSparse(t *testing.T) {
 	put(200<<10, a[200<<10:]) // ahead of the end: a gap for now
 	put(100<<10, a[100<<10:200<<10])
 	put(6*mib+5, []byte("hello")) // a hole of several segments
-	if err := w.Truncate(int64(size)); err != nil {
+	if err := w.Truncate(t.Context(), int64(size)); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := w.WriteAt(t.Context(), []byte("x"), 10); !errors.Is(err, segments.ErrNonSequential) {
-		t.Fatalf("backward write: %v, want ErrNonSequential", err)
 	}
 	if err := w.Commit(t.Context()); err != nil {
 		t.Fatal(err)
@@ -141,6 +138,30 @@ func TestWriterOutOfOrderAndSparse(t *testing.T) {
 	// Holes cost one zero segment, not one upload each.
 	if n := len(st.Names("c_segments")); n > 4 {
 		t.Errorf("%d segment objects for a mostly empty file: %v", n, st.Names("c_segments"))
+	}
+}
+
+// TestWriterBackwardWriteSpoils: without staging, a write into uploaded
+// data fails with ErrNonSequential and spoils the upload: Commit fails too,
+// publishes nothing and deletes the segments.
+func TestWriterBackwardWriteSpoils(t *testing.T) {
+	st := newFake(t)
+	w := segments.NewWriter(t.Context(), st, "f", segments.WriterOptions{Container: "c", Pool: segments.NewPool(mib, 2)})
+	writeAll(t, w, randBytes(5*mib, 9), 256<<10)
+	if _, err := w.WriteAt(t.Context(), []byte("x"), 10); !errors.Is(err, segments.ErrNonSequential) {
+		t.Fatalf("backward write: %v, want ErrNonSequential", err)
+	}
+	if _, err := w.WriteAt(t.Context(), []byte("y"), 5*mib); !errors.Is(err, segments.ErrNonSequential) {
+		t.Errorf("next write: %v, want the sticky ErrNonSequential", err)
+	}
+	if err := w.Commit(t.Context()); !errors.Is(err, segments.ErrNonSequential) {
+		t.Fatalf("Commit = %v, want ErrNonSequential", err)
+	}
+	if _, err := st.Head(t.Context(), "c", "f"); !errors.Is(err, segments.ErrNotFound) {
+		t.Errorf("a spoiled upload was published: %v", err)
+	}
+	if n := st.Names("c_segments"); len(n) != 0 {
+		t.Errorf("left behind: %v", n)
 	}
 }
 
