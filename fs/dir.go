@@ -194,12 +194,26 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	obj := r.object(rel)
 	if f := r.uploading(obj); f != nil {
 		// Removing a file that is still being written abandons the upload.
-		f.abort(ctx, "unlinked while being written")
+		f.abort(ctx, nil, "unlinked while being written")
 		return 0
 	}
 	defer r.meta.Forget(obj)
-	err := segments.Remove(ctx, r.o.Store, r.o.Container, obj)
+	var err error
+	if f := d.fileChild(name); f != nil {
+		err = f.remove(ctx) // keeps the segments while readers here have it open
+	} else {
+		err = segments.Remove(ctx, r.o.Store, r.o.Container, obj)
+	}
 	return r.errnoOf("unlink", rel, err)
+}
+
+// fileChild is the node of a file the kernel knows, if any.
+func (d *dirNode) fileChild(name string) *fileNode {
+	if ch := d.GetChild(name); ch != nil {
+		f, _ := ch.Operations().(*fileNode)
+		return f
+	}
+	return nil
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
@@ -219,10 +233,11 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 			f = got
 		}
 	}
-	h, errno := f.startWrite(ctx)
+	w, errno := f.startWrite(ctx, false)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
+	h := &writeHandle{f: f, w: w, created: true}
 	f.fillAttr(&out.Attr)
 	return ch, h, fuse.FOPEN_DIRECT_IO, 0
 }

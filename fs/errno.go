@@ -26,6 +26,8 @@ func toErrno(log *slog.Logger, op, path string, err error) syscall.Errno {
 		e = syscall.ESTALE
 	case errors.Is(err, segments.ErrNonSequential):
 		e = syscall.ESPIPE
+	case errors.Is(err, segments.ErrNoSpace):
+		e = syscall.ENOSPC
 	case errors.Is(err, segments.ErrAuth):
 		e = syscall.EACCES
 	case errors.Is(err, context.Canceled):

@@ -30,6 +30,12 @@ type fileNode struct {
 	info   segments.Info
 	infoAt time.Time
 	w      *segments.Writer // upload in progress, nil if none
+	// readers counts the open read handles; while there are any, the
+	// objects of versions replaced or removed on this host are kept in
+	// retired (a reader keeps reading the version it opened) and deleted
+	// when the last one closes.
+	readers int
+	retired []map[string][]string
 	// readVersion is the version key of the last read open: the kernel
 	// may hold pages of it (FOPEN_KEEP_CACHE).
 	readVersion string
@@ -41,6 +47,7 @@ var (
 	_ fusefs.NodeOpener      = (*fileNode)(nil)
 	_ fusefs.NodeGetxattrer  = (*fileNode)(nil)
 	_ fusefs.NodeListxattrer = (*fileNode)(nil)
+	_ fusefs.NodeReleaser    = (*fileNode)(nil)
 )
 
 func (f *fileNode) object() string { return f.root.object(f.rel) }
@@ -111,13 +118,15 @@ func (f *fileNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.S
 		w := f.w
 		cur := f.info.Size
 		f.mu.Unlock()
+		h, isWrite := fh.(*writeHandle)
 		switch {
+		case isWrite:
+			if errno := h.truncate(ctx, int64(size)); errno != 0 {
+				return errno
+			}
 		case w != nil:
 			if err := w.Truncate(ctx, int64(size)); err != nil {
 				return f.root.errnoOf("truncate", f.rel, err)
-			}
-			if h, ok := fh.(*writeHandle); ok {
-				h.touched()
 			}
 		case int64(size) != cur:
 			f.root.o.Log.Error("truncate of a committed file is not supported; rewrite it instead",
@@ -131,51 +140,158 @@ func (f *fileNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.S
 }
 
 func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
-	if write {
-		if flags&syscall.O_TRUNC == 0 {
-			f.root.o.Log.Error("opening an existing file for writing needs O_TRUNC: imagefs files are written once, sequentially",
-				"path", f.rel, "flags", fmt.Sprintf("%#x", flags))
-			return nil, 0, syscall.EOPNOTSUPP
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		// Without O_TRUNC the new version starts as a copy of the current
+		// one (by reference: nothing is uploaded again).
+		keep := flags&syscall.O_TRUNC == 0
+		w, errno := f.startWrite(ctx, keep)
+		if errno != 0 {
+			return nil, 0, errno
 		}
-		h, errno := f.startWrite(ctx)
-		return h, fuse.FOPEN_DIRECT_IO, errno
+		return &writeHandle{f: f, w: w, kept: keep}, fuse.FOPEN_DIRECT_IO, 0
 	}
-	return f.openRead(ctx)
+	fh, fl, errno := f.openRead(ctx)
+	if errno == 0 {
+		f.mu.Lock()
+		f.readers++
+		f.mu.Unlock()
+	}
+	return fh, fl, errno
 }
 
-// startWrite begins a new version of the file.
-func (f *fileNode) startWrite(ctx context.Context) (*writeHandle, syscall.Errno) {
+// Release forwards to the handle, then counts the readers.
+func (f *fileNode) Release(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
+	if r, ok := fh.(fusefs.FileReleaser); ok {
+		r.Release(ctx)
+	}
+	if _, ok := fh.(*writeHandle); ok {
+		return 0
+	}
+	f.mu.Lock()
+	f.readers--
+	var retired []map[string][]string
+	if f.readers == 0 {
+		retired, f.retired = f.retired, nil
+	}
+	f.mu.Unlock()
+	for _, g := range retired {
+		f.deleteObjects(g)
+	}
+	return 0
+}
+
+// retire disposes of the objects of a version replaced or removed on this
+// host: at once, or when the last reader of the file closes.
+func (f *fileNode) retire(garbage map[string][]string) {
+	f.mu.Lock()
+	if f.readers > 0 {
+		f.retired = append(f.retired, garbage)
+		f.mu.Unlock()
+		f.root.o.Log.Debug("replaced version kept while readers have it open", "path", f.rel, "readers", f.readers)
+		return
+	}
+	f.mu.Unlock()
+	f.deleteObjects(garbage)
+}
+
+func (f *fileNode) deleteObjects(garbage map[string][]string) {
+	if err := segments.DeleteObjects(f.root.ctx, f.root.o.Store, garbage); err != nil {
+		f.root.o.Log.Warn("could not delete the segments of a replaced version; gc will find them", "path", f.rel, "err", err)
+	}
+}
+
+// remove deletes the file: the manifest at once, its segments through
+// retire.
+func (f *fileNode) remove(ctx context.Context) error {
+	r := f.root
+	in, err := r.o.Store.Head(ctx, r.o.Container, f.object())
+	if err != nil {
+		return err
+	}
+	garbage, err := segments.ObjectsOf(ctx, r.o.Store, in)
+	if err != nil {
+		return fmt.Errorf("list the segments of %s: %w", f.rel, err)
+	}
+	if err := r.o.Store.Delete(ctx, r.o.Container, f.object()); err != nil {
+		return err
+	}
+	f.retire(garbage)
+	return nil
+}
+
+// startWrite begins a new version of the file: empty, or with keep a copy
+// of the current version (file opened for writing without O_TRUNC).
+func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer, syscall.Errno) {
 	r := f.root
 	obj := f.object()
+	var under, load *segments.Manifest
+	if keep {
+		m, in, err := segments.Resolve(ctx, r.o.Store, r.o.Container, obj)
+		switch {
+		case isNotFound(err):
+		case err != nil:
+			return nil, r.errnoOf("open", f.rel, err)
+		case in.SLO || in.DLO != "":
+			under = m
+		case in.Size > r.o.Pool.SegmentSize():
+			// A plain object is replaced by the commit, so the new version
+			// cannot reference it: it would have to be copied in whole.
+			r.o.Log.Error("opening a large plain object for writing needs O_TRUNC; rewrite it instead",
+				"path", f.rel, "size", in.Size)
+			return nil, syscall.EOPNOTSUPP
+		default:
+			load = m
+		}
+	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.w != nil {
+		f.mu.Unlock()
 		r.o.Log.Error("file is already being written", "path", f.rel)
 		return nil, syscall.EBUSY
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if _, busy := r.writing[obj]; busy {
+		r.mu.Unlock()
+		f.mu.Unlock()
 		return nil, syscall.EBUSY
 	}
-	f.w = segments.NewWriter(r.ctx, r.o.Store, obj, segments.WriterOptions{
+	w := segments.NewWriter(r.ctx, r.o.Store, obj, segments.WriterOptions{
 		Container:   r.o.Container,
 		Pool:        r.o.Pool,
 		MaxSegments: r.o.Limits.MaxManifestSegments,
 		Log:         r.o.Log,
+		Under:       under,
+		Staging:     r.o.Staging,
+		Retry:       r.o.Retry,
+		Retire:      f.retire,
 	})
+	f.w = w
 	r.writing[obj] = f
+	r.mu.Unlock()
+	f.mu.Unlock()
 	r.meta.Forget(obj)
-	return &writeHandle{f: f, w: f.w}, 0
+	if load != nil && load.Size() > 0 {
+		buf := make([]byte, load.Size())
+		rd := segments.NewReader(r.o.Store, load, segments.ReaderOptions{Retry: r.o.Retry, Log: r.o.Log})
+		_, err := rd.ReadAt(ctx, buf, 0)
+		if err == nil {
+			_, err = w.WriteAt(ctx, buf, 0)
+		}
+		if err != nil {
+			f.abort(context.WithoutCancel(ctx), w, "could not copy the current version")
+			return nil, r.errnoOf("open", f.rel, err)
+		}
+	}
+	return w, 0
 }
 
-// finishWrite detaches the upload after commit or abort.
+// finishWrite detaches the upload w after its commit or abort.
 func (f *fileNode) finishWrite(w *segments.Writer, committed bool) {
 	r := f.root
 	obj := f.object()
 	f.mu.Lock()
-	if f.w == w {
+	mine := f.w == w
+	if mine {
 		f.w = nil
 		if committed {
 			f.info.Size = w.Size()
@@ -184,6 +300,9 @@ func (f *fileNode) finishWrite(w *segments.Writer, committed bool) {
 		f.infoAt = time.Time{} // re-read from Swift on the next getattr
 	}
 	f.mu.Unlock()
+	if !mine {
+		return
+	}
 	r.mu.Lock()
 	if r.writing[obj] == f {
 		delete(r.writing, obj)
@@ -192,15 +311,19 @@ func (f *fileNode) finishWrite(w *segments.Writer, committed bool) {
 	r.meta.Forget(obj)
 }
 
-// abort abandons the upload in progress, if any.
-func (f *fileNode) abort(ctx context.Context, why string) {
-	f.mu.Lock()
-	w := f.w
-	f.mu.Unlock()
+// abort abandons the upload w (nil: the one in progress, if any).
+func (f *fileNode) abort(ctx context.Context, w *segments.Writer, why string) {
 	if w == nil {
-		return
+		f.mu.Lock()
+		w = f.w
+		f.mu.Unlock()
+		if w == nil {
+			return
+		}
 	}
-	f.root.o.Log.Warn("upload abandoned", "path", f.rel, "why", why, "written", w.Size())
+	if why != "" {
+		f.root.o.Log.Warn("upload abandoned", "path", f.rel, "why", why, "written", w.Size())
+	}
 	w.Abort(ctx)
 	f.finishWrite(w, false)
 }

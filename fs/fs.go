@@ -34,9 +34,12 @@ type Options struct {
 	Container string
 	Prefix    string // object name prefix of the mount, "" or ending in "/"
 	Pool      *segments.Pool
-	Limits    segments.Limits
-	Retry     segments.RetryPolicy
-	Log       *slog.Logger
+	// Staging, if set, takes files written out of order (see
+	// segments.WriterOptions.Staging).
+	Staging *segments.Staging
+	Limits  segments.Limits
+	Retry   segments.RetryPolicy
+	Log     *slog.Logger
 	// AttrTTL is how long metadata (HEAD answers) is trusted, in the
 	// daemon and in the kernel.
 	AttrTTL  time.Duration
@@ -124,7 +127,7 @@ func (r *Root) Abort(ctx context.Context) int {
 	}
 	r.mu.Unlock()
 	for _, f := range files {
-		f.abort(ctx, "shutdown")
+		f.abort(ctx, nil, "shutdown")
 	}
 	return len(files)
 }

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"syscall"
 
@@ -12,14 +13,27 @@ import (
 	"github.com/imagefs/imagefs/segments"
 )
 
+// The write path: a write handle owns a segments.Writer for a new version
+// of the file; FLUSH (close(2)) commits it and returns the real result.
+//
+// Several FLUSHes come for one handle when the descriptor was duplicated
+// (the shell's `> file` opens, dups and closes before writing). A FLUSH
+// before anything was written commits only a file that did not exist
+// (touch, so it exists when touch returns); an existing file keeps its
+// version, so an overwrite stays atomic. A write after a commit (through a
+// duplicate) starts a new version from the committed one.
+
 // writeHandle writes a new version of a file. close(2) commits it.
 type writeHandle struct {
 	f *fileNode
-	w *segments.Writer
 
-	mu     sync.Mutex // guards wrote, killed
-	wrote  bool       // data or a size change arrived through this handle
-	killed bool       // the writing process died of a signal
+	mu        sync.Mutex // guards the fields below
+	w         *segments.Writer
+	wrote     bool // data or a size change arrived for w
+	committed bool // w is committed
+	kept      bool // opened without O_TRUNC: w started from the current version
+	created   bool // the file did not exist before this handle
+	killed    bool // the writing process died of a signal
 }
 
 var (
@@ -30,50 +44,84 @@ var (
 	_ fusefs.FileReader   = (*writeHandle)(nil)
 )
 
-func (h *writeHandle) touched() {
+// writer returns the upload to write to, starting a new one from the
+// committed version after a commit.
+func (h *writeHandle) writer(ctx context.Context) (*segments.Writer, syscall.Errno) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.committed && !h.killed {
+		w, errno := h.f.startWrite(ctx, true)
+		if errno != 0 {
+			return nil, errno
+		}
+		h.w, h.committed, h.kept = w, false, true
+	}
 	h.wrote = true
-	h.mu.Unlock()
+	return h.w, 0
 }
 
 func (h *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	h.touched()
-	n, err := h.w.WriteAt(ctx, data, off)
+	w, errno := h.writer(ctx)
+	if errno != 0 {
+		return 0, errno
+	}
+	n, err := w.WriteAt(ctx, data, off)
 	if err != nil {
 		return uint32(n), h.f.root.errnoOf("write", h.f.rel, err)
 	}
 	return uint32(n), 0
 }
 
+// truncate sets the size of the version being written (ftruncate).
+func (h *writeHandle) truncate(ctx context.Context, size int64) syscall.Errno {
+	w, errno := h.writer(ctx)
+	if errno != 0 {
+		return errno
+	}
+	return h.f.root.errnoOf("truncate", h.f.rel, w.Truncate(ctx, size))
+}
+
+// Read reads the version being written: qemu-img reads back what it
+// wrote, and tools that open O_RDWR read before they write.
 func (h *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	// Reading back an image while it is written is not supported yet.
-	return nil, syscall.EOPNOTSUPP
+	h.mu.Lock()
+	w := h.w
+	h.mu.Unlock()
+	n, err := w.ReadAt(ctx, dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, h.f.root.errnoOf("read", h.f.rel, err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
 }
 
 // Flush commits the file: close(2) waits for it and gets its result. A
-// flush before anything was written (the shell's `> file` closes a
-// duplicate first) leaves the upload open for the writes that follow. A
 // flush from a process killed by a signal abandons the upload instead.
 func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	if c, ok := fuse.FromContext(ctx); ok && killedBySignal(c.Pid) {
 		h.mu.Lock()
 		h.killed = true
+		w := h.w
 		h.mu.Unlock()
-		h.f.abort(context.WithoutCancel(ctx), "writer killed by a signal")
+		h.f.abort(context.WithoutCancel(ctx), w, "writer killed by a signal")
 		return syscall.EINTR
 	}
 	h.mu.Lock()
-	wrote := h.wrote
-	h.mu.Unlock()
-	if !wrote {
-		return 0
+	defer h.mu.Unlock()
+	if !h.wrote && !h.created {
+		return 0 // keep the existing version until something is written
 	}
 	return h.commit(context.WithoutCancel(ctx))
 }
 
+// commit commits the current upload. Called with h.mu held.
 func (h *writeHandle) commit(ctx context.Context) syscall.Errno {
+	if h.committed {
+		return 0
+	}
 	err := h.w.Commit(ctx)
 	h.f.finishWrite(h.w, err == nil)
+	h.committed = true
+	h.created = false
 	if errors.Is(err, segments.ErrAborted) {
 		return syscall.EIO
 	}
@@ -81,20 +129,29 @@ func (h *writeHandle) commit(ctx context.Context) syscall.Errno {
 }
 
 func (h *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return h.f.root.errnoOf("fsync", h.f.rel, h.w.Sync(ctx))
-}
-
-// Release finishes what Flush left: an empty file is committed (touch), an
-// upload of a killed writer is abandoned.
-func (h *writeHandle) Release(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
-	killed := h.killed
+	w, committed := h.w, h.committed
 	h.mu.Unlock()
-	if killed {
-		h.f.abort(h.f.root.ctx, "writer killed by a signal")
+	if committed {
 		return 0
 	}
-	// Commit is idempotent: after a successful Flush this is a no-op.
-	h.commit(h.f.root.ctx)
+	return h.f.root.errnoOf("fsync", h.f.rel, w.Sync(ctx))
+}
+
+// Release finishes what Flush left: a truncated file that nothing was
+// written to is committed (`: > file`), an upload of a killed writer or
+// one opened without O_TRUNC and never written to is abandoned.
+func (h *writeHandle) Release(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.committed:
+	case h.killed:
+		h.f.abort(h.f.root.ctx, h.w, "writer killed by a signal")
+	case !h.wrote && h.kept:
+		h.f.abort(h.f.root.ctx, h.w, "") // opened for writing, nothing changed
+	default:
+		h.commit(h.f.root.ctx)
+	}
 	return 0
 }

@@ -241,6 +241,12 @@ func ObjectsOf(ctx context.Context, st ObjectStore, in Info) (map[string][]strin
 	return nil, nil
 }
 
+// DeleteObjects deletes objects grouped by container (bulk delete where
+// the cluster has it); missing objects are not an error.
+func DeleteObjects(ctx context.Context, st ObjectStore, groups map[string][]string) error {
+	return deleteGroups(ctx, st, groups)
+}
+
 // DeleteOrphans deletes the orphan uploads of rep. It first reads the
 // manifests again and spares anything referenced now (a rename moves a
 // manifest to a name the first pass may have already passed), and

@@ -27,13 +27,13 @@ type Config struct {
 	Prefix     string
 	Mountpoint string
 
-	SegmentSize   string // with a unit: 64MiB
-	UploadWorkers int
-	AttrTTL       time.Duration
-	RetryBudget   time.Duration
-	AllowOther    bool
-	UID, GID      int
-	Shutdown      time.Duration
+	Write WriteConfig
+
+	AttrTTL     time.Duration
+	RetryBudget time.Duration
+	AllowOther  bool
+	UID, GID    int
+	Shutdown    time.Duration
 
 	Read ReadConfig
 
@@ -148,14 +148,53 @@ func mountFlags(c *Config) []cli.Flag {
 	return fl
 }
 
+// WriteConfig is the write path's part of the configuration.
+type WriteConfig struct {
+	SegmentSize   string // with a unit: 64MiB
+	UploadWorkers int
+	StagingDir    string
+	StagingSize   string
+}
+
 // writeFlags configure the write path (segments.Pool, segments.Writer).
 func writeFlags(c *Config) []cli.Flag {
+	w := &c.Write
 	return []cli.Flag{
-		&cli.StringFlag{Name: "segment-size", EnvVars: []string{"IMAGEFS_SEGMENT_SIZE"}, Value: "32MiB", Destination: &c.SegmentSize,
+		&cli.StringFlag{Name: "segment-size", EnvVars: []string{"IMAGEFS_SEGMENT_SIZE"}, Value: "32MiB", Destination: &w.SegmentSize, Category: "Writing",
 			Usage: "size of the segments large files are cut into (memory: (upload-workers+1) × segment-size)"},
-		&cli.IntFlag{Name: "upload-workers", EnvVars: []string{"IMAGEFS_UPLOAD_WORKERS"}, Value: 4, Destination: &c.UploadWorkers,
+		&cli.IntFlag{Name: "upload-workers", EnvVars: []string{"IMAGEFS_UPLOAD_WORKERS"}, Value: 4, Destination: &w.UploadWorkers, Category: "Writing",
 			Usage: "segments uploaded in parallel, for all files together"},
+		&cli.StringFlag{Name: "staging-dir", EnvVars: []string{"IMAGEFS_STAGING_DIR"}, Destination: &w.StagingDir, Category: "Writing",
+			Usage: "local directory for files written out of order (qemu-img convert -O qcow2): such a file is kept there and uploaded when closed; without it, such writes fail with ESPIPE"},
+		&cli.StringFlag{Name: "staging-size", EnvVars: []string{"IMAGEFS_STAGING_SIZE"}, Value: "32GiB", Destination: &w.StagingSize, Category: "Writing",
+			Usage: "bytes all staged files may use together in --staging-dir; a write beyond fails with ENOSPC"},
 	}
+}
+
+// validate reports the problems of the write settings.
+func (w *WriteConfig) validate(mountpoint string) []error {
+	var errs []error
+	if n, err := parseSize(w.SegmentSize); err != nil {
+		errs = append(errs, fmt.Errorf("--segment-size: %w", err))
+	} else if n < 1<<20 || n > 5<<30 {
+		errs = append(errs, fmt.Errorf("--segment-size %s: must be between 1MiB and 5GiB", w.SegmentSize))
+	}
+	if w.UploadWorkers < 1 || w.UploadWorkers > 64 {
+		errs = append(errs, fmt.Errorf("--upload-workers %d: must be between 1 and 64", w.UploadWorkers))
+	}
+	if n, err := parseSize(w.StagingSize); err != nil {
+		errs = append(errs, fmt.Errorf("--staging-size: %w", err))
+	} else if n < 64<<20 {
+		errs = append(errs, fmt.Errorf("--staging-size %s: must be at least 64MiB", w.StagingSize))
+	}
+	if w.StagingDir != "" && mountpoint != "" {
+		sd, _ := filepath.Abs(w.StagingDir)
+		mp, _ := filepath.Abs(mountpoint)
+		if sd == mp || strings.HasPrefix(sd, mp+"/") {
+			errs = append(errs, fmt.Errorf("--staging-dir %s is inside the mountpoint %s: it must be on a local disk", w.StagingDir, mountpoint))
+		}
+	}
+	return errs
 }
 
 // ReadConfig is the read path's part of the configuration.
@@ -300,14 +339,7 @@ func (c *Config) Validate() error {
 	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if n, err := parseSize(c.SegmentSize); err != nil {
-		errs = append(errs, fmt.Errorf("--segment-size: %w", err))
-	} else if n < 1<<20 || n > 5<<30 {
-		errs = append(errs, fmt.Errorf("--segment-size %s: must be between 1MiB and 5GiB", c.SegmentSize))
-	}
-	if c.UploadWorkers < 1 || c.UploadWorkers > 64 {
-		errs = append(errs, fmt.Errorf("--upload-workers %d: must be between 1 and 64", c.UploadWorkers))
-	}
+	errs = append(errs, c.Write.validate(c.Mountpoint)...)
 	errs = append(errs, c.Read.validate(c.Mountpoint)...)
 	if c.RetryBudget < 0 {
 		errs = append(errs, fmt.Errorf("--retry-budget %v: must not be negative", c.RetryBudget))

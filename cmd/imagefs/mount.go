@@ -36,7 +36,7 @@ func runMount(parent context.Context, cfg *Config) error {
 		return err
 	}
 	log := newLogger(cfg)
-	segSize, _ := parseSize(cfg.SegmentSize)
+	segSize, _ := parseSize(cfg.Write.SegmentSize)
 
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -62,9 +62,16 @@ func runMount(parent context.Context, cfg *Config) error {
 		return fmt.Errorf("the Swift cluster at %s has no slo middleware: imagefs stores large images as static large objects", keeper.Current().StorageURL)
 	}
 	if segSize > limits.MaxFileSize {
-		return fmt.Errorf("--segment-size %s is larger than the cluster's max_file_size (%d bytes)", cfg.SegmentSize, limits.MaxFileSize)
+		return fmt.Errorf("--segment-size %s is larger than the cluster's max_file_size (%d bytes)", cfg.Write.SegmentSize, limits.MaxFileSize)
 	}
-	pool := segments.NewPool(segSize, cfg.UploadWorkers)
+	pool := segments.NewPool(segSize, cfg.Write.UploadWorkers)
+	var staging *segments.Staging
+	if cfg.Write.StagingDir != "" {
+		n, _ := parseSize(cfg.Write.StagingSize)
+		if staging, err = segments.NewStaging(cfg.Write.StagingDir, n); err != nil {
+			return fmt.Errorf("--staging-dir: %v", err)
+		}
+	}
 	cacheSize, readMem, readAhead, kernelRA := cfg.Read.sizes()
 	blocks, err := cache.New(cache.Options{Memory: readMem, Dir: cfg.Read.CacheDir, DirSize: cacheSize, Log: log})
 	if err != nil {
@@ -84,6 +91,7 @@ func runMount(parent context.Context, cfg *Config) error {
 		Container: cfg.Container,
 		Prefix:    cfg.Prefix,
 		Pool:      pool,
+		Staging:   staging,
 		Limits:    limits,
 		Retry:     retry,
 		Log:       log,
@@ -114,7 +122,8 @@ func runMount(parent context.Context, cfg *Config) error {
 	}
 	log.Info("mounted", "container", cfg.Container, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
 		"auth", keeper.Mode(), "account", keeper.Current().StorageURL,
-		"segment_size", segSize, "upload_workers", cfg.UploadWorkers, "write_memory_budget", pool.MemoryBudget(),
+		"segment_size", segSize, "upload_workers", cfg.Write.UploadWorkers, "write_memory_budget", pool.MemoryBudget(),
+		"staging_dir", cfg.Write.StagingDir, "staging_size", cfg.Write.StagingSize,
 		"max_manifest_segments", limits.MaxManifestSegments,
 		"read_memory", readMem, "read_ahead", readAhead, "kernel_read_ahead", kernelRA, "cache_dir", cfg.Read.CacheDir, "cache_size", cacheSize)
 
