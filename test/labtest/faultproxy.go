@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // FaultProxy sits between imagefs and the lab's Swift proxy and fails the
@@ -21,6 +22,34 @@ type FaultProxy struct {
 	fault      func(r *http.Request) Fault
 	Requests   atomic.Int64 // requests seen
 	Faults     atomic.Int64 // requests failed
+	seen       []Req        // guarded by mu
+}
+
+// Req is a request the proxy saw, with what it forwarded of the answer.
+type Req struct {
+	Method, Path, Query string
+	Range               string // the Range header
+	Status              int    // 0 if the proxy answered with a fault
+	Bytes               int64  // response body bytes forwarded
+}
+
+// Seen returns the requests seen so far, in order of completion.
+func (fp *FaultProxy) Seen() []Req {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	return append([]Req(nil), fp.seen...)
+}
+
+// DataGETs sums the ranged GETs of object data (manifest and listing
+// requests left out) seen so far: how many, and the bytes forwarded.
+func (fp *FaultProxy) DataGETs() (n int, bytes int64) {
+	for _, q := range fp.Seen() {
+		if q.Method == http.MethodGet && q.Range != "" {
+			n++
+			bytes += q.Bytes
+		}
+	}
+	return n, bytes
 }
 
 // NewFaultProxy starts a proxy in front of the lab Swift the keeper's
@@ -43,9 +72,22 @@ func NewFaultProxy(t testing.TB) *FaultProxy {
 		fp.mu.Lock()
 		rule, fault := fp.rule, fp.fault
 		fp.mu.Unlock()
+		q := Req{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Range: r.Header.Get("Range")}
+		cw := &countingWriter{ResponseWriter: w, r: r}
+		defer func() {
+			q.Bytes, q.Status = cw.n, cw.status
+			fp.mu.Lock()
+			fp.seen = append(fp.seen, q)
+			fp.mu.Unlock()
+		}()
 		if fault != nil {
 			if f := fault(r); f != (Fault{}) {
 				fp.Faults.Add(1)
+				if f.CutAfter > 0 {
+					cw.cut, cw.stall = f.CutAfter, f.Stall
+					rp.ServeHTTP(cw, r)
+					return
+				}
 				f.serve(w, r)
 				return
 			}
@@ -57,7 +99,7 @@ func NewFaultProxy(t testing.TB) *FaultProxy {
 				return
 			}
 		}
-		rp.ServeHTTP(w, r)
+		rp.ServeHTTP(cw, r)
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
@@ -80,6 +122,74 @@ type Fault struct {
 	// Reset reads a part of the request body, then closes the connection
 	// without an answer, as a crashing proxy or a network failure does.
 	Reset bool
+	// CutAfter > 0 forwards the request, then resets the connection after
+	// that many bytes of the response body: a download broken mid-body.
+	CutAfter int64
+	// Stall, with CutAfter, first sends nothing for this long (or until
+	// the client gives up): a server that hangs mid-body.
+	Stall time.Duration
+}
+
+// countingWriter counts the body bytes forwarded, and cuts the answer
+// after cut bytes if cut > 0.
+type countingWriter struct {
+	http.ResponseWriter
+	r      *http.Request
+	n      int64
+	status int
+	cut    int64
+	stall  time.Duration
+}
+
+func (w *countingWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if w.cut > 0 && w.n+int64(len(p)) >= w.cut {
+		k := w.cut - w.n
+		n, _ := w.ResponseWriter.Write(p[:k])
+		w.n += int64(n)
+		w.breakOff()
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// breakOff sends what was written, optionally stalls, then resets the
+// connection and ends the handler.
+func (w *countingWriter) breakOff() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	if w.stall > 0 {
+		t := time.NewTimer(w.stall)
+		select {
+		case <-t.C:
+		case <-w.r.Context().Done():
+		}
+		t.Stop()
+	}
+	if hj, ok := w.ResponseWriter.(http.Hijacker); ok {
+		if c, _, err := hj.Hijack(); err == nil {
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // RST, not FIN
+			}
+			c.Close()
+		}
+	}
+	panic(http.ErrAbortHandler) // the server drops the connection quietly
+}
+
+func (w *countingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 func (f Fault) serve(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,117 @@
+//go:build integration
+
+package integration
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/imagefs/imagefs/test/labtest"
+)
+
+// TestReadCacheSurvivesRemount: blocks cached on disk are not fetched
+// again after a clean remount nor after a crash; a damaged block file is
+// fetched again, alone; an overwritten object is read anew; two mounts
+// cannot share one cache directory.
+func TestReadCacheSurvivesRemount(t *testing.T) {
+	c := labtest.NewContainer(t)
+	p := labtest.Pattern{Seed: 90, Size: 40<<20 + 5}
+	labtest.PutSLO(t, c, "vm.img", p, p.Size, 16<<20)
+	cacheDir := t.TempDir()
+	fp := labtest.NewFaultProxy(t) // counts the GETs
+	args := []string{"--os-storage-url", fp.StorageURL, "--cache-dir", cacheDir, "--cache-size", "1GiB"}
+	read := func(d *labtest.Daemon, want labtest.Pattern) (gets int, bytes int64) {
+		t.Helper()
+		n0, b0 := fp.DataGETs()
+		if got := labtest.SHA256File(t, d.Path("vm.img")); got != want.SHA256() {
+			t.Fatalf("sha256 %s, want %s", got, want.SHA256())
+		}
+		n1, b1 := fp.DataGETs()
+		return n1 - n0, b1 - b0
+	}
+
+	d := labtest.Mount(t, c, labtest.MountOpts{Args: args})
+	if _, b := read(d, p); b < p.Size {
+		t.Fatalf("first read fetched %d bytes of %d", b, p.Size)
+	}
+	d.Stop()
+
+	d = labtest.Mount(t, c, labtest.MountOpts{Args: args})
+	if n, b := read(d, p); n != 0 {
+		t.Errorf("after a remount, %d GETs (%d bytes) of cached blocks", n, b)
+	}
+	d.Kill() // a crash
+	d = labtest.Mount(t, c, labtest.MountOpts{Args: args})
+	if n, b := read(d, p); n != 0 {
+		t.Errorf("after a crash and a remount, %d GETs (%d bytes) of cached blocks", n, b)
+	}
+	if r := labtest.Exec(t, "mount", "--cache-dir", cacheDir, c, t.TempDir()); r.Code == 0 ||
+		!strings.Contains(r.Stderr, "in use by another imagefs mount") {
+		t.Errorf("a second mount on the same cache directory: exit %d, %s", r.Code, r.Stderr)
+	}
+	d.Stop()
+
+	// Damage one block file: it alone is fetched again.
+	var victim string
+	filepath.WalkDir(cacheDir, func(p string, de fs.DirEntry, err error) error {
+		if err == nil && !de.IsDir() && de.Name() != "lock" && victim == "" {
+			victim = p
+		}
+		return nil
+	})
+	b, err := os.ReadFile(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(victim, b, 0o600)
+	d = labtest.Mount(t, c, labtest.MountOpts{Args: args})
+	if n, b := read(d, p); n != 1 || b > 256<<10 {
+		t.Errorf("after damaging one block file: %d GETs, %d bytes; want one block", n, b)
+	}
+	if !strings.Contains(d.LogText(), "discarding a bad block cache file") {
+		t.Error("the damaged file is not in the log")
+	}
+	d.Stop()
+
+	// A new version of the object: its own blocks, fetched.
+	q := labtest.Pattern{Seed: 91, Size: p.Size}
+	labtest.PutPlain(t, c, "vm.img", q, q.Size)
+	d = labtest.Mount(t, c, labtest.MountOpts{Args: args})
+	if _, b := read(d, q); b < q.Size {
+		t.Errorf("the new version fetched %d bytes of %d", b, q.Size)
+	}
+}
+
+// TestReadCacheDiskFull: a cache directory on a filesystem that fills up
+// is logged once, and reads go on, uncached.
+func TestReadCacheDiskFull(t *testing.T) {
+	t.Parallel()
+	c := labtest.NewContainer(t)
+	p := labtest.Pattern{Seed: 92, Size: 24 << 20}
+	labtest.PutPlain(t, c, "vm.img", p, p.Size)
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	d := labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--cache-dir", dir, "--cache-size", "1GiB", "--read-memory", "16MiB", "--read-ahead", "8MiB"}})
+	for range 2 { // the second time from Swift again: it did not fit
+		f, err := os.OpenFile(d.Path("vm.img"), os.O_RDONLY|syscall.O_DIRECT, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, p.Size)
+		if n, err := f.ReadAt(buf, 0); n != len(buf) || string(buf) != string(p.Bytes(0, p.Size)) {
+			t.Fatalf("read with a full cache disk: %d, %v", n, err)
+		}
+		f.Close()
+	}
+	if n := strings.Count(d.LogText(), "block cache directory is full"); n != 1 {
+		t.Errorf("disk full logged %d times, want once", n)
+	}
+}
