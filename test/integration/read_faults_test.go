@@ -15,7 +15,9 @@ import (
 	"github.com/imagefs/imagefs/test/labtest"
 )
 
-func isDataGET(r *http.Request) bool { return r.Method == http.MethodGet && r.Header.Get("Range") != "" }
+func isDataGET(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.Header.Get("Range") != ""
+}
 
 // TestReadSurvivesFaults: resets mid-body, a body that stalls, 5xx, 429
 // with Retry-After and a 401 on the GETs of a read: the data is intact.

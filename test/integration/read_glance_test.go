@@ -27,7 +27,7 @@ func TestReadGlanceDLO(t *testing.T) {
 	labtest.PutGlanceDLO(t, c, uuid, p, p.Size, segSize)
 	labtest.PutObject(t, c, "notes.txt", []byte("not an image"), nil)
 	labtest.PutObject(t, c, "empty.img", nil, nil) // zero bytes, but no DLO
-	fp := labtest.NewFaultProxy(t)                  // to see which objects are read
+	fp := labtest.NewFaultProxy(t)                 // to see which objects are read
 	d := labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--os-storage-url", fp.StorageURL}})
 
 	ents, err := os.ReadDir(d.Dir)

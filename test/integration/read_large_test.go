@@ -89,7 +89,9 @@ func TestReadLargeImages(t *testing.T) {
 				n, err := f.ReadAt(buf, q.off)
 				want := slo.Bytes(q.off, q.n)
 				if (err != nil && err != io.EOF) || n != len(want) || !bytes.Equal(buf[:n], want) {
-					failed.Do(func() { t.Errorf("read of %d bytes at %d: %d, %v; bytes equal: %v", q.n, q.off, n, err, bytes.Equal(buf[:n], want)) })
+					failed.Do(func() {
+						t.Errorf("read of %d bytes at %d: %d, %v; bytes equal: %v", q.n, q.off, n, err, bytes.Equal(buf[:n], want))
+					})
 				}
 			}
 		})
