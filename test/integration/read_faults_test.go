@@ -97,7 +97,7 @@ func TestReadFailsAfterRetryBudget(t *testing.T) {
 	if !errors.Is(err, syscall.EIO) {
 		t.Errorf("read while Swift fails: %v, want EIO", err)
 	}
-	if el := time.Since(start); el < 2*time.Second || el > 30*time.Second {
+	if el := time.Since(start); el < 500*time.Millisecond || el > 30*time.Second {
 		t.Errorf("the read failed after %v with a 3 s retry budget", el)
 	}
 	log := d.LogText()
