@@ -150,7 +150,9 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		}
 		return &writeHandle{f: f, w: w, kept: keep}, fuse.FOPEN_DIRECT_IO, 0
 	}
-	fh, fl, errno := f.openRead(ctx)
+	// Opening is short: a signal that interrupts the request (qemu-img
+	// gets some while it opens its images) must not fail it with EINTR.
+	fh, fl, errno := f.openRead(context.WithoutCancel(ctx))
 	if errno == 0 {
 		f.mu.Lock()
 		f.readers++
@@ -226,7 +228,8 @@ func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer,
 	obj := f.object()
 	var under, load *segments.Manifest
 	if keep {
-		m, in, err := segments.Resolve(ctx, r.o.Store, r.o.Container, obj)
+		// Not interruptible: see Root.head.
+		m, in, err := segments.Resolve(context.WithoutCancel(ctx), r.o.Store, r.o.Container, obj)
 		switch {
 		case isNotFound(err):
 		case err != nil:

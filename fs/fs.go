@@ -161,7 +161,9 @@ func (r *Root) head(ctx context.Context, name string) (segments.Info, error) {
 		}
 		return in, nil
 	}
-	in, err := r.o.Store.Head(ctx, r.o.Container, name)
+	// A HEAD is short: a signal that interrupts the request (qemu-img gets
+	// some while it opens its images) must not fail the lookup with EINTR.
+	in, err := r.o.Store.Head(context.WithoutCancel(ctx), r.o.Container, name)
 	switch {
 	case err == nil:
 		r.meta.Put(name, in)
