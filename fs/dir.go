@@ -237,7 +237,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	h := &writeHandle{f: f, w: w, created: true}
+	h := &writeHandle{f: f, w: w, created: true, opener: processOf(callerPid(ctx))}
 	f.fillAttr(&out.Attr)
 	return ch, h, fuse.FOPEN_DIRECT_IO, 0
 }

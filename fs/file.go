@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,7 +147,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		if errno != 0 {
 			return nil, 0, errno
 		}
-		return &writeHandle{f: f, w: w, kept: keep}, fuse.FOPEN_DIRECT_IO, 0
+		return &writeHandle{f: f, w: w, kept: keep, opener: processOf(callerPid(ctx))}, fuse.FOPEN_DIRECT_IO, 0
 	}
 	// Opening is short: a signal that interrupts the request (qemu-img
 	// gets some while it opens its images) must not fail it with EINTR.
@@ -385,35 +384,4 @@ func (r *Root) uploadingIn(prefix string) []string {
 		}
 	}
 	return out
-}
-
-// killedBySignal reports whether the process that sent a request is
-// exiting because of a signal (kill, Ctrl-C). The kernel closes a dying
-// process's files, so its FLUSH looks like a normal close; committing then
-// would publish a half-written image. /proc/<pid>/stat field 9 has
-// PF_EXITING (0x4), field 52 the exit code (signal number in the low 7 bits).
-func killedBySignal(pid uint32) bool {
-	if pid == 0 {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return false
-	}
-	fields := strings.Fields(s[i+1:]) // fields[0] is field 3 (state)
-	if len(fields) < 50 {
-		return false
-	}
-	flags, err1 := strconv.ParseUint(fields[6], 10, 64)
-	code, err2 := strconv.ParseInt(fields[49], 10, 64)
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	const pfExiting = 0x4
-	return flags&pfExiting != 0 && code&0x7f != 0
 }

@@ -282,3 +282,43 @@ func TestRename(t *testing.T) {
 		t.Errorf("rename changed the segments: %d -> %d", segs, n)
 	}
 }
+
+// TestExecWhileWriting: a writer that runs a command while its file is
+// open (os/exec forks; the child closes its close-on-exec copy of the
+// descriptor during execve) neither deadlocks the daemon nor commits the
+// half-written file: only the writer's own close commits.
+func TestExecWhileWriting(t *testing.T) {
+	e := mount(t, mib)
+	p := filepath.Join(e.dir, "vm.img")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(3*mib, 9)
+	if _, err := f.Write(data[:mib]); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- exec.Command("true").Run() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("exec of a child hung while a file on the mount was open for writing")
+	}
+	if _, err := e.st.Head(context.Background(), "c", "vm.img"); !errors.Is(err, segments.ErrNotFound) {
+		t.Fatalf("the child's close committed the half-written file: %v", err)
+	}
+	if _, err := f.Write(data[mib:]); err != nil {
+		t.Fatalf("write after the child exec'd: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("content after close: %v, %d bytes", err, len(got))
+	}
+}

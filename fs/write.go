@@ -34,6 +34,8 @@ type writeHandle struct {
 	kept      bool // opened without O_TRUNC: w started from the current version
 	created   bool // the file did not exist before this handle
 	killed    bool // the writing process died of a signal
+
+	opener int // the process that opened the handle (0: unknown); see caller.go
 }
 
 var (
@@ -95,9 +97,15 @@ func (h *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 }
 
 // Flush commits the file: close(2) waits for it and gets its result. A
-// flush from a process killed by a signal abandons the upload instead.
+// flush from a process killed by a signal abandons the upload instead, and
+// one from another process than the opener (a forked child closing its
+// inherited copy, e.g. at exec) changes nothing: see caller.go.
 func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
-	if c, ok := fuse.FromContext(ctx); ok && killedBySignal(c.Pid) {
+	pid := callerPid(ctx)
+	if p := processOf(pid); h.opener != 0 && p != 0 && p != h.opener {
+		return 0
+	}
+	if killedBySignal(pid) {
 		h.mu.Lock()
 		h.killed = true
 		w := h.w
