@@ -20,10 +20,12 @@ func toErrno(log *slog.Logger, op, path string, err error) syscall.Errno {
 	switch {
 	case errors.As(err, &e):
 		// already an errno (from this package)
+	case errors.Is(err, segments.ErrStale):
+		// Before ErrNotFound: a segment of the opened version that is gone
+		// is both, and the reader must learn that its version went stale.
+		e = syscall.ESTALE
 	case errors.Is(err, segments.ErrNotFound):
 		return syscall.ENOENT
-	case errors.Is(err, segments.ErrStale):
-		e = syscall.ESTALE
 	case errors.Is(err, segments.ErrNonSequential):
 		e = syscall.ESPIPE
 	case errors.Is(err, segments.ErrNoSpace):

@@ -305,6 +305,11 @@ func (f *fileNode) finishWrite(w *segments.Writer, committed bool) {
 	if !mine {
 		return
 	}
+	// The kernel may still believe in the size the writes gave the file:
+	// after an abort it is wrong, and a reader would read past the end of
+	// the version in Swift. Invalidate the attributes (not the pages:
+	// this runs inside a FLUSH, and page invalidation could wait on it).
+	_ = f.NotifyContent(-1, 0)
 	r.mu.Lock()
 	if r.writing[obj] == f {
 		delete(r.writing, obj)
@@ -323,7 +328,10 @@ func (f *fileNode) abort(ctx context.Context, w *segments.Writer, why string) {
 			return
 		}
 	}
-	if why != "" {
+	f.mu.Lock()
+	active := f.w == w
+	f.mu.Unlock()
+	if why != "" && active {
 		f.root.o.Log.Warn("upload abandoned", "path", f.rel, "why", why, "written", w.Size())
 	}
 	w.Abort(ctx)
