@@ -24,6 +24,7 @@ type hasher struct {
 
 	h       hash.Hash // owned by the goroutine until done
 	unknown bool
+	giveUp  atomic.Bool // the sum will be unknown: stop hashing now
 }
 
 type hashJob struct {
@@ -72,6 +73,9 @@ func (hs *hasher) do(j hashJob) {
 	if j.release != nil {
 		defer j.release()
 	}
+	if hs.giveUp.Load() {
+		hs.unknown = true
+	}
 	if hs.discard.Load() || hs.unknown {
 		return
 	}
@@ -81,7 +85,7 @@ func (hs *hasher) do(j hashJob) {
 	case j.sb != nil:
 		j.sb.hashRange(j.lo, j.hi, hs.h)
 	default:
-		for n := j.zeros; n > 0 && !hs.discard.Load(); {
+		for n := j.zeros; n > 0 && !hs.discard.Load() && !hs.giveUp.Load(); {
 			l := min(n, ChunkSize)
 			hs.h.Write(zeroChunk[:l])
 			n -= l
@@ -89,11 +93,14 @@ func (hs *hasher) do(j hashJob) {
 	}
 }
 
+// abandon makes the sum unknown and stops the hashing as soon as possible.
+func (hs *hasher) abandon() { hs.giveUp.Store(true) }
+
 // sum waits for every job and returns the hex SHA-256, or "" when some
 // content was unknown.
 func (hs *hasher) sum() string {
 	hs.close()
-	if hs.unknown || hs.discard.Load() {
+	if hs.unknown || hs.discard.Load() || hs.giveUp.Load() {
 		return ""
 	}
 	return hex.EncodeToString(hs.h.Sum(nil))

@@ -336,3 +336,62 @@ func TestManifestLocate(t *testing.T) {
 		}
 	}
 }
+
+// TestWriterTwoTiB: a 2 TiB file with the default settings (32 MiB
+// segments, 1000 entries per manifest) has 65536 parts, more than one
+// manifest takes: it is stored as nested manifests that Swift (here the
+// fake, which enforces the limit) accepts, and it resolves to 2 TiB with
+// the data where it was written. The file is sparse, so that the test
+// uploads megabytes, not terabytes; holes and data segments count alike.
+func TestWriterTwoTiB(t *testing.T) {
+	st := newFake(t)
+	pool := segments.NewPool(32*mib, 4)
+	w := segments.NewWriter(t.Context(), st, "huge.img", segments.WriterOptions{Container: "c", Pool: pool, MaxSegments: 1000})
+	const size = 2 << 40
+	head, tail := randBytes(mib, 10), randBytes(mib, 11)
+	if _, err := w.WriteAt(t.Context(), head, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(t.Context(), tail, size-mib); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	top, err := st.GetManifest(t.Context(), "c", "huge.img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 65536 segments, plus one zero part after the 1 MiB of data in the
+	// first and one before it in the last: 66 sub-manifests of <= 1000.
+	if len(top) != 66 {
+		t.Errorf("top manifest has %d entries, want 66", len(top))
+	}
+	for _, e := range top {
+		if !e.SubSLO {
+			t.Fatalf("top entry %s is not a sub-manifest", e.Object)
+		}
+	}
+	m, in, err := segments.Resolve(t.Context(), st, "c", "huge.img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Size() != size || in.Size != size || len(m.Segments) != 65538 {
+		t.Fatalf("resolved: %d bytes in %d segments (HEAD says %d)", m.Size(), len(m.Segments), in.Size)
+	}
+	// 2 TiB of holes exceed what is worth hashing (64 GiB by default): no
+	// sha256 rather than close(2) waiting for half an hour.
+	if in.Meta[segments.MetaSHA256] != "" {
+		t.Errorf("sha256 %q for a 2 TiB sparse file", in.Meta[segments.MetaSHA256])
+	}
+	r := segments.NewReader(st, m, segments.ReaderOptions{})
+	buf := make([]byte, mib)
+	for _, c := range []struct {
+		off  int64
+		want []byte
+	}{{0, head}, {size - mib, tail}, {size / 2, make([]byte, mib)}} {
+		if _, err := r.ReadAt(t.Context(), buf, c.off); err != nil || !bytes.Equal(buf, c.want) {
+			t.Errorf("read at %d: %v", c.off, err)
+		}
+	}
+}
