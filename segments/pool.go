@@ -72,7 +72,8 @@ func (p *Pool) Workers() int { return cap(p.workers) }
 // MemoryBudget is the most memory segment buffers may use, bytes.
 func (p *Pool) MemoryBudget() int64 { return p.budget * ChunkSize }
 
-// tryAlloc takes one zeroed chunk if the budget allows, else nil.
+// tryAlloc takes one chunk if the budget allows, else nil. A reused
+// chunk is not cleared: its user clears what it does not overwrite.
 func (p *Pool) tryAlloc() []byte {
 	if !p.mem.TryAcquire(1) {
 		return nil
@@ -104,7 +105,6 @@ func (p *Pool) take() []byte {
 	if b == nil {
 		return make([]byte, ChunkSize)
 	}
-	clear(b)
 	return b
 }
 

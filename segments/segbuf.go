@@ -23,9 +23,12 @@ type segBuf struct {
 
 type span struct{ lo, hi int64 }
 
-// write copies data to relative offset rel. alloc supplies a zeroed chunk
-// for each part of the segment touched for the first time; if it fails the
-// bytes copied so far are reported with its error.
+// write copies data to relative offset rel. alloc supplies a chunk (not
+// cleared) for each part of the segment touched for the first time; what
+// this write does not cover is cleared then, so unwritten bytes read as
+// zeros without clearing the whole chunk in the usual case of writes of a
+// chunk or more. If alloc fails the bytes copied so far are reported with
+// its error.
 func (s *segBuf) write(rel int64, data []byte, alloc func() ([]byte, error)) (int, error) {
 	n := 0
 	for n < len(data) {
@@ -33,14 +36,17 @@ func (s *segBuf) write(rel int64, data []byte, alloc func() ([]byte, error)) (in
 		for len(s.chunks) <= ci {
 			s.chunks = append(s.chunks, nil)
 		}
+		co := rel % ChunkSize
 		if s.chunks[ci] == nil {
 			b, err := alloc()
 			if err != nil {
 				return n, err
 			}
+			clear(b[:co])
+			clear(b[min(co+int64(len(data)-n), ChunkSize):])
 			s.chunks[ci] = b
 		}
-		k := copy(s.chunks[ci][rel%ChunkSize:], data[n:])
+		k := copy(s.chunks[ci][co:], data[n:])
 		s.addSpan(rel, rel+int64(k))
 		rel += int64(k)
 		n += k

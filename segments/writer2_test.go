@@ -247,3 +247,32 @@ func TestWriterStagingFull(t *testing.T) {
 		t.Errorf("left: %d staging bytes, segments %v", stg.Used(), st.Names("c_segments"))
 	}
 }
+
+// TestReusedChunksReadAsZeros: a chunk given back with old data and taken
+// again reads as zeros wherever the new writer did not write.
+func TestReusedChunksReadAsZeros(t *testing.T) {
+	st := newFake(t)
+	ctx := t.Context()
+	pool := segments.NewPool(mib, 1)
+	w1 := segments.NewWriter(ctx, st, "a", segments.WriterOptions{Container: "c", Pool: pool})
+	writeAll(t, w1, bytes.Repeat([]byte{0xff}, 2*mib), mib)
+	if err := w1.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w2 := segments.NewWriter(ctx, st, "b", segments.WriterOptions{Container: "c", Pool: pool})
+	if _, err := w2.WriteAt(ctx, []byte("hello"), 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.WriteAt(ctx, []byte("world"), 300<<10); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 300<<10+5)
+	copy(want[100:], "hello")
+	copy(want[300<<10:], "world")
+	if err := w2.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readBack(t, st, "b"); !bytes.Equal(got, want) {
+		t.Fatal("old bytes of a reused chunk leaked into a new file")
+	}
+}

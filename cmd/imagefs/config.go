@@ -187,14 +187,23 @@ func (w *WriteConfig) validate(mountpoint string) []error {
 	} else if n < 64<<20 {
 		errs = append(errs, fmt.Errorf("--staging-size %s: must be at least 64MiB", w.StagingSize))
 	}
-	if w.StagingDir != "" && mountpoint != "" {
-		sd, _ := filepath.Abs(w.StagingDir)
-		mp, _ := filepath.Abs(mountpoint)
-		if sd == mp || strings.HasPrefix(sd, mp+"/") {
-			errs = append(errs, fmt.Errorf("--staging-dir %s is inside the mountpoint %s: it must be on a local disk", w.StagingDir, mountpoint))
-		}
+	if err := notInMount("staging-dir", w.StagingDir, mountpoint); err != nil {
+		errs = append(errs, err)
 	}
 	return errs
+}
+
+// notInMount rejects a local directory flag that points into the mount.
+func notInMount(flag, dir, mountpoint string) error {
+	if dir == "" || mountpoint == "" {
+		return nil
+	}
+	d, _ := filepath.Abs(dir)
+	mp, _ := filepath.Abs(mountpoint)
+	if d == mp || strings.HasPrefix(d, mp+"/") {
+		return fmt.Errorf("--%s %s is inside the mountpoint %s: it must be on a local disk", flag, dir, mountpoint)
+	}
+	return nil
 }
 
 // ReadConfig is the read path's part of the configuration.
@@ -264,12 +273,8 @@ func (r *ReadConfig) validate(mountpoint string) []error {
 	if r.StallTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("--read-stall-timeout %v: must be at least 1s", r.StallTimeout))
 	}
-	if r.CacheDir != "" && mountpoint != "" {
-		cd, _ := filepath.Abs(r.CacheDir)
-		mp, _ := filepath.Abs(mountpoint)
-		if cd == mp || strings.HasPrefix(cd, mp+"/") {
-			errs = append(errs, fmt.Errorf("--cache-dir %s is inside the mountpoint %s: it must be on a local disk", r.CacheDir, mountpoint))
-		}
+	if err := notInMount("cache-dir", r.CacheDir, mountpoint); err != nil {
+		errs = append(errs, err)
 	}
 	return errs
 }

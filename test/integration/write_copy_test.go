@@ -107,6 +107,13 @@ func TestWriteConcurrentCopies(t *testing.T) {
 	case <-time.After(3 * time.Minute):
 		t.Fatal("concurrent copies hang: the memory budget deadlocked")
 	}
+	// Memory: the write budget (8 MiB here) plus a small constant, not
+	// six files' worth of segments.
+	if rss := d.PeakRSS(); rss > 8<<20+64<<20 {
+		t.Errorf("peak RSS %d MiB for a write budget of 8 MiB", rss>>20)
+	} else {
+		t.Logf("peak RSS %d MiB (write budget 8 MiB)", rss>>20)
+	}
 	for i := range n {
 		if errs[i] != nil {
 			t.Error(errs[i])

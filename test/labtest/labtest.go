@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -387,4 +388,37 @@ func SwiftDownloadSHA256(t testing.TB, c, name string) string {
 		t.Fatalf("swift download %s %s: %v: %s", c, name, err, errb.String())
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// procFile reads a /proc file of the daemon.
+func (d *Daemon) procFile(name string) string {
+	d.t.Helper()
+	s, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(d.Cmd.Process.Pid), name))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return string(s)
+}
+
+// PeakRSS is the daemon's peak resident set size so far (VmHWM), bytes.
+func (d *Daemon) PeakRSS() int64 {
+	d.t.Helper()
+	for _, line := range strings.Split(d.procFile("status"), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	d.t.Fatal("no VmHWM in /proc/<pid>/status")
+	return 0
+}
+
+// CPUSeconds is the daemon's user+system CPU time so far.
+func (d *Daemon) CPUSeconds() float64 {
+	d.t.Helper()
+	s := d.procFile("stat")
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.ParseFloat(f[11], 64)
+	sy, _ := strconv.ParseFloat(f[12], 64)
+	return (u + sy) / 100 // USER_HZ
 }
