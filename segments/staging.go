@@ -252,7 +252,7 @@ func (w *Writer) toStaging(ctx context.Context, op string, off, n int64) error {
 	}
 	w.sha.stop()
 	w.sha = newHasher()
-	w.parts, w.base, w.stage = nil, 0, st
+	w.parts, w.base, w.stage, w.own = nil, 0, st, nil
 	return nil
 }
 

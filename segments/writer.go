@@ -112,6 +112,7 @@ type Writer struct {
 	open      [2]*segBuf // open[0] covers [base, base+S), open[1] the next S
 	parts     []*part    // sealed parts in order, covering [0, base)
 	nseg      int        // segment objects named so far
+	own       []string   // every object this upload PUT or is PUTting
 	pending   int        // uploads not finished
 	err       error      // first error, sticky
 	state     writerState
@@ -442,6 +443,7 @@ func (w *Writer) sealFirst(n int64) {
 func (w *Writer) segmentName() string {
 	name := w.SegmentPrefix() + fmt.Sprintf("%08d", w.nseg)
 	w.nseg++
+	w.own = append(w.own, name)
 	return name
 }
 
@@ -681,6 +683,7 @@ func (w *Writer) entries(ctx context.Context) ([]ManifestEntry, error) {
 			return nil, err
 		}
 		zeroTag = zeroMD5(zeroLen)
+		w.own = append(w.own, zeroObj)
 		if _, err := w.st.Put(ctx, w.o.SegmentContainer, zeroObj, io.NewSectionReader(zeroReader{}, 0, zeroLen), zeroLen, zeroTag, PutOptions{}); err != nil {
 			return nil, fmt.Errorf("put hole segment of %s: %w", w.object, err)
 		}
@@ -709,6 +712,7 @@ func (w *Writer) nest(ctx context.Context, entries []ManifestEntry, level int) (
 	for i := 0; i < len(entries); i += w.o.MaxSegments {
 		group := entries[i:min(i+w.o.MaxSegments, len(entries))]
 		name := fmt.Sprintf("%smanifest-%d-%06d", w.SegmentPrefix(), level, len(out))
+		w.own = append(w.own, name)
 		var n int64
 		for _, e := range group {
 			n += e.Bytes()
@@ -807,13 +811,27 @@ func (w *Writer) cleanup(ctx context.Context) {
 	}
 }
 
-// deleteOwn deletes every object under this upload's prefix.
+// deleteOwn deletes every object under this upload's prefix: those it
+// knows it PUT, and those a listing shows. The names it knows matter:
+// Swift updates container listings asynchronously, and a busy container
+// server may list a segment PUT a moment ago only much later. Called with
+// w.mu held.
 func (w *Writer) deleteOwn(ctx context.Context) error {
-	var objs []string
+	seen := map[string]bool{}
+	objs := make([]string, 0, len(w.own))
+	for _, o := range w.own {
+		seen[o] = true
+		objs = append(objs, o)
+	}
 	err := w.st.List(ctx, w.o.SegmentContainer, w.SegmentPrefix(), 0, func(in Info) error {
-		objs = append(objs, in.Name)
+		if !seen[in.Name] {
+			objs = append(objs, in.Name)
+		}
 		return nil
 	})
+	if errors.Is(err, ErrNotFound) {
+		err = nil // no segment container: nothing was uploaded
+	}
 	if err == nil && len(objs) > 0 {
 		err = w.st.DeleteMany(ctx, w.o.SegmentContainer, objs)
 	}

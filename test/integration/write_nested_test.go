@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imagefs/imagefs/segments"
 	"github.com/imagefs/imagefs/test/labtest"
@@ -45,9 +46,10 @@ func TestWriteNestedManifests(t *testing.T) {
 	c := labtest.NewContainer(t)
 	small := smallSLOStorageURL(t)
 	d := labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--os-storage-url", small, "--segment-size", "1MiB"}})
-	if !strings.Contains(d.LogText(), "max_manifest_segments=4") {
-		t.Fatalf("imagefs did not read the proxy's limit from /info:\n%s", d.LogText())
-	}
+	// The mount is visible a moment before the daemon logs it.
+	waitFor(t, 10*time.Second, "imagefs to log the proxy's limit from /info (max_manifest_segments=4)", func() bool {
+		return strings.Contains(d.LogText(), "max_manifest_segments=4")
+	})
 	data, _ := os.ReadFile(must(labtest.RandomFile(t, 24<<20+5, 31)))
 	// 24 MiB of data, a 6 MiB hole, 5 more bytes: 31 parts.
 	f, err := os.Create(d.Path("nested.img"))
