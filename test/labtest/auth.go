@@ -165,10 +165,7 @@ func ImageStore(t testing.TB) segments.ObjectStore {
 // NewContainerIn is NewContainer in the account of st.
 func NewContainerIn(t testing.TB, st segments.ObjectStore) string {
 	t.Helper()
-	name := fmt.Sprintf("it-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano())
-	if len(name) > 200 {
-		name = name[:200]
-	}
+	name := containerName(t)
 	if err := st.CreateContainer(t.Context(), name); err != nil {
 		t.Fatalf("create container: %v", err)
 	}
@@ -179,9 +176,10 @@ func NewContainerIn(t testing.TB, st segments.ObjectStore) string {
 			if err := st.List(ctx, c, "", 0, func(in segments.Info) error { names = append(names, in.Name); return nil }); err != nil {
 				continue
 			}
-			if len(names) > 0 {
-				if err := st.DeleteMany(ctx, c, names); err != nil {
-					t.Logf("cleanup of %s: %v", c, err)
+			// One by one: bulk delete answers 400 on the IMAGE_ account.
+			for _, n := range names {
+				if err := st.Delete(ctx, c, n); err != nil {
+					t.Logf("cleanup of %s/%s: %v", c, n, err)
 				}
 			}
 		}
@@ -189,29 +187,10 @@ func NewContainerIn(t testing.TB, st segments.ObjectStore) string {
 	return name
 }
 
-// CopyThrottled copies src to dst (a file in a mount) at about rate bytes
-// per second, in 64 KiB writes, like a slow `cp`; the error of close(2)
-// (the commit) is returned.
+// CopyThrottled copies src to dst at about rate bytes per second, in
+// 64 KiB steps, like a slow `cp` into (or out of) a mount; the error of
+// close(2) on dst (the commit, for a file in a mount) is returned.
 func CopyThrottled(ctx context.Context, dst, src string, rate int64) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if err := pace(ctx, out, in, rate); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-// ReadThrottled reads src (a file in a mount) into dst at about rate bytes
-// per second, like a slow reader.
-func ReadThrottled(ctx context.Context, dst, src string, rate int64) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -309,13 +288,38 @@ const OutageFile = "/work/keystone-outage"
 // StopKeystone stops the lab's Keystone (lab.sh keystone stop) and returns
 // the function that starts it again (also run at cleanup). Tests that use
 // it must not be parallel: every test needing a new token is affected.
+// lab.sh waits for the lab's lock, which another user of the lab may hold:
+// each call is bounded.
 func StopKeystone(t testing.TB) (start func()) {
 	t.Helper()
-	lab := filepath.Join(root, "test/lab/lab.sh")
+	lab := func(arg string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(root, "test/lab/lab.sh"), "keystone", arg)
+		cmd.Env = append(os.Environ(), "LAB_TOKEN_EXPIRATION="+strconv.Itoa(int(TokenLifetime(t).Seconds())))
+		cmd.WaitDelay = 5 * time.Second
+		return cmd.CombinedOutput()
+	}
+	// lab.sh reads the process table (ps), which blocks while some process
+	// is stuck on a dead FUSE mount; a stop stuck there would go through
+	// later, unattended. Refuse to start then.
+	// (A ps stuck in the kernel cannot even be killed: wait in a goroutine.)
+	psDone := make(chan error, 1)
+	go func() { psDone <- exec.Command("ps", "-eo", "pid,stat").Run() }()
+	select {
+	case err := <-psDone:
+		if err != nil {
+			t.Fatalf("ps: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ps does not answer: a process is probably stuck on a dead FUSE mount; not stopping Keystone")
+	}
 	_ = os.WriteFile(OutageFile, []byte(fmt.Sprintf("Keystone stopped by %s at %s\n", t.Name(), time.Now().Format(time.RFC3339))), 0o644)
-	if out, err := exec.Command(lab, "keystone", "stop").CombinedOutput(); err != nil {
+	if out, err := lab("stop"); err != nil {
 		os.Remove(OutageFile)
-		t.Fatalf("lab.sh keystone stop: %v\n%s", err, out)
+		// It may have stopped it anyway.
+		_, _ = lab("start")
+		t.Fatalf("lab.sh keystone stop: %v (is the lab's lock held by another lab.sh?)\n%s", err, out)
 	}
 	started := false
 	start = func() {
@@ -323,7 +327,7 @@ func StopKeystone(t testing.TB) (start func()) {
 			return
 		}
 		started = true
-		out, err := exec.Command(lab, "keystone", "start").CombinedOutput()
+		out, err := lab("start")
 		os.Remove(OutageFile)
 		if err != nil {
 			t.Errorf("lab.sh keystone start: %v\n%s", err, out)

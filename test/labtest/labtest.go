@@ -115,14 +115,20 @@ func LabAuth() auth.Config {
 // everything in it and in its segment container, when the test ends.
 func NewContainer(t testing.TB) string {
 	t.Helper()
-	name := fmt.Sprintf("it-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano())
-	if len(name) > 200 {
-		name = name[:200]
-	}
+	name := containerName(t)
 	if err := Swift.CreateContainer(t.Context(), name); err != nil {
 		t.Fatalf("create container: %v", err)
 	}
 	t.Cleanup(func() { removeContainer(t, name); removeContainer(t, name+"_segments") })
+	return name
+}
+
+// containerName is a container name unique to the test and the moment.
+func containerName(t testing.TB) string {
+	name := fmt.Sprintf("it-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano())
+	if len(name) > 200 {
+		name = name[:200]
+	}
 	return name
 }
 

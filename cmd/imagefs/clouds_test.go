@@ -1,0 +1,73 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/imagefs/imagefs/auth"
+)
+
+// TestCloudsYAMLPrecedence: clouds.yaml fills only what flags and the
+// environment left empty; secure.yaml next to it supplies secrets; the
+// service user can come from another entry.
+func TestCloudsYAMLPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("clouds.yaml", `clouds:
+  images:
+    auth:
+      auth_url: https://keystone.example/v3
+      username: from-file
+      user_domain_name: Default
+      project_name: proj
+      project_domain_name: Default
+    region_name: RegionTwo
+    interface: internal
+  svc:
+    auth:
+      auth_url: https://keystone-svc.example/v3
+      username: imagefs
+      password: svc-secret
+      user_domain_name: Default
+      project_name: service
+      project_domain_name: Default
+`)
+	write("secure.yaml", "clouds:\n  images:\n    auth:\n      password: file-secret\n")
+	for _, v := range []string{"OS_REGION_NAME", "OS_INTERFACE", "OS_CLOUD"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("OS_CLIENT_CONFIG_FILE", filepath.Join(dir, "clouds.yaml"))
+
+	var cfg Config
+	cfg.cloud, cfg.serviceCloud = "images", "svc"
+	cfg.Auth.Username = "from-flag" // a flag or OS_USERNAME wins over the file
+	if err := cfg.resolveAuth(); err != nil {
+		t.Fatal(err)
+	}
+	a := cfg.Auth
+	want := auth.Config{AuthURL: "https://keystone.example/v3", Region: "RegionTwo", Interface: "internal",
+		Identity: auth.Identity{Username: "from-flag", Password: "file-secret", UserDomainName: "Default", ProjectName: "proj", ProjectDomainName: "Default"},
+		Service:  auth.Identity{Username: "imagefs", Password: "svc-secret", UserDomainName: "Default", ProjectName: "service", ProjectDomainName: "Default"},
+		ServiceAuthURL: "https://keystone-svc.example/v3"}
+	if a.AuthURL != want.AuthURL || a.Region != want.Region || a.Interface != want.Interface || a.Identity != want.Identity ||
+		a.Service != want.Service || a.ServiceAuthURL != want.ServiceAuthURL {
+		t.Errorf("got %+v\nwant %+v", a, want)
+	}
+	if a.Mode != "" || a.InferMode() != auth.ModePassword {
+		t.Errorf("mode %q / inferred %q", a.Mode, a.InferMode())
+	}
+
+	cfg = Config{cloud: "nope"}
+	if err := cfg.resolveAuth(); err == nil {
+		t.Error("an unknown cloud was accepted")
+	}
+	cfg = Config{authType: "v3oidcpassword"}
+	if err := cfg.resolveAuth(); err == nil {
+		t.Error("an unsupported auth type was accepted")
+	}
+}
