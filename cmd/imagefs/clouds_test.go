@@ -51,8 +51,8 @@ func TestCloudsYAMLPrecedence(t *testing.T) {
 	}
 	a := cfg.Auth
 	want := auth.Config{AuthURL: "https://keystone.example/v3", Region: "RegionTwo", Interface: "internal",
-		Identity: auth.Identity{Username: "from-flag", Password: "file-secret", UserDomainName: "Default", ProjectName: "proj", ProjectDomainName: "Default"},
-		Service:  auth.Identity{Username: "imagefs", Password: "svc-secret", UserDomainName: "Default", ProjectName: "service", ProjectDomainName: "Default"},
+		Identity:       auth.Identity{Username: "from-flag", Password: "file-secret", UserDomainName: "Default", ProjectName: "proj", ProjectDomainName: "Default"},
+		Service:        auth.Identity{Username: "imagefs", Password: "svc-secret", UserDomainName: "Default", ProjectName: "service", ProjectDomainName: "Default"},
 		ServiceAuthURL: "https://keystone-svc.example/v3"}
 	if a.AuthURL != want.AuthURL || a.Region != want.Region || a.Interface != want.Interface || a.Identity != want.Identity ||
 		a.Service != want.Service || a.ServiceAuthURL != want.ServiceAuthURL {
