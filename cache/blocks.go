@@ -122,6 +122,7 @@ type fetch struct {
 	first    int64
 	blocks   []*pending // nil once published or failed
 	left     int        // blocks not published or failed yet
+	from     int64      // byte of the first block the fetch begins at
 	refs     int        // waits and stream holds on the fetch
 	done     bool       // finished, failed or cancelled
 	cancel   context.CancelFunc
@@ -136,6 +137,21 @@ type pending struct {
 	done chan struct{} // closed when data or err is set
 	data []byte
 	err  error
+	// While it is filled (guarded by Blocks.mu): the buffer, which holds
+	// bytes [from, from+got) so far, and the readers waiting for a part
+	// of it. A fetch that starts in the middle of a block (a random read)
+	// fills [from, size) first and the head [0, from) last, so that the
+	// reader that asked waits for its own bytes only.
+	buf     []byte
+	from    int64
+	got     int64
+	partial []partialWait
+}
+
+// partialWait is a reader waiting for bytes [from, end) of a block.
+type partialWait struct {
+	end int64
+	ch  chan struct{}
 }
 
 // New returns a cache. With o.Dir set it opens (creates, locks, scans) the
@@ -278,7 +294,13 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 		miss = append(miss, idx)
 	}
-	for _, fe := range f.startRunsLocked(miss, false) {
+	// A run that starts with the read's first block starts where the read
+	// does: the reader waits for its bytes, not for the whole block.
+	var from int64
+	if len(miss) > 0 && miss[0] == first {
+		from = off - first*bs
+	}
+	for _, fe := range f.startRunsFromLocked(miss, from, false) {
 		for _, pd := range fe.blocks {
 			pd.fe.refs++
 			waits[pd.k.idx-first] = pd
@@ -316,17 +338,20 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	var err error
 	for i := range got {
 		idx := first + int64(i)
-		if err == nil && got[i] == nil && waits[i] != nil {
-			got[i], err = b.wait(ctx, waits[i])
-		} else if waits[i] != nil {
-			b.unwait(waits[i]) // gave up earlier: drop the interest
-		}
-		if err != nil {
-			continue
-		}
 		lo := max(off, idx*bs) - idx*bs
 		hi := min(end, (idx+1)*bs) - idx*bs
-		n += copy(p[n:], got[i][lo:hi])
+		var part []byte
+		switch {
+		case got[i] != nil:
+			part = got[i][lo:hi]
+		case err == nil:
+			part, err = b.wait(ctx, waits[i], lo, hi)
+		default:
+			b.unwait(waits[i]) // gave up earlier: drop the interest
+		}
+		if err == nil {
+			n += copy(p[n:], part)
+		}
 	}
 	if err != nil {
 		return n, err
@@ -337,19 +362,53 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// wait waits for a pending block (one interest in its fetch, dropped here).
-func (b *Blocks) wait(ctx context.Context, pd *pending) ([]byte, error) {
+// wait waits for bytes [lo, hi) of a pending block and returns them (one
+// interest in its fetch, dropped here). The bytes may come from the
+// buffer being filled: bytes once written there never change.
+func (b *Blocks) wait(ctx context.Context, pd *pending, lo, hi int64) (part []byte, err error) {
+	defer func() {
+		b.mu.Lock()
+		if err == nil {
+			pd.fe.refs-- // served: the fetch goes on for the cache
+		} else {
+			b.unrefLocked(pd.fe)
+		}
+		b.mu.Unlock()
+	}()
+	b.mu.Lock()
+	if pd.data == nil && pd.err == nil && lo >= pd.from {
+		if pd.buf != nil && hi <= pd.from+pd.got {
+			part := pd.buf[lo:hi]
+			b.mu.Unlock()
+			return part, nil
+		}
+		// Coming in this pass: wait for just these bytes.
+		pw := partialWait{end: hi, ch: make(chan struct{})}
+		pd.partial = append(pd.partial, pw)
+		b.mu.Unlock()
+		select {
+		case <-pw.ch:
+			return pd.buf[lo:hi], nil
+		case <-pd.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	} else {
+		b.mu.Unlock()
+	}
 	select {
 	case <-pd.done:
-		b.unwait(pd)
-		return pd.data, pd.err
+		if pd.err != nil {
+			return nil, pd.err
+		}
+		return pd.data[lo:hi], nil
 	case <-ctx.Done():
-		b.unwait(pd)
 		return nil, ctx.Err()
 	}
 }
 
-// unwait drops one interest in pd's fetch; the last one cancels it.
+// unwait drops one interest in pd's fetch; the last one cancels it: a
+// fetch is cancelled only when all who wanted it gave up.
 func (b *Blocks) unwait(pd *pending) {
 	b.mu.Lock()
 	b.unrefLocked(pd.fe)
@@ -388,26 +447,37 @@ func (b *Blocks) failLocked(fe *fetch, err error) {
 // startRunsLocked starts one fetch per run of consecutive indexes (sorted,
 // none cached or in flight) and returns them, with no references taken.
 func (f *File) startRunsLocked(idxs []int64, prefetch bool) []*fetch {
+	return f.startRunsFromLocked(idxs, 0, prefetch)
+}
+
+// startRunsFromLocked is startRunsLocked, the first run starting at byte
+// from of its first block.
+func (f *File) startRunsFromLocked(idxs []int64, from int64, prefetch bool) []*fetch {
 	var out []*fetch
 	for len(idxs) > 0 {
 		n := 1
 		for n < len(idxs) && idxs[n] == idxs[0]+int64(n) {
 			n++
 		}
-		out = append(out, f.startLocked(idxs[0], int64(n), prefetch))
+		out = append(out, f.startLocked(idxs[0], int64(n), from, prefetch))
 		idxs = idxs[n:]
+		from = 0
 	}
 	return out
 }
 
-// startLocked starts the fetch of blocks [first, first+n).
-func (f *File) startLocked(first, n int64, prefetch bool) *fetch {
+// startLocked starts the fetch of blocks [first, first+n), beginning at
+// byte from of the first block (its head comes last).
+func (f *File) startLocked(first, n, from int64, prefetch bool) *fetch {
 	b := f.b
 	ctx, cancel := context.WithCancel(b.ctx)
-	fe := &fetch{f: f, first: first, cancel: cancel, prefetch: prefetch, blocks: make([]*pending, n), left: int(n)}
+	fe := &fetch{f: f, first: first, from: from, cancel: cancel, prefetch: prefetch, blocks: make([]*pending, n), left: int(n)}
 	for i := range n {
 		k := bkey{f.key, first + i}
 		pd := &pending{fe: fe, k: k, size: f.blockLen(first + i), done: make(chan struct{})}
+		if i == 0 {
+			pd.from = from
+		}
 		fe.blocks[i] = pd
 		b.inflight[k] = pd
 		b.flying += pd.size
@@ -426,39 +496,56 @@ func (b *Blocks) run(ctx context.Context, fe *fetch) {
 	defer fe.cancel()
 	f := fe.f
 	bs := b.o.BlockSize
-	off := fe.first * bs
+	start := fe.first * bs
 	end := min((fe.first+int64(len(fe.blocks)))*bs, f.size)
-	w := &fetchWriter{b: b, fe: fe}
-	_, err := f.src.CopyRange(ctx, w, off, end-off)
+	from := fe.from
+	w := &fetchWriter{b: b, fe: fe, fill: from}
+	_, err := f.src.CopyRange(ctx, w, start+from, end-start-from)
+	if err == nil && from > 0 && w.head != nil {
+		// The head of the first block, skipped to serve its reader first.
+		hw := &fetchWriter{b: b, fe: fe, buf: w.head, headOnly: true}
+		if _, err = f.src.CopyRange(ctx, hw, start, from); err == nil && hw.fill == from {
+			b.publish(fe, 0, w.head)
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if fe.done {
 		return // cancelled: the waits are over already
 	}
 	fe.done = true
-	if err == nil && w.i == len(fe.blocks) {
+	if err == nil && fe.left == 0 {
 		return
 	}
 	if err == nil { // the source said it was done, but blocks are missing
-		err = fmt.Errorf("fetch of %d bytes at %d: %w", end-off, off, io.ErrUnexpectedEOF)
+		err = fmt.Errorf("fetch of %d bytes at %d: %w", end-start, start, io.ErrUnexpectedEOF)
 	}
 	if fe.prefetch && fe.refs > 0 {
-		b.log.Debug("prefetch failed", "off", off, "len", end-off, "err", err)
+		b.log.Debug("prefetch failed", "off", start, "len", end-start, "err", err)
 	}
 	b.failLocked(fe, err)
 }
 
 // fetchWriter receives a fetch's bytes, in order, into fresh block
-// buffers and publishes each block when it is full.
+// buffers, lets partial waiters have theirs as they come, and publishes
+// each block when it is full.
 type fetchWriter struct {
 	b    *Blocks
 	fe   *fetch
 	i    int // block being filled
 	buf  []byte
-	fill int
+	fill int64 // bytes of buf filled (from the block's start)
+	// head is the first block's buffer when the fetch began inside it:
+	// published after its head is fetched. headOnly marks the writer of
+	// that head, which fills buf[:from] and publishes nothing.
+	head     []byte
+	headOnly bool
 }
 
 func (w *fetchWriter) next() bool {
+	if w.headOnly {
+		return w.fill < w.fe.from
+	}
 	if w.buf != nil {
 		return true
 	}
@@ -466,13 +553,53 @@ func (w *fetchWriter) next() bool {
 		return false
 	}
 	w.buf = make([]byte, w.fe.f.blockLen(w.fe.first+int64(w.i)))
-	w.fill = 0
+	if w.i > 0 {
+		w.fill = 0
+	}
+	w.b.mu.Lock()
+	if pd := w.fe.blocks[w.i]; pd != nil {
+		pd.buf = w.buf
+	}
+	w.b.mu.Unlock()
 	return true
 }
 
-func (w *fetchWriter) filled() {
-	if w.fill == len(w.buf) {
-		w.b.publish(w.fe, w.i, w.buf)
+// room is the part of buf the next bytes go to.
+func (w *fetchWriter) room() []byte {
+	if w.headOnly {
+		return w.buf[w.fill:w.fe.from]
+	}
+	return w.buf[w.fill:]
+}
+
+// advance records n more bytes: partial waiters that have theirs are
+// woken, a full block is published.
+func (w *fetchWriter) advance(n int) {
+	w.fill += int64(n)
+	if w.headOnly || n == 0 {
+		return
+	}
+	b := w.b
+	b.mu.Lock()
+	if pd := w.fe.blocks[w.i]; pd != nil {
+		pd.got = w.fill - pd.from
+		keep := pd.partial[:0]
+		for _, pw := range pd.partial {
+			if pw.end <= w.fill {
+				close(pw.ch)
+			} else {
+				keep = append(keep, pw)
+			}
+		}
+		pd.partial = keep
+	}
+	b.mu.Unlock()
+	if w.fill == int64(len(w.buf)) {
+		if w.i == 0 && w.fe.from > 0 {
+			w.head = w.buf // published once its head is in
+		} else {
+			b.publish(w.fe, w.i, w.buf)
+		}
 		w.i++
 		w.buf = nil
 	}
@@ -485,10 +612,9 @@ func (w *fetchWriter) Write(p []byte) (int, error) {
 		if !w.next() {
 			return n, io.ErrShortWrite
 		}
-		c := copy(w.buf[w.fill:], p[n:])
-		w.fill += c
+		c := copy(w.room(), p[n:])
 		n += c
-		w.filled()
+		w.advance(c)
 	}
 	return n, nil
 }
@@ -497,10 +623,9 @@ func (w *fetchWriter) Write(p []byte) (int, error) {
 func (w *fetchWriter) ReadFrom(r io.Reader) (int64, error) {
 	var total int64
 	for w.next() {
-		n, err := r.Read(w.buf[w.fill:])
-		w.fill += n
+		n, err := r.Read(w.room())
 		total += int64(n)
-		w.filled()
+		w.advance(n)
 		if err == io.EOF {
 			return total, nil
 		}

@@ -134,36 +134,99 @@ func readAt(t *testing.T, r interface {
 }
 
 func TestReadThroughThenHit(t *testing.T) {
-	b := newBlocks(t, Options{})
-	src := &memSource{data: randBytes(1*mib+123, 1)}
-	f := b.Open("v1", int64(len(src.data)), src)
-	readAt(t, f, src.data, 100*kib, 300*kib)
-	if src.calls() != 1 {
-		t.Errorf("%d fetches for one read of consecutive blocks, want 1", src.calls())
+	synctest.Test(t, func(t *testing.T) {
+		b := newBlocks(t, Options{})
+		src := &memSource{data: randBytes(1*mib+123, 1)}
+		f := b.Open("v1", int64(len(src.data)), src)
+		fetches := func() int64 { synctest.Wait(); return b.Stats().Fetches }
+		readAt(t, f, src.data, 100*kib, 300*kib)
+		if fetches() != 1 {
+			t.Errorf("%d fetches for one read of consecutive blocks, want 1", fetches())
+		}
+		if got, want := src.asked(), int64(6*64*kib); got != want {
+			t.Errorf("asked for %d bytes, want the %d of the blocks touched", got, want)
+		}
+		// The fetch began where the read did; the head of its first
+		// block came last.
+		if r := src.ranges; len(r) != 2 || r[0] != [2]int64{100 * kib, 348 * kib} || r[1] != [2]int64{64 * kib, 36 * kib} {
+			t.Errorf("ranges asked %v, want the read's bytes first, then the head of the block", r)
+		}
+		readAt(t, f, src.data, 128*kib, 200*kib)
+		if fetches() != 1 {
+			t.Errorf("cached blocks fetched again")
+		}
+		// The short last block and EOF.
+		readAt(t, f, src.data, int64(len(src.data))-100, 4096)
+		p := make([]byte, 10)
+		if n, err := f.ReadAt(t.Context(), p, int64(len(src.data))); n != 0 || err != io.EOF {
+			t.Errorf("read at EOF = %d, %v", n, err)
+		}
+		// Another File of the same version shares the blocks; another
+		// version does not.
+		readAt(t, b.Open("v1", int64(len(src.data)), src), src.data, 100*kib, 300*kib)
+		if fetches() != 2 { // only the last block read above was new
+			t.Errorf("%d fetches, want 2", fetches())
+		}
+		readAt(t, b.Open("v2", int64(len(src.data)), src), src.data, 100*kib, 300*kib)
+		if fetches() != 3 {
+			t.Errorf("another version was served from the cache")
+		}
+	})
+}
+
+// TestReaderWaitsForItsBytesOnly: a reader of the start of a block being
+// fetched gets its bytes before the rest of the block has arrived.
+func TestReaderWaitsForItsBytesOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBlocks(t, Options{BlockSize: 256 * kib})
+		src := &slowSource{memSource: memSource{data: randBytes(mib, 12)}, gate: make(chan struct{})}
+		f := b.Open("v", int64(len(src.data)), src)
+		done := make(chan struct{})
+		go func() { readAt(t, f, src.data, 300*kib, 10*kib); close(done) }() // block 1, from 300 KiB
+		synctest.Wait()
+		src.gate <- struct{}{} // the first 32 KiB of the body: enough for the reader
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			t.Fatal("the reader still waits although its bytes arrived")
+		}
+		// A second reader of another part of the block waits for it.
+		done2 := make(chan struct{})
+		go func() { readAt(t, f, src.data, 400*kib, 10*kib); close(done2) }()
+		synctest.Wait()
+		select {
+		case <-done2:
+			t.Fatal("a reader got bytes that had not arrived")
+		default:
+		}
+		close(src.gate)
+		<-done2
+	})
+}
+
+// slowSource sends 32 KiB per receive from gate (everything once closed).
+type slowSource struct {
+	memSource
+	gate chan struct{}
+}
+
+func (s *slowSource) CopyRange(ctx context.Context, w io.Writer, off, n int64) (int64, error) {
+	end := min(off+n, int64(len(s.data)))
+	var done int64
+	for pos := off; pos < end; pos += 32 * kib {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return done, ctx.Err()
+		}
+		c, err := w.Write(s.data[pos:min(pos+32*kib, end)])
+		done += int64(c)
+		if err != nil {
+			return done, err
+		}
 	}
-	if got, want := src.asked(), int64(6*64*kib); got != want {
-		t.Errorf("asked for %d bytes, want the %d of the blocks touched", got, want)
-	}
-	readAt(t, f, src.data, 128*kib, 200*kib)
-	if src.calls() != 1 {
-		t.Errorf("cached blocks fetched again")
-	}
-	// The short last block and EOF.
-	readAt(t, f, src.data, int64(len(src.data))-100, 4096)
-	p := make([]byte, 10)
-	if n, err := f.ReadAt(t.Context(), p, int64(len(src.data))); n != 0 || err != io.EOF {
-		t.Errorf("read at EOF = %d, %v", n, err)
-	}
-	// Another File of the same version shares the blocks; another
-	// version does not.
-	readAt(t, b.Open("v1", int64(len(src.data)), src), src.data, 100*kib, 300*kib)
-	if src.calls() != 2 { // only the last block read above was new
-		t.Errorf("%d fetches, want 2", src.calls())
-	}
-	readAt(t, b.Open("v2", int64(len(src.data)), src), src.data, 100*kib, 300*kib)
-	if src.calls() != 3 {
-		t.Errorf("another version was served from the cache")
-	}
+	return done, nil
 }
 
 func TestSingleFlight(t *testing.T) {

@@ -1,0 +1,305 @@
+//go:build integration
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ncw/swift/v2"
+
+	"github.com/imagefs/imagefs/segments"
+	"github.com/imagefs/imagefs/test/labtest"
+)
+
+// BenchmarkRead measures the read path against the raw Swift client in the
+// same run, for BENCH_ROUNDS rounds (default 3), each on fresh mounts:
+//
+//   - sequential: a 1 GiB image (an SLO of 32 MiB segments, as imagefs
+//     writes them) read with dd bs=1M (buffered, like cp) and with dd
+//     bs=4M iflag=direct (like qemu cache=none), against 8 parallel 8 MiB
+//     ranged GETs of the same object with ncw/swift;
+//   - random: 64 KiB O_DIRECT preads at fresh random offsets, against one
+//     ranged GET of 64 KiB of the object (through Swift's SLO middleware)
+//     and of its segment (directly), interleaved so both see the same load;
+//   - cached: the same preads again, from memory, and from the disk cache
+//     (filled by a pass on another mount, read after a remount);
+//   - memory: the daemon's peak RSS (VmHWM) against --read-memory.
+func BenchmarkRead(b *testing.B) {
+	rounds := envInt("BENCH_ROUNDS", 3)
+	randomReads := envInt("BENCH_RANDOM_READS", 300)
+	const readMemory = 256 << 20
+	c := labtest.NewContainer(b)
+	img := labtest.Pattern{Seed: 200, Size: 1 << 30}
+	const segSize = 32 << 20
+	labtest.PutSLO(b, c, "img.raw", img, img.Size, segSize)
+	raw := rawConn()
+	args := []string{"--read-memory", "256MiB"}
+
+	var res []round
+	for b.Loop() {
+		for r := range rounds {
+			var x round
+			x.rawSeq = rawParallel(b, raw, c, "img.raw", img.Size, 8, 8<<20)
+			d := labtest.Mount(b, c, labtest.MountOpts{Args: args})
+			x.seqBuf, x.cpuBuf = ddRead(b, d, "img.raw", img.Size, "bs=1M")
+			x.hwm = vmHWM(b, d)
+			d.Stop()
+			d = labtest.Mount(b, c, labtest.MountOpts{Args: args})
+			x.seqDirect, x.cpuDirect = ddRead(b, d, "img.raw", img.Size, "bs=4M", "iflag=direct")
+			x.hwm = max(x.hwm, vmHWM(b, d))
+			d.Stop()
+
+			rng := rand.New(rand.NewPCG(uint64(r), 99))
+			offs := make([]int64, randomReads)
+			for i := range offs {
+				offs[i] = rng.Int64N(img.Size-64<<10) &^ 4095
+			}
+			d = labtest.Mount(b, c, labtest.MountOpts{Args: args})
+			x.rand, x.rawObj, x.rawSeg = randomVsRaw(b, raw, c, d, offs, rng)
+			x.mem = preads(b, d, offs)
+			d.Stop()
+			// The disk cache: filled by one pass, read after a remount.
+			cacheDir := b.TempDir()
+			cargs := append(slices.Clone(args), "--cache-dir", cacheDir, "--cache-size", "2GiB")
+			d = labtest.Mount(b, c, labtest.MountOpts{Args: cargs})
+			preads(b, d, offs)
+			d.Stop()
+			d = labtest.Mount(b, c, labtest.MountOpts{Args: cargs})
+			x.disk = preads(b, d, offs)
+			x.hwm = max(x.hwm, vmHWM(b, d))
+			d.Stop()
+			res = append(res, x)
+			b.Logf("round %d: %s", r+1, x)
+		}
+	}
+	report(b, res, readMemory)
+}
+
+type round struct {
+	rawSeq, seqBuf, seqDirect float64 // MB/s
+	cpuBuf, cpuDirect         float64 // daemon CPU seconds per GiB
+	rand, rawObj, rawSeg      []time.Duration
+	mem, disk                 []time.Duration
+	hwm                       int64 // bytes
+}
+
+func (x round) String() string {
+	return fmt.Sprintf("raw %.0f MB/s, dd bs=1M %.0f MB/s (%.2f), dd bs=4M direct %.0f MB/s (%.2f); "+
+		"random p50 %v vs raw %v (object) %v (segment); memory hit p50 %v, disk hit p50 %v; VmHWM %d MiB",
+		x.rawSeq, x.seqBuf, x.seqBuf/x.rawSeq, x.seqDirect, x.seqDirect/x.rawSeq,
+		pct(x.rand, 50), pct(x.rawObj, 50), pct(x.rawSeg, 50), pct(x.mem, 50), pct(x.disk, 50), x.hwm>>20)
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// rawConn is the reference client: ncw/swift with the lab user's token.
+func rawConn() *swift.Connection {
+	return &swift.Connection{Auth: labtest.Keeper.Authenticator(), Transport: labtest.Keeper.Transport(segments.DefaultTransport())}
+}
+
+func rawGet(c *swift.Connection, cont, obj string, off, n int64) error {
+	f, _, err := c.ObjectOpen(context.Background(), cont, obj, false, swift.Headers{"Range": fmt.Sprintf("bytes=%d-%d", off, off+n-1)})
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	got, err := io.Copy(io.Discard, f)
+	if err == nil && got != n {
+		err = fmt.Errorf("%d bytes, want %d", got, n)
+	}
+	return err
+}
+
+// rawParallel reads a whole object with par parallel ranged GETs of chunk
+// bytes and returns MB/s.
+func rawParallel(b *testing.B, c *swift.Connection, cont, obj string, size int64, par int, chunk int64) float64 {
+	var next int64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make([]error, par)
+	start := time.Now()
+	for i := range par {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				off := next
+				next += chunk
+				mu.Unlock()
+				if off >= size || errs[i] != nil {
+					return
+				}
+				errs[i] = rawGet(c, cont, obj, off, min(chunk, size-off))
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	for _, err := range errs {
+		if err != nil {
+			b.Fatalf("raw GET: %v", err)
+		}
+	}
+	return float64(size) / el.Seconds() / 1e6
+}
+
+// ddRead reads a file of the mount with dd and returns MB/s and the
+// daemon's CPU seconds per GiB read.
+func ddRead(b *testing.B, d *labtest.Daemon, name string, size int64, args ...string) (float64, float64) {
+	cpu0 := cpuSeconds(b, d)
+	start := time.Now()
+	out, err := exec.Command("dd", append([]string{"if=" + d.Path(name), "of=/dev/null", "status=none"}, args...)...).CombinedOutput()
+	el := time.Since(start)
+	if err != nil {
+		b.Fatalf("dd: %v: %s", err, out)
+	}
+	return float64(size) / el.Seconds() / 1e6, (cpuSeconds(b, d) - cpu0) / (float64(size) / (1 << 30))
+}
+
+// randomVsRaw times 64 KiB O_DIRECT preads at offs through the mount,
+// each followed by one raw ranged GET of 64 KiB at another random offset
+// of the object, and one of the segment object straight.
+func randomVsRaw(b *testing.B, c *swift.Connection, cont string, d *labtest.Daemon, offs []int64, rng *rand.Rand) (mnt, obj, seg []time.Duration) {
+	f, err := os.OpenFile(d.Path("img.raw"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	const segSize = 32 << 20
+	for _, off := range offs {
+		t := time.Now()
+		if _, err := f.ReadAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+		mnt = append(mnt, time.Since(t))
+		o := rng.Int64N(1<<30-64<<10) &^ 4095
+		t = time.Now()
+		if err := rawGet(c, cont, "img.raw", o, 64<<10); err != nil {
+			b.Fatal(err)
+		}
+		obj = append(obj, time.Since(t))
+		o = rng.Int64N(segSize - 64<<10)
+		t = time.Now()
+		if err := rawGet(c, cont+"_segments", fmt.Sprintf("img.raw/seg/%08d", rng.IntN(32)), o, 64<<10); err != nil {
+			b.Fatal(err)
+		}
+		seg = append(seg, time.Since(t))
+	}
+	return mnt, obj, seg
+}
+
+// preads times 64 KiB O_DIRECT preads at offs.
+func preads(b *testing.B, d *labtest.Daemon, offs []int64) []time.Duration {
+	f, err := os.OpenFile(d.Path("img.raw"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	var out []time.Duration
+	for _, off := range offs {
+		t := time.Now()
+		if _, err := f.ReadAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+		out = append(out, time.Since(t))
+	}
+	return out
+}
+
+func procStat(b *testing.B, d *labtest.Daemon, file string) string {
+	s, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(d.Cmd.Process.Pid), file))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return string(s)
+}
+
+// vmHWM is the daemon's peak resident set size.
+func vmHWM(b *testing.B, d *labtest.Daemon) int64 {
+	for _, line := range strings.Split(procStat(b, d, "status"), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmHWM")
+	return 0
+}
+
+// cpuSeconds is the daemon's user+system CPU time so far.
+func cpuSeconds(b *testing.B, d *labtest.Daemon) float64 {
+	s := procStat(b, d, "stat")
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.ParseFloat(f[11], 64)
+	sy, _ := strconv.ParseFloat(f[12], 64)
+	return (u + sy) / 100 // USER_HZ
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)].Round(10 * time.Microsecond)
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func spread(v []float64) string {
+	return fmt.Sprintf("%.0f–%.0f", slices.Min(v), slices.Max(v))
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// report prints one table row per round and reports the medians.
+func report(b *testing.B, res []round, readMemory int64) {
+	fmt.Printf("\n| round | raw MB/s | dd 1M MB/s | ratio | dd 4M direct MB/s | ratio | CPU s/GiB (1M, 4M direct) | random p50/p99 ms | raw object p50/p99 ms | raw segment p50/p99 ms | p50 ratio (object, segment) | memory hit p50/p99 µs | disk hit p50/p99 µs | VmHWM MiB |\n")
+	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	var seqR, dirR, randR, randSegR, raws, bufs, dirs []float64
+	var hwm int64
+	for i, x := range res {
+		us := func(d time.Duration) float64 { return float64(d) / 1e3 }
+		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f | %.2f, %.2f | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f | %.2f, %.2f | %.0f / %.0f | %.0f / %.0f | %d |\n",
+			i+1, x.rawSeq, x.seqBuf, x.seqBuf/x.rawSeq, x.seqDirect, x.seqDirect/x.rawSeq, x.cpuBuf, x.cpuDirect,
+			ms(pct(x.rand, 50)), ms(pct(x.rand, 99)), ms(pct(x.rawObj, 50)), ms(pct(x.rawObj, 99)),
+			ms(pct(x.rawSeg, 50)), ms(pct(x.rawSeg, 99)),
+			ms(pct(x.rand, 50))/ms(pct(x.rawObj, 50)), ms(pct(x.rand, 50))/ms(pct(x.rawSeg, 50)),
+			us(pct(x.mem, 50)), us(pct(x.mem, 99)), us(pct(x.disk, 50)), us(pct(x.disk, 99)), x.hwm>>20)
+		seqR = append(seqR, x.seqBuf/x.rawSeq)
+		dirR = append(dirR, x.seqDirect/x.rawSeq)
+		randR = append(randR, ms(pct(x.rand, 50))/ms(pct(x.rawObj, 50)))
+		randSegR = append(randSegR, ms(pct(x.rand, 50))/ms(pct(x.rawSeg, 50)))
+		raws, bufs, dirs = append(raws, x.rawSeq), append(bufs, x.seqBuf), append(dirs, x.seqDirect)
+		hwm = max(hwm, x.hwm)
+	}
+	fmt.Printf("\nmedians: sequential ratio %.2f (dd 1M) %.2f (dd 4M direct) [raw %s MB/s, dd 1M %s, dd 4M direct %s]; random p50 ratio %.2f (object) %.2f (segment); peak RSS %d MiB for --read-memory %d MiB\n\n",
+		median(seqR), median(dirR), spread(raws), spread(bufs), spread(dirs), median(randR), median(randSegR), hwm>>20, readMemory>>20)
+	b.ReportMetric(median(seqR), "seq-ratio")
+	b.ReportMetric(median(dirR), "seq-direct-ratio")
+	b.ReportMetric(median(randR), "rand-p50-ratio")
+	b.ReportMetric(float64(hwm>>20), "peak-RSS-MiB")
+}
