@@ -104,6 +104,17 @@ type Stats struct {
 	MemBytes, DiskBytes int64 // current sizes
 }
 
+// LogValue logs the counters as a group.
+func (s Stats) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Int64("mem_hits", s.MemHits), slog.Int64("disk_hits", s.DiskHits),
+		slog.Int64("fetches", s.Fetches), slog.Int64("fetched_bytes", s.FetchedBytes),
+		slog.Int64("prefetches", s.Prefetches), slog.Int64("prefetch_dropped", s.PrefetchDropped),
+		slog.Int64("cancelled", s.Cancelled), slog.Int64("disk_writes", s.DiskWrites),
+		slog.Int64("disk_write_dropped", s.DiskWriteDropped), slog.Int64("disk_corrupt", s.DiskCorrupt),
+		slog.Int64("mem_bytes", s.MemBytes), slog.Int64("disk_bytes", s.DiskBytes))
+}
+
 type bkey struct {
 	obj string // version key of the object
 	idx int64
@@ -431,17 +442,26 @@ func (b *Blocks) unrefLocked(fe *fetch) {
 
 // failLocked ends the waits on the blocks of fe not published yet.
 func (b *Blocks) failLocked(fe *fetch, err error) {
-	for i, pd := range fe.blocks {
-		if pd == nil {
-			continue
+	for i := range fe.blocks {
+		if pd := b.settleLocked(fe, i); pd != nil {
+			pd.err = err
+			close(pd.done)
 		}
-		fe.blocks[i] = nil
-		fe.left--
-		delete(b.inflight, pd.k)
-		b.flying -= pd.size
-		pd.err = err
-		close(pd.done)
 	}
+}
+
+// settleLocked takes block i off its fetch and off the blocks in flight,
+// and returns it (nil if it was settled already).
+func (b *Blocks) settleLocked(fe *fetch, i int) *pending {
+	pd := fe.blocks[i]
+	if pd == nil {
+		return nil
+	}
+	fe.blocks[i] = nil
+	fe.left--
+	delete(b.inflight, pd.k)
+	b.flying -= pd.size
+	return pd
 }
 
 // startRunsLocked starts one fetch per run of consecutive indexes (sorted,
@@ -639,15 +659,11 @@ func (w *fetchWriter) ReadFrom(r io.Reader) (int64, error) {
 // publish hands block i of fe to its waiters and to the cache.
 func (b *Blocks) publish(fe *fetch, i int, data []byte) {
 	b.mu.Lock()
-	pd := fe.blocks[i]
+	pd := b.settleLocked(fe, i)
 	if pd == nil { // cancelled meanwhile
 		b.mu.Unlock()
 		return
 	}
-	fe.blocks[i] = nil
-	fe.left--
-	delete(b.inflight, pd.k)
-	b.flying -= pd.size
 	pd.data = data
 	close(pd.done)
 	b.stats.FetchedBlocks++

@@ -294,30 +294,34 @@ func TestFetchErrorReachesReaders(t *testing.T) {
 }
 
 func TestLRUEviction(t *testing.T) {
-	bs := int64(64 * kib)
-	b := newBlocks(t, Options{BlockSize: bs, Memory: 4 * bs})
-	src := &memSource{data: randBytes(int(6*bs), 5)}
-	f := b.Open("v", int64(len(src.data)), src)
-	for i := range int64(6) {
-		readAt(t, f, src.data, i*bs, 10)
-	}
-	if st := b.Stats(); st.MemBytes != 4*bs {
-		t.Errorf("memory holds %d bytes, want the budget %d", st.MemBytes, 4*bs)
-	}
-	readAt(t, f, src.data, 5*bs, 10) // most recent: cached
-	readAt(t, f, src.data, 2*bs, 10) // oldest of the kept: cached, now recent
-	if src.calls() != 6 {
-		t.Fatalf("%d fetches, want 6", src.calls())
-	}
-	readAt(t, f, src.data, 0, 10) // evicted: fetched again, evicts block 3
-	readAt(t, f, src.data, 2*bs, 10)
-	if src.calls() != 7 {
-		t.Errorf("%d fetches, want 7 (block 0 again only)", src.calls())
-	}
-	readAt(t, f, src.data, 3*bs, 10)
-	if src.calls() != 8 {
-		t.Errorf("%d fetches, want 8 (block 3 was least recently used)", src.calls())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		bs := int64(64 * kib)
+		b := newBlocks(t, Options{BlockSize: bs, Memory: 4 * bs})
+		src := &memSource{data: randBytes(int(6*bs), 5)}
+		f := b.Open("v", int64(len(src.data)), src)
+		for i := range int64(6) {
+			readAt(t, f, src.data, i*bs, 10)
+			synctest.Wait() // the block is published after its reader has its bytes
+		}
+		if st := b.Stats(); st.MemBytes != 4*bs {
+			t.Errorf("memory holds %d bytes, want the budget %d", st.MemBytes, 4*bs)
+		}
+		readAt(t, f, src.data, 5*bs, 10) // most recent: cached
+		readAt(t, f, src.data, 2*bs, 10) // oldest of the kept: cached, now recent
+		if src.calls() != 6 {
+			t.Fatalf("%d fetches, want 6", src.calls())
+		}
+		readAt(t, f, src.data, 0, 10) // evicted: fetched again, evicts block 3
+		synctest.Wait()
+		readAt(t, f, src.data, 2*bs, 10)
+		if src.calls() != 7 {
+			t.Errorf("%d fetches, want 7 (block 0 again only)", src.calls())
+		}
+		readAt(t, f, src.data, 3*bs, 10)
+		if src.calls() != 8 {
+			t.Errorf("%d fetches, want 8 (block 3 was least recently used)", src.calls())
+		}
+	})
 }
 
 // TestMemoryBudgetHolds reads a file much larger than the budget through

@@ -148,6 +148,7 @@ func runMount(parent context.Context, cfg *Config) error {
 	}
 	cancelLife()
 	wg.Wait()
+	log.Info("read cache", "stats", blocks.Stats())
 	return nil
 }
 

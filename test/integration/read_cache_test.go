@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imagefs/imagefs/test/labtest"
 )
@@ -101,10 +102,7 @@ func TestReadCacheDiskFull(t *testing.T) {
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	d := labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--cache-dir", dir, "--cache-size", "1GiB", "--read-memory", "16MiB", "--read-ahead", "8MiB"}})
 	for range 2 { // the second time from Swift again: it did not fit
-		f, err := os.OpenFile(d.Path("vm.img"), os.O_RDONLY|syscall.O_DIRECT, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := labtest.OpenDirect(t, d.Path("vm.img"))
 		buf := make([]byte, p.Size)
 		if n, err := f.ReadAt(buf, 0); n != len(buf) || string(buf) != string(p.Bytes(0, p.Size)) {
 			t.Fatalf("read with a full cache disk: %d, %v", n, err)
@@ -113,5 +111,34 @@ func TestReadCacheDiskFull(t *testing.T) {
 	}
 	if n := strings.Count(d.LogText(), "block cache directory is full"); n != 1 {
 		t.Errorf("disk full logged %d times, want once", n)
+	}
+}
+
+// TestReadKeepsPageCache: a file read again while it has not changed is
+// served by the kernel's page cache (no READ reaches the daemon, so no
+// GET reaches Swift, although the daemon's own cache is too small to hold
+// it); once the object changes, the next open reads the new version.
+func TestReadKeepsPageCache(t *testing.T) {
+	t.Parallel()
+	c := labtest.NewContainer(t)
+	p := labtest.Pattern{Seed: 93, Size: 48 << 20}
+	labtest.PutPlain(t, c, "vm.img", p, p.Size)
+	fp := labtest.NewFaultProxy(t)
+	d := labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--os-storage-url", fp.StorageURL, "--read-memory", "16MiB", "--read-ahead", "8MiB"}})
+	if got := labtest.SHA256File(t, d.Path("vm.img")); got != p.SHA256() {
+		t.Fatal("first read: wrong data")
+	}
+	n0, _ := fp.DataGETs()
+	if got := labtest.SHA256File(t, d.Path("vm.img")); got != p.SHA256() {
+		t.Fatal("second read: wrong data")
+	}
+	if n1, b := fp.DataGETs(); n1 != n0 {
+		t.Errorf("reading an unchanged file again cost %d GETs (%d bytes): the page cache was dropped", n1-n0, b)
+	}
+	q := labtest.Pattern{Seed: 94, Size: p.Size}
+	labtest.PutPlain(t, c, "vm.img", q, q.Size)
+	time.Sleep(1100 * time.Millisecond) // the attribute cache
+	if got := labtest.SHA256File(t, d.Path("vm.img")); got != q.SHA256() {
+		t.Error("after the object changed, the old pages were served")
 	}
 }

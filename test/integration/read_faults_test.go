@@ -5,7 +5,6 @@ package integration
 import (
 	"errors"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -87,13 +86,9 @@ func TestReadFailsAfterRetryBudget(t *testing.T) {
 		}
 		return labtest.Fault{}
 	})
-	f, err := os.OpenFile(d.Path("vm.img"), os.O_RDONLY|syscall.O_DIRECT, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := labtest.OpenDirect(t, d.Path("vm.img"))
 	start := time.Now()
-	_, err = f.ReadAt(make([]byte, 64<<10), 1<<20)
+	_, err := f.ReadAt(make([]byte, 64<<10), 1<<20)
 	if !errors.Is(err, syscall.EIO) {
 		t.Errorf("read while Swift fails: %v, want EIO", err)
 	}
@@ -124,11 +119,7 @@ func TestReadStaleAfterOverwrite(t *testing.T) {
 	v2 := labtest.Pattern{Seed: 83, Size: 8 << 20}
 	labtest.PutPlain(t, c, "vm.img", v1, v1.Size)
 	d := labtest.Mount(t, c, labtest.MountOpts{})
-	f, err := os.OpenFile(d.Path("vm.img"), os.O_RDONLY|syscall.O_DIRECT, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := labtest.OpenDirect(t, d.Path("vm.img"))
 	buf := make([]byte, 4096)
 	if _, err := f.ReadAt(buf, 0); err != nil || string(buf) != string(v1.Bytes(0, 4096)) {
 		t.Fatalf("first read: %v", err)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/imagefs/imagefs/test/labtest"
@@ -53,11 +52,7 @@ func TestReadGlanceDLO(t *testing.T) {
 	if got := labtest.SHA256File(t, d.Path(uuid)); got != p.SHA256() {
 		t.Errorf("sha256 through the mount %s, want %s", got, p.SHA256())
 	}
-	f, err := os.OpenFile(d.Path(uuid), os.O_RDONLY|syscall.O_DIRECT, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := labtest.OpenDirect(t, d.Path(uuid))
 	for k := int64(1); k <= 5; k++ { // across each segment boundary
 		off := k*segSize - 70000
 		buf := make([]byte, 150000)

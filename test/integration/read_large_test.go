@@ -53,11 +53,7 @@ func TestReadLargeImages(t *testing.T) {
 	// O_DIRECT (as qemu cache=none reads) so that the kernel's page cache
 	// serves nothing: every read reaches the daemon.
 	d = labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--read-memory", "64MiB", "--read-ahead", "16MiB"}})
-	f, err := os.OpenFile(d.Path("slo.raw"), os.O_RDONLY|syscall.O_DIRECT, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := labtest.OpenDirect(t, d.Path("slo.raw"))
 	type rd struct{ off, n int64 }
 	r := rand.New(rand.NewPCG(7, 7))
 	var reads []rd

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sync/errgroup"
@@ -196,4 +198,17 @@ func PutGlanceDLO(t testing.TB, c, name string, r io.ReaderAt, size, segSize int
 	if _, err := Swift.Put(ctx, c, name, bytes.NewReader(nil), 0, "", segments.PutOptions{DLO: c + "/" + name + "-"}); err != nil {
 		t.Fatalf("put DLO manifest %s: %v", name, err)
 	}
+}
+
+// OpenDirect opens a file with O_DIRECT, as qemu opens images with
+// cache=none: reads bypass the kernel's page cache and all reach the
+// daemon. The file is closed when the test ends.
+func OpenDirect(t testing.TB, path string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
