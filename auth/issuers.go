@@ -138,7 +138,9 @@ func (s *serviceTokenIssuer) issue(ctx context.Context, prev *Credential) (*Cred
 		return c, nil
 	}
 	if !svc.hasRole("service") && s.log != nil {
-		s.log.Warn("the service user's token has no 'service' role: Swift (keystonemiddleware service_token_roles) will likely refuse it",
+		// Debug: Swift's service_token_roles may name another role; if it
+		// refuses the token, the mount's check explains.
+		s.log.Debug("the service user's token has no 'service' role",
 			"service_user", s.cfg.Service.who(), "roles", strings.Join(svc.roles, ","))
 	}
 	ks := keystone{authURL: s.cfg.AuthURL, timeout: s.cfg.Timeout}

@@ -174,13 +174,26 @@ func checkStore(raw segments.ObjectStore, log *slog.Logger) *segments.Retrying {
 
 // checkContainer explains to an operator why a container cannot be used.
 func checkContainer(ctx context.Context, st segments.ObjectStore, keeper *auth.Keeper, container string) error {
-	err := st.HeadContainer(ctx, container)
+	// One attempt first: Keystone has just issued the token, so a 401 now
+	// is Swift refusing the credentials, not an outage: not worth retries.
+	var err error
+	if r, ok := st.(*segments.Retrying); ok {
+		err = r.ObjectStore.HeadContainer(ctx, container)
+		if err != nil && !errors.Is(err, segments.ErrAuth) && !errors.Is(err, segments.ErrNotFound) {
+			err = st.HeadContainer(ctx, container)
+		}
+	} else {
+		err = st.HeadContainer(ctx, container)
+	}
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, segments.ErrNotFound):
 		return fmt.Errorf("container %q does not exist in %s: create it first (swift post %s) or check the name",
 			container, keeper.Current().StorageURL, container)
+	case errors.Is(err, segments.ErrAuth) && keeper.Mode() == auth.ModeServiceToken:
+		return fmt.Errorf("Swift refused the service token for container %q at %s: the service user needs the role Swift's keystonemiddleware requires (service_token_roles, usually 'service'), and Swift must list the account's reseller prefix with its <PREFIX>_service_roles: %v",
+			container, keeper.Current().StorageURL, err)
 	case errors.Is(err, segments.ErrAuth):
 		return fmt.Errorf("Swift refused access to container %q: the user needs an operator role (member) on the project: %v", container, err)
 	}

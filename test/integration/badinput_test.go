@@ -79,6 +79,14 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 			want:   "the user token (OS_TOKEN) is not valid",
 		},
 		{
+			name: "service user without the service role",
+			env: append(append([]string{"OS_TOKEN=" + userTok}, svcEnv...), "IMAGEFS_SERVICE_USERNAME="+os.Getenv("OS_USERNAME"),
+				"IMAGEFS_SERVICE_PASSWORD="+os.Getenv("OS_PASSWORD"), "IMAGEFS_SERVICE_PROJECT_NAME="+os.Getenv("OS_PROJECT_NAME")),
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   "Swift refused the service token for container",
+		},
+		{
 			name:   "service token without service user",
 			env:    []string{"OS_TOKEN=" + userTok},
 			args:   func(dir string) []string { return []string{c, dir} },
@@ -165,7 +173,7 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 			if lines := strings.Count(strings.TrimSpace(out), "\n") + 1; tc.status == 1 && lines != 1 {
 				t.Errorf("stderr has %d lines, want 1: %s", lines, out)
 			}
-			for _, secret := range []string{"not-the-password", userTok, string(expiredSecret), os.Getenv("LAB_SERVICE_PASSWORD")} {
+			for _, secret := range []string{"not-the-password", userTok, string(expiredSecret), os.Getenv("LAB_SERVICE_PASSWORD"), os.Getenv("OS_PASSWORD")} {
 				if strings.Contains(out, secret) {
 					t.Error("a secret appears in the output")
 				}
