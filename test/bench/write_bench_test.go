@@ -52,7 +52,7 @@ func BenchmarkWrite(b *testing.B) {
 		b.Fatal(err)
 	}
 	sf.Close()
-	raw := &swift.Connection{Auth: labtest.Keeper.Authenticator(), Transport: labtest.Keeper.Transport(segments.DefaultTransport())}
+	raw := rawConn()
 
 	type wround struct {
 		raw, mnt float64 // MB/s
