@@ -27,7 +27,8 @@ import (
 //   - sequential: a 1 GiB image (an SLO of 32 MiB segments, as imagefs
 //     writes them) read with dd bs=1M (buffered, like cp) and with dd
 //     bs=4M iflag=direct (like qemu cache=none), against 8 parallel 8 MiB
-//     ranged GETs of the same object with ncw/swift;
+//     ranged GETs of the same object with ncw/swift (through Swift's SLO
+//     middleware), and of its segments (as imagefs reads);
 //   - random: 64 KiB O_DIRECT preads at fresh random offsets, against one
 //     ranged GET of 64 KiB of the object (through Swift's SLO middleware)
 //     and of its segment (directly), interleaved so both see the same load;
@@ -49,7 +50,10 @@ func BenchmarkRead(b *testing.B) {
 	for b.Loop() {
 		for r := range rounds {
 			var x round
-			x.rawSeq = rawParallel(b, raw, c, "img.raw", img.Size, 8, 8<<20)
+			x.rawSeq = rawParallel(b, raw, img.Size, 8, 8<<20, func(off int64) (string, string, int64) { return c, "img.raw", off })
+			x.rawSegSeq = rawParallel(b, raw, img.Size, 8, 8<<20, func(off int64) (string, string, int64) {
+				return c + "_segments", fmt.Sprintf("img.raw/seg/%08d", off/segSize), off % segSize
+			})
 			d := labtest.Mount(b, c, labtest.MountOpts{Args: args})
 			x.seqBuf, x.cpuBuf = ddRead(b, d, "img.raw", img.Size, "bs=1M")
 			x.hwm = d.PeakRSS()
@@ -86,7 +90,8 @@ func BenchmarkRead(b *testing.B) {
 }
 
 type round struct {
-	rawSeq, seqBuf, seqDirect float64 // MB/s
+	rawSeq, rawSegSeq         float64 // MB/s: ranges of the object, of its segments
+	seqBuf, seqDirect         float64 // MB/s
 	cpuBuf, cpuDirect         float64 // daemon CPU seconds per GiB
 	rand, rawObj, rawSeg      []time.Duration
 	mem, disk                 []time.Duration
@@ -94,9 +99,9 @@ type round struct {
 }
 
 func (x round) String() string {
-	return fmt.Sprintf("raw %.0f MB/s, dd bs=1M %.0f MB/s (%.2f), dd bs=4M direct %.0f MB/s (%.2f); "+
+	return fmt.Sprintf("raw %.0f MB/s (segments %.0f), dd bs=1M %.0f MB/s (%.2f), dd bs=4M direct %.0f MB/s (%.2f); "+
 		"random p50 %v vs raw %v (object) %v (segment); memory hit p50 %v, disk hit p50 %v; VmHWM %d MiB",
-		x.rawSeq, x.seqBuf, x.seqBuf/x.rawSeq, x.seqDirect, x.seqDirect/x.rawSeq,
+		x.rawSeq, x.rawSegSeq, x.seqBuf, x.seqBuf/x.rawSeq, x.seqDirect, x.seqDirect/x.rawSeq,
 		pct(x.rand, 50), pct(x.rawObj, 50), pct(x.rawSeg, 50), pct(x.mem, 50), pct(x.disk, 50), x.hwm>>20)
 }
 
@@ -118,9 +123,10 @@ func rawGet(c *swift.Connection, cont, obj string, off, n int64) error {
 	return err
 }
 
-// rawParallel reads a whole object with par parallel ranged GETs of chunk
-// bytes and returns MB/s.
-func rawParallel(b *testing.B, c *swift.Connection, cont, obj string, size int64, par int, chunk int64) float64 {
+// rawParallel reads size bytes with par parallel ranged GETs of chunk
+// bytes and returns MB/s; where(off) names the object and offset that
+// hold byte off (the object itself, or one of its segments).
+func rawParallel(b *testing.B, c *swift.Connection, size int64, par int, chunk int64, where func(off int64) (cont, obj string, at int64)) float64 {
 	var next int64
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -136,7 +142,8 @@ func rawParallel(b *testing.B, c *swift.Connection, cont, obj string, size int64
 				if off >= size || errs[i] != nil {
 					return
 				}
-				errs[i] = rawGet(c, cont, obj, off, min(chunk, size-off))
+				cont, obj, at := where(off)
+				errs[i] = rawGet(c, cont, obj, at, min(chunk, size-off))
 			}
 		})
 	}
@@ -228,27 +235,28 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
 // report prints one table row per round and reports the medians.
 func report(b *testing.B, res []round, readMemory int64) {
-	fmt.Printf("\n| round | raw MB/s | dd 1M MB/s | ratio | dd 4M direct MB/s | ratio | CPU s/GiB (1M, 4M direct) | random p50/p99 ms | raw object p50/p99 ms | raw segment p50/p99 ms | p50 ratio (object, segment) | memory hit p50/p99 µs | disk hit p50/p99 µs | VmHWM MiB |\n")
+	fmt.Printf("\n| round | raw MB/s (object, segments) | dd 1M MB/s | ratio | dd 4M direct MB/s | ratio | CPU s/GiB (1M, 4M direct) | random p50/p99 ms | raw object p50/p99 ms | raw segment p50/p99 ms | p50 ratio (object, segment) | memory hit p50/p99 µs | disk hit p50/p99 µs | VmHWM MiB |\n")
 	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	var seqR, dirR, randR, randSegR, raws, bufs, dirs []float64
+	var seqR, dirR, seqSegR, randR, randSegR, raws, bufs, dirs []float64
 	var hwm int64
 	for i, x := range res {
 		us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f | %.2f, %.2f | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f | %.2f, %.2f | %.0f / %.0f | %.0f / %.0f | %d |\n",
-			i+1, x.rawSeq, x.seqBuf, x.seqBuf/x.rawSeq, x.seqDirect, x.seqDirect/x.rawSeq, x.cpuBuf, x.cpuDirect,
+		fmt.Printf("| %d | %.0f, %.0f | %.0f | %.2f | %.0f | %.2f | %.2f, %.2f | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f | %.2f, %.2f | %.0f / %.0f | %.0f / %.0f | %d |\n",
+			i+1, x.rawSeq, x.rawSegSeq, x.seqBuf, x.seqBuf/x.rawSeq, x.seqDirect, x.seqDirect/x.rawSeq, x.cpuBuf, x.cpuDirect,
 			ms(pct(x.rand, 50)), ms(pct(x.rand, 99)), ms(pct(x.rawObj, 50)), ms(pct(x.rawObj, 99)),
 			ms(pct(x.rawSeg, 50)), ms(pct(x.rawSeg, 99)),
 			ms(pct(x.rand, 50))/ms(pct(x.rawObj, 50)), ms(pct(x.rand, 50))/ms(pct(x.rawSeg, 50)),
 			us(pct(x.mem, 50)), us(pct(x.mem, 99)), us(pct(x.disk, 50)), us(pct(x.disk, 99)), x.hwm>>20)
 		seqR = append(seqR, x.seqBuf/x.rawSeq)
 		dirR = append(dirR, x.seqDirect/x.rawSeq)
+		seqSegR = append(seqSegR, x.seqBuf/x.rawSegSeq)
 		randR = append(randR, ms(pct(x.rand, 50))/ms(pct(x.rawObj, 50)))
 		randSegR = append(randSegR, ms(pct(x.rand, 50))/ms(pct(x.rawSeg, 50)))
 		raws, bufs, dirs = append(raws, x.rawSeq), append(bufs, x.seqBuf), append(dirs, x.seqDirect)
 		hwm = max(hwm, x.hwm)
 	}
-	fmt.Printf("\nmedians: sequential ratio %.2f (dd 1M) %.2f (dd 4M direct) [raw %s MB/s, dd 1M %s, dd 4M direct %s]; random p50 ratio %.2f (object) %.2f (segment); peak RSS %d MiB for --read-memory %d MiB\n\n",
-		mid(seqR), mid(dirR), between(raws), between(bufs), between(dirs), mid(randR), mid(randSegR), hwm>>20, readMemory>>20)
+	fmt.Printf("\nmedians: sequential ratio %.2f (dd 1M) %.2f (dd 4M direct), %.2f (dd 1M against raw GETs of the segments) [raw %s MB/s, dd 1M %s, dd 4M direct %s]; random p50 ratio %.2f (object) %.2f (segment); peak RSS %d MiB for --read-memory %d MiB\n\n",
+		mid(seqR), mid(dirR), mid(seqSegR), between(raws), between(bufs), between(dirs), mid(randR), mid(randSegR), hwm>>20, readMemory>>20)
 	b.ReportMetric(mid(seqR), "seq-ratio")
 	b.ReportMetric(mid(dirR), "seq-direct-ratio")
 	b.ReportMetric(mid(randR), "rand-p50-ratio")
