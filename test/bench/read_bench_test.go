@@ -90,12 +90,12 @@ func BenchmarkRead(b *testing.B) {
 }
 
 type round struct {
-	rawSeq, rawSegSeq         float64 // MB/s: ranges of the object, of its segments
-	seqBuf, seqDirect         float64 // MB/s
-	cpuBuf, cpuDirect         float64 // daemon CPU seconds per GiB
-	rand, rawObj, rawSeg      []time.Duration
-	mem, disk                 []time.Duration
-	hwm                       int64 // bytes
+	rawSeq, rawSegSeq    float64 // MB/s: ranges of the object, of its segments
+	seqBuf, seqDirect    float64 // MB/s
+	cpuBuf, cpuDirect    float64 // daemon CPU seconds per GiB
+	rand, rawObj, rawSeg []time.Duration
+	mem, disk            []time.Duration
+	hwm                  int64 // bytes
 }
 
 func (x round) String() string {
