@@ -33,9 +33,9 @@ type Options struct {
 	// Memory bounds the bytes of blocks held in memory: cached blocks,
 	// blocks being fetched and blocks prefetched but not read yet.
 	Memory int64
-	// PrefetchMemory bounds, within Memory, the blocks that streams have
-	// asked for ahead of their readers (default Memory/2). A prefetch that
-	// does not fit is dropped, never waited for.
+	// PrefetchMemory bounds, within Memory, the blocks being prefetched
+	// (default Memory/2). A prefetch that does not fit is dropped, never
+	// waited for.
 	PrefetchMemory int64
 	// Dir is the persistent cache directory ("" for memory only); DirSize
 	// bounds the bytes of block files in it.
@@ -83,7 +83,7 @@ type Blocks struct {
 	memBytes int64      // bytes in mem
 	inflight map[bkey]*pending
 	flying   int64 // bytes of blocks being fetched
-	ahead    int64 // bytes streams hold ahead of their readers
+	ahead    int64 // bytes of prefetches in flight
 	closed   bool
 
 	stats Stats
@@ -134,6 +134,7 @@ type fetch struct {
 	blocks   []*pending // nil once published or failed
 	left     int        // blocks not published or failed yet
 	from     int64      // byte of the first block the fetch begins at
+	budget   int64      // bytes counted in Blocks.ahead while it runs (prefetch)
 	refs     int        // waits and stream holds on the fetch
 	done     bool       // finished, failed or cancelled
 	cancel   context.CancelFunc
@@ -530,6 +531,8 @@ func (b *Blocks) run(ctx context.Context, fe *fetch) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.ahead -= fe.budget
+	fe.budget = 0
 	if fe.done {
 		return // cancelled: the waits are over already
 	}

@@ -49,10 +49,12 @@ func (o *StreamOptions) defaults() {
 // cap. A read far from the previous ones (a seek) drops the prefetches
 // nobody else waits for and starts over.
 //
-// Prefetched blocks are held against the cache's prefetch budget until
-// the reader passes them; a chunk that does not fit in the budget is
-// dropped, so readers never wait for memory. Safe for concurrent use;
-// Close releases what the stream holds.
+// Prefetches in flight count against the cache's prefetch budget; a chunk
+// that does not fit is dropped, so readers never wait for memory. What
+// they fetched then sits in the cache's memory, least recently used first
+// to go: a stream that stops reading (a VM gone idle after booting) pins
+// no budget. Safe for concurrent use; Close drops the stream's interest
+// in its prefetches, and those nobody else waits for are cancelled.
 type Stream struct {
 	f *File
 	o StreamOptions
@@ -75,11 +77,11 @@ const (
 	startTolerance = 4 << 20
 )
 
-// hold is the stream's interest in a fetch ahead of the reader.
+// hold is the stream's interest in a fetch ahead of the reader: while it
+// lasts, the fetch is not cancelled for want of readers.
 type hold struct {
-	fe    *fetch // nil if nothing had to be fetched
-	end   int64  // offset the reader must pass to release it
-	bytes int64  // counted in Blocks.ahead
+	fe  *fetch
+	end int64 // offset the reader must pass to release it
 }
 
 // NewStream returns a Stream over f.
@@ -203,16 +205,14 @@ func (s *Stream) holdLocked(first, last, end int64) bool {
 		fe.refs++
 		s.held = append(s.held, hold{fe: fe, end: end})
 	}
-	fes := f.startRunsLocked(miss, true)
-	for i, fe := range fes {
+	for _, fe := range f.startRunsLocked(miss, true) {
 		fe.refs++
-		h := hold{fe: fe, end: end}
-		if i == 0 {
-			h.bytes = bytes // the budget is released with the first hold
+		s.held = append(s.held, hold{fe: fe, end: end})
+		for _, pd := range fe.blocks {
+			fe.budget += pd.size
 		}
-		s.held = append(s.held, h)
+		b.ahead += fe.budget // until the fetch ends
 	}
-	b.ahead += bytes
 	return true
 }
 
@@ -229,14 +229,11 @@ func (s *Stream) releaseLocked(all bool) {
 	defer b.mu.Unlock()
 	keep := s.held[:0]
 	for _, h := range s.held {
-		if !all && (h.end > s.end || (h.fe != nil && !h.fe.done && h.end > s.end-max(s.o.Tolerance, s.window))) {
+		if !all && (h.end > s.end || (!h.fe.done && h.end > s.end-max(s.o.Tolerance, s.window))) {
 			keep = append(keep, h)
 			continue
 		}
-		b.ahead -= h.bytes
-		if h.fe != nil {
-			b.unrefLocked(h.fe)
-		}
+		b.unrefLocked(h.fe)
 	}
 	clear(s.held[len(keep):])
 	s.held = keep

@@ -188,3 +188,30 @@ func TestStreamChunksStopAtSegments(t *testing.T) {
 		}
 	})
 }
+
+// TestIdleStreamPinsNoBudget: a stream that stops reading (a VM idle
+// after booting) keeps no prefetch budget once its fetches are done, so
+// other streams still prefetch.
+func TestIdleStreamPinsNoBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBlocks(t, Options{BlockSize: 64 * kib, Memory: 64 * mib, PrefetchMemory: 4 * mib})
+		srcA := &memSource{data: randBytes(32*mib, 40)}
+		a := b.Open("a", int64(len(srcA.data)), srcA).NewStream(StreamOptions{Initial: mib, Max: 4 * mib, Chunk: mib})
+		defer a.Close()
+		readSeq(t, a, srcA.data, 0, 8*mib, mib) // then idle, not closed
+		b.mu.Lock()
+		ahead := b.ahead
+		b.mu.Unlock()
+		if ahead != 0 {
+			t.Errorf("an idle stream pins %d bytes of prefetch budget", ahead)
+		}
+		dropped := b.Stats().PrefetchDropped
+		srcB := &memSource{data: randBytes(32*mib, 41)}
+		s := b.Open("b", int64(len(srcB.data)), srcB).NewStream(StreamOptions{Initial: mib, Max: 4 * mib, Chunk: mib})
+		defer s.Close()
+		readSeq(t, s, srcB.data, 0, 8*mib, mib)
+		if st := b.Stats(); st.PrefetchDropped != dropped {
+			t.Errorf("another stream's prefetch was dropped %d times next to an idle one", st.PrefetchDropped-dropped)
+		}
+	})
+}
