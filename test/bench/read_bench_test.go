@@ -43,7 +43,7 @@ func BenchmarkRead(b *testing.B) {
 	img := labtest.Pattern{Seed: 200, Size: 1 << 30}
 	const segSize = 32 << 20
 	labtest.PutSLO(b, c, "img.raw", img, img.Size, segSize)
-	raw := rawConn()
+	raw := rawConn(b)
 	args := []string{"--read-memory", "256MiB"}
 
 	var res []round
@@ -106,8 +106,14 @@ func (x round) String() string {
 }
 
 // rawConn is the reference client: ncw/swift with the lab user's token.
-func rawConn() *swift.Connection {
-	return &swift.Connection{Auth: labtest.Keeper.Authenticator(), Transport: labtest.Keeper.Transport(segments.DefaultTransport())}
+// It is authenticated before use: ncw/swift calls made in parallel on a
+// fresh connection may go out with an empty storage URL.
+func rawConn(b *testing.B) *swift.Connection {
+	c := &swift.Connection{Auth: labtest.Keeper.Authenticator(), Transport: labtest.Keeper.Transport(segments.DefaultTransport())}
+	if err := c.Authenticate(context.Background()); err != nil {
+		b.Fatalf("raw client: %v", err)
+	}
+	return c
 }
 
 func rawGet(c *swift.Connection, cont, obj string, off, n int64) error {

@@ -52,7 +52,7 @@ func BenchmarkWrite(b *testing.B) {
 		b.Fatal(err)
 	}
 	sf.Close()
-	raw := rawConn()
+	raw := rawConn(b)
 
 	type wround struct {
 		raw, mnt float64 // MB/s
