@@ -10,9 +10,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ncw/swift/v2"
+	"golang.org/x/sync/errgroup"
 )
 
 // SwiftOptions configure the Swift adapter.
@@ -32,7 +34,8 @@ type SwiftOptions struct {
 // It uses only ncw/swift's plain calls: large objects are built by this
 // package, and retries are Retrying's job.
 type SwiftStore struct {
-	c *swift.Connection
+	c      *swift.Connection
+	noBulk atomic.Bool // bulk delete was refused; delete one by one
 }
 
 var _ ObjectStore = (*SwiftStore)(nil)
@@ -389,23 +392,45 @@ func (s *SwiftStore) Delete(ctx context.Context, container, object string) error
 	return err
 }
 
-// DeleteMany implements ObjectStore, with bulk delete in batches.
+// DeleteMany implements ObjectStore, with bulk delete in batches of 1000.
+// Where bulk delete is refused it deletes one object at a time (a few in
+// parallel): Swift's bulk middleware makes its sub-requests without the
+// X-Service-Token, so on a service-token account (IMAGE_) every one of
+// them is denied; a cluster may also lack the middleware.
 func (s *SwiftStore) DeleteMany(ctx context.Context, container string, objects []string) error {
 	const batch = 1000
-	for len(objects) > 0 {
+	for len(objects) > 0 && !s.noBulk.Load() {
 		n := min(batch, len(objects))
 		res, err := s.c.BulkDelete(ctx, container, objects[:n])
-		if err != nil {
-			return convertErr("BULK-DELETE", container, err)
-		}
-		for name, e := range res.Errors {
-			if e != nil && !errors.Is(e, swift.ObjectNotFound) {
-				return fmt.Errorf("bulk delete %s: %w", name, convertErr("DELETE", name, e))
+		if err == nil {
+			for _, e := range res.Errors {
+				if e != nil && !errors.Is(e, swift.ObjectNotFound) {
+					err = e
+					break
+				}
 			}
+		}
+		if err != nil {
+			err = convertErr("BULK-DELETE", container, err)
+			if ok, _ := retryable(err); ok {
+				return err
+			}
+			s.noBulk.Store(true) // refused: one by one from now on
+			break
 		}
 		objects = objects[n:]
 	}
-	return nil
+	return s.deleteEach(ctx, container, objects)
+}
+
+// deleteEach deletes objects one request each, 8 at a time.
+func (s *SwiftStore) deleteEach(ctx context.Context, container string, objects []string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, o := range objects {
+		g.Go(func() error { return s.Delete(gctx, container, o) })
+	}
+	return g.Wait()
 }
 
 // List implements ObjectStore.

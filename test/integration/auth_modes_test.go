@@ -5,6 +5,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -301,4 +302,48 @@ func TestApplicationCredentialExpiresWhileMounted(t *testing.T) {
 		t.Errorf("%d renewals in %v: the capped token was renewed in a loop", n, ttl)
 	}
 	d.CheckNoSecrets(string(acSecret))
+}
+
+// TestServiceTokenRemoveAndOverwrite: on the IMAGE_ account Swift's bulk
+// delete refuses the sub-requests (they lose the service token), so rm and
+// overwrite must still delete the segments, one by one.
+func TestServiceTokenRemoveAndOverwrite(t *testing.T) {
+	t.Parallel()
+	img := labtest.ImageStore(t)
+	c := labtest.NewContainerIn(t, img)
+	env := append(labtest.ServiceUserEnv(), "OS_TOKEN="+string(labtest.UserToken(t)), "OS_USERNAME=", "OS_PASSWORD=")
+	d := labtest.Mount(t, c, labtest.MountOpts{Env: env, Args: []string{"--segment-size", "1MiB"}})
+	segs := func() []string {
+		var names []string
+		err := img.List(t.Context(), c+"_segments", "", 0, func(in segments.Info) error { names = append(names, in.Name); return nil })
+		if err != nil && !errors.Is(err, segments.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return names
+	}
+	src, sum := labtest.RandomFile(t, 3<<20+1, 41)
+	labtest.RunCmd(t, "cp", src, d.Path("a.img"))
+	first := segs()
+	if len(first) < 4 {
+		t.Fatalf("segments after cp: %v", first)
+	}
+	src2, sum2 := labtest.RandomFile(t, 2<<20+1, 42)
+	labtest.RunCmd(t, "cp", src2, d.Path("a.img")) // overwrite: the first version's segments go
+	if got := labtest.SHA256File(t, d.Path("a.img")); got != sum2 || got == sum {
+		t.Fatalf("content after overwrite differs")
+	}
+	for _, n := range segs() {
+		for _, f := range first {
+			if n == f {
+				t.Errorf("segment %s of the replaced version survived", n)
+			}
+		}
+	}
+	labtest.RunCmd(t, "rm", d.Path("a.img"))
+	if left := segs(); len(left) != 0 {
+		t.Errorf("segments left after rm: %v", left)
+	}
+	if strings.Contains(d.LogText(), "level=ERROR") {
+		t.Errorf("errors in the log:\n%s", d.LogText())
+	}
 }
