@@ -234,6 +234,9 @@ func checkMountpoint(dir string) error {
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("mountpoint %s does not exist: create it first (mkdir -p %s)", dir, dir)
 	}
+	if errors.Is(err, syscall.ENOTCONN) {
+		return deadMount(dir)
+	}
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %v", dir, err)
 	}
@@ -242,9 +245,37 @@ func checkMountpoint(dir string) error {
 	}
 	abs, _ := filepath.Abs(dir)
 	if mounted, _ := isMountpoint(abs); mounted {
+		if statfsErr(abs, 2*time.Second) == syscall.ENOTCONN {
+			return deadMount(dir)
+		}
 		return fmt.Errorf("mountpoint %s already has a filesystem mounted on it: unmount it first (umount %s)", dir, dir)
 	}
 	return nil
+}
+
+// deadMount is the error for a FUSE mount whose daemon died (a crash,
+// kill -9, the OOM killer): the kernel keeps the mount until it is
+// unmounted. os.Stat may still succeed on it while the kernel's cached
+// attributes of its root last; statfs(2) always asks the daemon.
+func deadMount(dir string) error {
+	return fmt.Errorf("mountpoint %s is a dead FUSE mount left by a daemon that exited without unmounting: "+
+		"unmount it first (umount -l %s); programs that had files open there must reopen them", dir, dir)
+}
+
+// statfsErr is statfs(2)'s error on dir, or nil if it has not answered
+// within d (a live but hung filesystem).
+func statfsErr(dir string, d time.Duration) error {
+	ch := make(chan error, 1)
+	go func() {
+		var st syscall.Statfs_t
+		ch <- syscall.Statfs(dir, &st)
+	}()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(d):
+		return nil
+	}
 }
 
 // isMountpoint reports whether dir is listed in /proc/self/mountinfo.
