@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -104,6 +105,11 @@ type Config struct {
 	// close; for the allow-expired window, at most a quarter of it.
 	// Default 7 days.
 	ExpiryWarning time.Duration
+
+	// TLS is the TLS configuration of the Keystone requests (the caller
+	// gives Swift's transport the same, see TLSOptions); nil: Go's
+	// defaults, with the system's CAs.
+	TLS *tls.Config
 
 	// Timeout bounds one request to Keystone. Default 30 s.
 	Timeout time.Duration

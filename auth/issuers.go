@@ -23,7 +23,7 @@ func credential(t *token) *Credential {
 type passwordIssuer struct{ cfg Config }
 
 func (p *passwordIssuer) issue(ctx context.Context, _ *Credential) (*Credential, error) {
-	ks := keystone{authURL: p.cfg.AuthURL, timeout: p.cfg.Timeout}
+	ks := p.cfg.keystone(p.cfg.AuthURL)
 	t, err := ks.create(ctx, p.cfg.Identity.passwordOptions(p.cfg.AuthURL, nil))
 	if err != nil {
 		return nil, keystoneErr(p.cfg.AuthURL, "check the user name, password and domains (OS_USERNAME, OS_PASSWORD, OS_USER_DOMAIN_NAME, OS_PROJECT_NAME)", err)
@@ -41,7 +41,7 @@ func (p *passwordIssuer) issue(ctx context.Context, _ *Credential) (*Credential,
 type appCredIssuer struct{ cfg Config }
 
 func (a *appCredIssuer) issue(ctx context.Context, prev *Credential) (*Credential, error) {
-	ks := keystone{authURL: a.cfg.AuthURL, timeout: a.cfg.Timeout}
+	ks := a.cfg.keystone(a.cfg.AuthURL)
 	t, err := ks.create(ctx, a.cfg.Identity.appCredOptions(a.cfg.AuthURL))
 	if err != nil {
 		if prev != nil && !prev.HardDeadline.IsZero() && !time.Now().Before(prev.HardDeadline) && statusOf(err) == http.StatusUnauthorized {
@@ -82,7 +82,7 @@ func (a *appCredIssuer) issue(ctx context.Context, prev *Credential) (*Credentia
 type trustIssuer struct{ cfg Config }
 
 func (tr *trustIssuer) issue(ctx context.Context, _ *Credential) (*Credential, error) {
-	ks := keystone{authURL: tr.cfg.ServiceAuthURL, timeout: tr.cfg.Timeout}
+	ks := tr.cfg.keystone(tr.cfg.ServiceAuthURL)
 	t, err := ks.create(ctx, tr.cfg.Service.passwordOptions(ks.authURL, &gophercloud.AuthScope{TrustID: tr.cfg.TrustID}))
 	if err != nil {
 		return nil, tr.explain(ctx, ks, err)
@@ -125,7 +125,7 @@ type serviceTokenIssuer struct {
 }
 
 func (s *serviceTokenIssuer) issue(ctx context.Context, prev *Credential) (*Credential, error) {
-	sks := keystone{authURL: s.cfg.ServiceAuthURL, timeout: s.cfg.Timeout}
+	sks := s.cfg.keystone(s.cfg.ServiceAuthURL)
 	svc, err := sks.create(ctx, s.cfg.Service.options(sks.authURL))
 	if err != nil {
 		return nil, keystoneErr(sks.authURL, fmt.Sprintf("check the service user's credentials (service %s: IMAGEFS_SERVICE_USERNAME, IMAGEFS_SERVICE_PASSWORD, IMAGEFS_SERVICE_PROJECT_NAME and domains, or IMAGEFS_SERVICE_APPLICATION_CREDENTIAL_*)", s.cfg.Service.who()), err)
@@ -143,7 +143,7 @@ func (s *serviceTokenIssuer) issue(ctx context.Context, prev *Credential) (*Cred
 		s.log.Debug("the service user's token has no 'service' role",
 			"service_user", s.cfg.Service.who(), "roles", strings.Join(svc.roles, ","))
 	}
-	ks := keystone{authURL: s.cfg.AuthURL, timeout: s.cfg.Timeout}
+	ks := s.cfg.keystone(s.cfg.AuthURL)
 	user, err := ks.get(ctx, svc.id, s.cfg.Token)
 	if err != nil {
 		switch statusOf(err) {

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -114,6 +115,12 @@ var errBadAnswer = errors.New("unexpected answer")
 type keystone struct {
 	authURL string
 	timeout time.Duration
+	tls     *tls.Config // nil: Go's defaults
+}
+
+// keystone is a client of the Keystone at authURL with c's settings.
+func (c Config) keystone(authURL string) keystone {
+	return keystone{authURL: authURL, timeout: c.Timeout, tls: c.TLS}
 }
 
 // client returns a gophercloud identity v3 client with timeouts.
@@ -122,7 +129,7 @@ func (ks keystone) client() (*gophercloud.ProviderClient, *gophercloud.ServiceCl
 	if err != nil {
 		return nil, nil, fmt.Errorf("OS_AUTH_URL %q: %w", ks.authURL, err)
 	}
-	pc.HTTPClient = http.Client{Timeout: ks.timeout, Transport: keystoneTransport()}
+	pc.HTTPClient = http.Client{Timeout: ks.timeout, Transport: keystoneTransport(ks.tls)}
 	id, err := openstack.NewIdentityV3(pc, gophercloud.EndpointOpts{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("OS_AUTH_URL %q: %w", ks.authURL, err)
@@ -130,8 +137,11 @@ func (ks keystone) client() (*gophercloud.ProviderClient, *gophercloud.ServiceCl
 	return pc, id, nil
 }
 
-func keystoneTransport() http.RoundTripper {
+func keystoneTransport(tc *tls.Config) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	if tc != nil {
+		t.TLSClientConfig = tc.Clone()
+	}
 	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	t.TLSHandshakeTimeout = 10 * time.Second
 	t.ResponseHeaderTimeout = 30 * time.Second
@@ -393,6 +403,9 @@ func keystoneErr(authURL, hint string, err error) error {
 	}
 	if errors.Is(err, errBadAnswer) {
 		return fmt.Errorf("keystone at %s: %w", authURL, err)
+	}
+	if hint := TLSProblem(err); hint != "" {
+		return fmt.Errorf("%w at %s: %v: %s", ErrUnreachable, authURL, stripURLError(err), hint)
 	}
 	return fmt.Errorf("%w at %s: %v", ErrUnreachable, authURL, stripURLError(err))
 }

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -27,6 +28,7 @@ type TrustRequest struct {
 	// ExpiresAt ends the trust; zero: it does not expire.
 	ExpiresAt time.Time
 	Timeout   time.Duration // per Keystone request; default 30 s
+	TLS       *tls.Config   // nil: the system's CAs
 }
 
 // Trust is a trust that was created.
@@ -50,7 +52,7 @@ func CreateTrust(ctx context.Context, r TrustRequest) (*Trust, error) {
 	if r.TrusteeAuthURL == "" {
 		r.TrusteeAuthURL = r.AuthURL
 	}
-	ks := keystone{authURL: r.AuthURL, timeout: r.Timeout}
+	ks := keystone{authURL: r.AuthURL, timeout: r.Timeout, tls: r.TLS}
 	trustor, err := r.trustorToken(ctx, ks)
 	if err != nil {
 		return nil, err
@@ -66,7 +68,7 @@ func CreateTrust(ctx context.Context, r TrustRequest) (*Trust, error) {
 		if r.Trustee == (Identity{}) {
 			return nil, errors.New("no trustee: give the service user (IMAGEFS_SERVICE_USERNAME, IMAGEFS_SERVICE_PASSWORD, IMAGEFS_SERVICE_USER_DOMAIN_NAME) or --trustee-user-id")
 		}
-		tks := keystone{authURL: r.TrusteeAuthURL, timeout: r.Timeout}
+		tks := keystone{authURL: r.TrusteeAuthURL, timeout: r.Timeout, tls: r.TLS}
 		svc := r.Trustee
 		svc.ProjectName, svc.ProjectID = "", "" // only its id is needed
 		t, err := tks.create(ctx, svc.options(tks.authURL))
@@ -114,7 +116,7 @@ func DeleteTrust(ctx context.Context, r TrustRequest, trustID string) error {
 	if r.Timeout <= 0 {
 		r.Timeout = 30 * time.Second
 	}
-	ks := keystone{authURL: r.AuthURL, timeout: r.Timeout}
+	ks := keystone{authURL: r.AuthURL, timeout: r.Timeout, tls: r.TLS}
 	trustor, err := r.trustorToken(ctx, ks)
 	if err != nil {
 		return err

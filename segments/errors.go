@@ -2,6 +2,7 @@ package segments
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -69,6 +70,11 @@ var errStalled = errors.New("response body stalled")
 // This is the one place that decides retry policy.
 func retryable(err error) (bool, time.Duration) {
 	if err == nil || errors.Is(err, context.Canceled) {
+		return false, 0
+	}
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) {
+		// Trying again would not change the certificate.
 		return false, 0
 	}
 	var se *StatusError

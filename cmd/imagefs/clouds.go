@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
@@ -12,11 +13,18 @@ import (
 // name, found the way the OpenStack tools find it (OS_CLIENT_CONFIG_FILE,
 // then ./clouds.yaml, ~/.config/openstack/clouds.yaml,
 // /etc/openstack/clouds.yaml, with secure.yaml next to it). Flags and
-// environment variables, already in cfg, take precedence.
-func fromCloud(name string, cfg *auth.Config, id *auth.Identity) error {
-	ao, eo, _, err := clouds.Parse(clouds.WithCloudName(name))
+// environment variables, already in cfg, take precedence. It returns the
+// TLS configuration of the entry (cacert, cert, key, verify), with those of
+// o (flags, OS_* variables) taking precedence.
+func fromCloud(name string, cfg *auth.Config, id *auth.Identity, o auth.TLSOptions) (*tls.Config, error) {
+	opts := []clouds.ParseOption{clouds.WithCloudName(name), clouds.WithCACertPath(o.CACert),
+		clouds.WithClientCertPath(o.Cert), clouds.WithClientKeyPath(o.Key)}
+	if o.Insecure {
+		opts = append(opts, clouds.WithInsecure(true))
+	}
+	ao, eo, tc, err := clouds.Parse(opts...)
 	if err != nil {
-		return fmt.Errorf("clouds.yaml, cloud %q: %v", name, err)
+		return nil, fmt.Errorf("clouds.yaml, cloud %q: %v", name, err)
 	}
 	fill := func(dst *string, v string) {
 		if *dst == "" {
@@ -53,5 +61,5 @@ func fromCloud(name string, cfg *auth.Config, id *auth.Identity) error {
 	if eo.Availability != "" {
 		fill(&cfg.Interface, string(eo.Availability))
 	}
-	return nil
+	return tc, nil
 }

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/imagefs/imagefs/auth"
@@ -69,5 +73,59 @@ func TestCloudsYAMLPrecedence(t *testing.T) {
 	cfg = Config{authType: "v3oidcpassword"}
 	if err := cfg.resolveAuth(); err == nil {
 		t.Error("an unsupported auth type was accepted")
+	}
+}
+
+// TestCloudsYAMLTLS: clouds.yaml's cacert and verify set the TLS of the
+// mount; --os-cacert (OS_CACERT) and --insecure win over them.
+func TestCloudsYAMLTLS(t *testing.T) {
+	dir := t.TempDir()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yaml := "clouds:\n  images:\n    auth:\n      auth_url: https://keystone.example/v3\n    cacert: " + ca +
+		"\n  broken:\n    auth:\n      auth_url: https://keystone.example/v3\n    cacert: " + filepath.Join(dir, "missing.pem") +
+		"\n  lax:\n    auth:\n      auth_url: https://keystone.example/v3\n    verify: false\n"
+	if err := os.WriteFile(filepath.Join(dir, "clouds.yaml"), []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"OS_CLOUD", "OS_CACERT", "OS_CERT", "OS_KEY"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("OS_CLIENT_CONFIG_FILE", filepath.Join(dir, "clouds.yaml"))
+	verifies := func(cfg Config) bool {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg.Auth.TLS}}
+		resp, err := c.Get(srv.URL)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	}
+
+	cfg := Config{cloud: "images"}
+	if err := cfg.resolveAuth(); err != nil {
+		t.Fatal(err)
+	}
+	if !verifies(cfg) {
+		t.Error("clouds.yaml's cacert was not used")
+	}
+	cfg = Config{cloud: "broken"}
+	if err := cfg.resolveAuth(); err == nil || !strings.Contains(err.Error(), `clouds.yaml, cloud "broken"`) {
+		t.Errorf("a missing cacert file: %v", err)
+	}
+	cfg = Config{cloud: "broken", tls: auth.TLSOptions{CACert: ca}} // the flag wins
+	if err := cfg.resolveAuth(); err != nil || !verifies(cfg) {
+		t.Errorf("--os-cacert over a broken cacert: %v", err)
+	}
+	cfg = Config{cloud: "lax"}
+	if err := cfg.resolveAuth(); err != nil || cfg.Auth.TLS == nil || !cfg.Auth.TLS.InsecureSkipVerify {
+		t.Errorf("verify: false: %v, %+v", err, cfg.Auth.TLS)
+	}
+	cfg = Config{tls: auth.TLSOptions{CACert: ca}} // no clouds.yaml
+	if err := cfg.resolveAuth(); err != nil || !verifies(cfg) {
+		t.Errorf("--os-cacert: %v", err)
 	}
 }

@@ -22,6 +22,7 @@ type Config struct {
 	authType     string // --auth-type, parsed by resolveAuth
 	cloud        string // --os-cloud: clouds.yaml entry
 	serviceCloud string // --service-cloud: clouds.yaml entry of the service user
+	tls          auth.TLSOptions
 
 	Container  string // from CONTAINER[/PREFIX]
 	Prefix     string
@@ -79,6 +80,11 @@ func authFlags(c *Config) []cli.Flag {
 		s(osc, "os-region-name", "OS_REGION_NAME", "catalog region of the object-store endpoint", &a.Region),
 		s(osc, "os-interface", "OS_INTERFACE", "endpoint interface: public (default), internal or admin", &a.Interface),
 		s(osc, "os-storage-url", "OS_STORAGE_URL", "object-store URL, overriding the catalog", &a.StorageURL),
+		s(osc, "os-cacert", "OS_CACERT", "PEM bundle of the CAs that signed Keystone's and Swift's TLS certificates (instead of the system's)", &c.tls.CACert),
+		s(osc, "os-cert", "OS_CERT", "client certificate (PEM), for endpoints that require one", &c.tls.Cert),
+		s(osc, "os-key", "OS_KEY", "key of the client certificate (PEM)", &c.tls.Key),
+		&cli.BoolFlag{Name: "insecure", EnvVars: []string{"OS_INSECURE"}, Destination: &c.tls.Insecure, Category: osc,
+			Usage: "do not verify Keystone's and Swift's TLS certificates (for tests only: anyone on the path can read the tokens)"},
 
 		s(svc, "service-cloud", "IMAGEFS_SERVICE_CLOUD", "entry of clouds.yaml with the service user", &c.serviceCloud),
 		s(svc, "service-auth-url", "IMAGEFS_SERVICE_AUTH_URL", "Keystone URL of the service user (default: --os-auth-url)", &a.ServiceAuthURL),
@@ -117,13 +123,21 @@ func (v *secretValue) String() string     { return "" }
 func (c *Config) resolveAuth() error {
 	var errs []error
 	if c.cloud != "" {
-		if err := fromCloud(c.cloud, &c.Auth, &c.Auth.Identity); err != nil {
+		tc, err := fromCloud(c.cloud, &c.Auth, &c.Auth.Identity, c.tls)
+		if err != nil {
 			errs = append(errs, err)
 		}
+		c.Auth.TLS = tc
+	} else {
+		tc, err := c.tls.Config()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		c.Auth.TLS = tc
 	}
 	if c.serviceCloud != "" {
 		var scratch auth.Config
-		if err := fromCloud(c.serviceCloud, &scratch, &c.Auth.Service); err != nil {
+		if _, err := fromCloud(c.serviceCloud, &scratch, &c.Auth.Service, c.tls); err != nil {
 			errs = append(errs, fmt.Errorf("--service-cloud: %w", err))
 		}
 		if c.Auth.ServiceAuthURL == "" {

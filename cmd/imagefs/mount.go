@@ -159,9 +159,16 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*auth.Keeper, 
 	if err != nil {
 		return nil, nil, err
 	}
+	t := segments.DefaultTransport()
+	if cfg.Auth.TLS != nil {
+		t.TLSClientConfig = cfg.Auth.TLS.Clone()
+		if cfg.Auth.TLS.InsecureSkipVerify {
+			log.Warn("TLS certificates of Keystone and Swift are not verified (--insecure, OS_INSECURE or verify: false): anyone on the path can read the tokens")
+		}
+	}
 	raw := segments.NewSwiftStore(segments.SwiftOptions{
 		Auth:      keeper.Authenticator(),
-		Transport: keeper.Transport(segments.DefaultTransport()),
+		Transport: keeper.Transport(t),
 	})
 	return keeper, raw, nil
 }
@@ -196,6 +203,9 @@ func checkContainer(ctx context.Context, st segments.ObjectStore, keeper *auth.K
 			container, keeper.Current().StorageURL, err)
 	case errors.Is(err, segments.ErrAuth):
 		return fmt.Errorf("Swift refused access to container %q: the user needs an operator role (member) on the project: %v", container, err)
+	}
+	if hint := auth.TLSProblem(err); hint != "" {
+		return fmt.Errorf("cannot reach container %q at %s: %v: %s", container, keeper.Current().StorageURL, err, hint)
 	}
 	return fmt.Errorf("cannot reach container %q at %s: %v", container, keeper.Current().StorageURL, err)
 }

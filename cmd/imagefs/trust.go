@@ -103,7 +103,7 @@ func trustRequest(cfg *Config) (auth.TrustRequest, error) {
 	if a.AuthURL == "" {
 		return auth.TrustRequest{}, errors.New("no Keystone URL: set OS_AUTH_URL or --os-auth-url")
 	}
-	r := auth.TrustRequest{AuthURL: a.AuthURL, Token: a.Token, Trustee: a.Service, TrusteeAuthURL: a.ServiceAuthURL}
+	r := auth.TrustRequest{AuthURL: a.AuthURL, Token: a.Token, Trustee: a.Service, TrusteeAuthURL: a.ServiceAuthURL, TLS: a.TLS}
 	if a.Token == "" {
 		r.Trustor = a.Identity
 	}

@@ -3,11 +3,8 @@
 package integration
 
 import (
-	"bytes"
-	"errors"
 	"github.com/imagefs/imagefs/test/labtest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -141,38 +138,7 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command(labtest.Binary, append([]string{"mount"}, tc.args(dir)...)...)
-			cmd.Env = append(os.Environ(), tc.env...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			done := make(chan error, 1)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			go func() { done <- cmd.Wait() }()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(60 * time.Second):
-				_ = cmd.Process.Kill()
-				t.Fatal("imagefs did not exit within 60 s")
-			}
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != tc.status {
-				t.Errorf("exit: %v, want status %d", err, tc.status)
-			}
-			out := stderr.String()
-			if !strings.Contains(out, tc.want) {
-				t.Errorf("stderr %q does not say %q", out, tc.want)
-			}
-			for _, bad := range []string{"goroutine ", "panic", ".go:"} {
-				if strings.Contains(out, bad) {
-					t.Errorf("stderr has %q: %s", bad, out)
-				}
-			}
-			if lines := strings.Count(strings.TrimSpace(out), "\n") + 1; tc.status == 1 && lines != 1 {
-				t.Errorf("stderr has %d lines, want 1: %s", lines, out)
-			}
+			out := labtest.MountFails(t, tc.env, tc.args(dir), tc.status, tc.want)
 			for _, secret := range []string{"not-the-password", userTok, string(expiredSecret), os.Getenv("LAB_SERVICE_PASSWORD"), os.Getenv("OS_PASSWORD")} {
 				if strings.Contains(out, secret) {
 					t.Error("a secret appears in the output")

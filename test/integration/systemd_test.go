@@ -227,8 +227,7 @@ func TestSystemdUnit(t *testing.T) {
 	}
 
 	// A second start on the mounted mountpoint is refused, clearly.
-	r := runStart(t, u)
-	wantFailure(t, "second start on a mounted mountpoint", r, "already has a filesystem mounted on it: unmount it first")
+	startFails(t, u, "already has a filesystem mounted on it: unmount it first")
 
 	// A crash leaves a dead mount, which refuses a new daemon until the
 	// unit's ExecStopPost clears it; then the restart works, with the
@@ -237,8 +236,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.wait(t, 10*time.Second)
-	r = runStart(t, u)
-	wantFailure(t, "start on a dead mount", r, "is a dead FUSE mount left by a daemon that exited without unmounting: unmount it first (umount -l "+mnt+")")
+	startFails(t, u, "is a dead FUSE mount left by a daemon that exited without unmounting: unmount it first (umount -l "+mnt+")")
 	runStopPost(t, u)
 	if labtest.Mounted(mnt) {
 		t.Fatalf("%s still mounted after the unit's ExecStopPost", mnt)
@@ -274,37 +272,14 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
-// runStart runs the unit's ExecStart to its end (it is expected to fail).
-func runStart(t *testing.T, u unit) labtest.Result {
+// startFails runs the unit's ExecStart, which must fail saying want.
+func startFails(t *testing.T, u unit, want string) {
 	t.Helper()
 	argv := u.start[0]
-	if argv[0] != labtest.Binary {
-		t.Fatalf("ExecStart runs %s, not imagefs", argv[0])
+	if argv[0] != labtest.Binary || argv[1] != "mount" {
+		t.Fatalf("ExecStart runs %v, not imagefs mount", argv[:2])
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), u.env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := labtest.Result{Stdout: out.String(), Stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.Code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func wantFailure(t *testing.T, what string, r labtest.Result, want string) {
-	t.Helper()
-	if r.Code != 1 || !strings.Contains(r.Stderr, want) {
-		t.Fatalf("%s: want exit 1 and %q, got %d:\n%s", what, want, r.Code, r.Stderr)
-	}
-	for _, bad := range []string{"goroutine ", "panic", ".go:"} {
-		if strings.Contains(r.Stderr, bad) {
-			t.Fatalf("%s: stack trace on stderr:\n%s", what, r.Stderr)
-		}
-	}
+	labtest.MountFails(t, u.env, argv[2:], 1, want)
 }
 
 // runStopPost runs the unit's ExecStopPost lines, ignoring their failure

@@ -358,6 +358,47 @@ func Exec(t testing.TB, args ...string) Result {
 	return r
 }
 
+// MountFails runs `imagefs mount args...` with env added to the test's
+// environment, and checks that it fails the way an operator's mistake
+// must: exit status status within 60 s, stderr saying want in one line,
+// no stack trace. It returns stderr.
+func MountFails(t testing.TB, env, args []string, status int, want string) string {
+	t.Helper()
+	cmd := exec.Command(Binary, append([]string{"mount"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("imagefs did not exit within 60 s")
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != status {
+		t.Errorf("exit: %v, want status %d", err, status)
+	}
+	out := stderr.String()
+	if !strings.Contains(out, want) {
+		t.Errorf("stderr %q does not say %q", out, want)
+	}
+	for _, bad := range []string{"goroutine ", "panic", ".go:"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("stderr has %q: %s", bad, out)
+		}
+	}
+	if lines := strings.Count(strings.TrimSpace(out), "\n") + 1; status == 1 && lines != 1 {
+		t.Errorf("stderr has %d lines, want 1: %s", lines, out)
+	}
+	return out
+}
+
 // SegmentInfos lists the objects of a container's segment container.
 func SegmentInfos(t testing.TB, c string) []segments.Info {
 	t.Helper()
