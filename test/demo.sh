@@ -23,7 +23,7 @@ if ! dpkg-query -W -f='${Status}' fuse3 2>/dev/null | grep -q 'install ok instal
 fi
 test/lab/lab.sh up
 eval "$(test/lab/lab.sh env)"
-go build -o "$state/imagefs" ./cmd/imagefs
+go build -buildvcs=auto -o "$state/imagefs" ./cmd/imagefs
 swift post demo-images
 mkdir -p "$mnt"
 if [ -f "$state/pid" ] && kill -0 "$(cat "$state/pid")" 2>/dev/null; then

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -45,11 +46,42 @@ func report(err error) int {
 	return 1
 }
 
+// version is the commit the binary was built from (Go stamps it when
+// building from a git checkout), with "+dirty" for uncommitted changes.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, when, dirty := "", "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			when = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return bi.Main.Version // "(devel)" without VCS information
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return fmt.Sprintf("%s (%s, %s)", rev, when, bi.GoVersion)
+}
+
 func newApp() *cli.App {
 	var cfg, trustCfg Config
 	return &cli.App{
-		Name:  "imagefs",
-		Usage: "virtual-machine images in OpenStack Swift, as files",
+		Name:    "imagefs",
+		Usage:   "virtual-machine images in OpenStack Swift, as files",
+		Version: version(),
 		// Errors are printed by main, once, without usage noise.
 		ExitErrHandler:  func(*cli.Context, error) {},
 		HideHelpCommand: true,

@@ -125,7 +125,7 @@ func runMount(parent context.Context, cfg *Config) error {
 			log.Warn("could not raise the kernel's readahead for the mount; sequential buffered reads will be slower", "err", err)
 		}
 	}
-	log.Info("mounted", "container", cfg.Container, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
+	log.Info("mounted", "version", version(), "container", cfg.Container, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
 		"auth", keeper.Mode(), "account", keeper.Current().StorageURL,
 		"segment_size", segSize, "upload_workers", cfg.Write.UploadWorkers, "write_memory_budget", pool.MemoryBudget(),
 		"staging_dir", cfg.Write.StagingDir, "staging_size", cfg.Write.StagingSize,
