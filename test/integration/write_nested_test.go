@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"net/url"
 	"os"
 	"slices"
@@ -133,3 +134,65 @@ func TestWriteNestedManifests(t *testing.T) {
 }
 
 func must(p, _ string) string { return p }
+
+// TestWriteTwoTiB: with the default settings (32 MiB segments, the stock
+// max_manifest_segments of 1000), a 2 TiB file (`dd seek=` to its last
+// MiB: a 2 TiB hole, then data) needs 65,536 segment entries, so nested
+// manifests; it commits in seconds, without 2 TiB of memory or of zero
+// uploads, reads back through the mount and straight from Swift, and its
+// removal leaves no segment behind.
+func TestWriteTwoTiB(t *testing.T) {
+	c := labtest.NewContainer(t)
+	d := labtest.Mount(t, c, labtest.MountOpts{})
+	const size = 2 << 40
+	src := must(labtest.RandomFile(t, 1<<20, 2048))
+	tail, _ := os.ReadFile(src)
+	labtest.RunCmd(t, "dd", "if="+src, "of="+d.Path("2t.raw"), "bs=1M", "count=1", "seek=2097151", "status=none")
+
+	st, err := os.Stat(d.Path("2t.raw"))
+	if err != nil || st.Size() != size {
+		t.Fatalf("stat through the mount: %v, size %d, want %d", err, st.Size(), int64(size))
+	}
+	in, err := labtest.Swift.Head(t.Context(), c, "2t.raw")
+	if err != nil || in.Size != size {
+		t.Fatalf("HEAD in Swift: %v, size %d, want %d", err, in.Size, int64(size))
+	}
+	if n := len(labtest.SegmentNames(t, c)); n > 100 {
+		t.Errorf("%d objects in the segment container for 1 MiB of data and a hole", n)
+	}
+	read := func(what string, off int64, n int) []byte {
+		t.Helper()
+		f, err := os.Open(d.Path("2t.raw"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := make([]byte, n)
+		if _, err := f.ReadAt(b, off); err != nil {
+			t.Fatalf("%s: read at %d through the mount: %v", what, off, err)
+		}
+		return b
+	}
+	if !bytes.Equal(read("tail", size-1<<20, 1<<20), tail) {
+		t.Fatal("the last MiB read through the mount differs from what was written")
+	}
+	if b := read("hole", 1<<40+12345, 64<<10); !bytes.Equal(b, make([]byte, len(b))) {
+		t.Fatal("the hole does not read as zeros through the mount")
+	}
+	rc, err := labtest.Swift.Get(t.Context(), c, "2t.raw", size-1<<20, 1<<20, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, tail) {
+		t.Fatalf("the last MiB from Swift differs (%v)", err)
+	}
+
+	if err := os.Remove(d.Path("2t.raw")); err != nil {
+		t.Fatal(err)
+	}
+	if n := labtest.SegmentNames(t, c); len(n) != 0 {
+		t.Fatalf("%d segments left after rm, e.g. %s", len(n), n[0])
+	}
+}
