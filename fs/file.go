@@ -264,6 +264,7 @@ func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer,
 		Log:         r.o.Log,
 		Under:       under,
 		Staging:     r.o.Staging,
+		NoSHA256:    r.o.NoSHA256,
 		Retry:       r.o.Retry,
 		Retire:      f.retire,
 	})

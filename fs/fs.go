@@ -37,9 +37,11 @@ type Options struct {
 	// Staging, if set, takes files written out of order (see
 	// segments.WriterOptions.Staging).
 	Staging *segments.Staging
-	Limits  segments.Limits
-	Retry   segments.RetryPolicy
-	Log     *slog.Logger
+	// NoSHA256: see segments.WriterOptions.NoSHA256.
+	NoSHA256 bool
+	Limits   segments.Limits
+	Retry    segments.RetryPolicy
+	Log      *slog.Logger
 	// AttrTTL is how long metadata (HEAD answers) is trusted, in the
 	// daemon and in the kernel.
 	AttrTTL  time.Duration

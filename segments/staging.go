@@ -251,7 +251,7 @@ func (w *Writer) toStaging(ctx context.Context, op string, off, n int64) error {
 		w.o.Log.Warn("could not delete the segments of a staged file; gc will find them", "object", w.object, "err", err)
 	}
 	w.sha.stop()
-	w.sha = newHasher()
+	w.sha = w.newHasher()
 	w.parts, w.base, w.stage, w.own = nil, 0, st, nil
 	return nil
 }

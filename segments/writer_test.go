@@ -107,6 +107,30 @@ func TestWriterRoundTrip(t *testing.T) {
 	}
 }
 
+// TestWriterNoSHA256: with NoSHA256 neither a small file nor a segmented
+// one gets sha256 metadata, and their content is unchanged.
+func TestWriterNoSHA256(t *testing.T) {
+	for _, size := range []int{1000, 7*mib + 12345} {
+		st := newFake(t)
+		w := segments.NewWriter(t.Context(), st, "f.img", segments.WriterOptions{Container: "c", Pool: segments.NewPool(2*mib, 2), NoSHA256: true})
+		data := randBytes(size, 2)
+		writeAll(t, w, data, 128<<10)
+		if err := w.Commit(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		got, in := readBack(t, st, "f.img")
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: content differs", size)
+		}
+		if v, ok := in.Meta[segments.MetaSHA256]; ok {
+			t.Errorf("%d bytes: sha256 meta %q with NoSHA256", size, v)
+		}
+		if in.Meta[segments.MetaMtime] == "" {
+			t.Errorf("%d bytes: no mtime", size)
+		}
+	}
+}
+
 func TestWriterOutOfOrderAndSparse(t *testing.T) {
 	st := newFake(t)
 	pool := segments.NewPool(mib, 2)

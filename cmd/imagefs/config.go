@@ -168,6 +168,7 @@ type WriteConfig struct {
 	UploadWorkers int
 	StagingDir    string
 	StagingSize   string
+	SHA256        bool
 }
 
 // writeFlags configure the write path (segments.Pool, segments.Writer).
@@ -182,6 +183,8 @@ func writeFlags(c *Config) []cli.Flag {
 			Usage: "local directory for files written out of order (qemu-img convert -O qcow2): such a file is kept there and uploaded when closed; without it, such writes fail with ESPIPE"},
 		&cli.StringFlag{Name: "staging-size", EnvVars: []string{"IMAGEFS_STAGING_SIZE"}, Value: "32GiB", Destination: &w.StagingSize, Category: "Writing",
 			Usage: "bytes all staged files may use together in --staging-dir; a write beyond fails with ENOSPC"},
+		&cli.BoolFlag{Name: "sha256", EnvVars: []string{"IMAGEFS_SHA256"}, Value: true, Destination: &w.SHA256, Category: "Writing",
+			Usage: "compute each written file's SHA-256 (object metadata, xattr user.imagefs.sha256); --sha256=false saves ~0.7 CPU seconds per GiB written"},
 	}
 }
 

@@ -97,6 +97,7 @@ func runMount(parent context.Context, cfg *Config) error {
 		Prefix:    cfg.Prefix,
 		Pool:      pool,
 		Staging:   staging,
+		NoSHA256:  !cfg.Write.SHA256,
 		Limits:    limits,
 		Retry:     retry,
 		Log:       log,
@@ -128,7 +129,7 @@ func runMount(parent context.Context, cfg *Config) error {
 	log.Info("mounted", "version", version(), "container", cfg.Container, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
 		"auth", keeper.Mode(), "account", keeper.Current().StorageURL,
 		"segment_size", segSize, "upload_workers", cfg.Write.UploadWorkers, "write_memory_budget", pool.MemoryBudget(),
-		"staging_dir", cfg.Write.StagingDir, "staging_size", cfg.Write.StagingSize,
+		"staging_dir", cfg.Write.StagingDir, "staging_size", cfg.Write.StagingSize, "sha256", cfg.Write.SHA256,
 		"max_manifest_segments", limits.MaxManifestSegments,
 		"read_memory", readMem, "read_ahead", readAhead, "kernel_read_ahead", kernelRA, "cache_dir", cfg.Read.CacheDir, "cache_size", cacheSize)
 

@@ -232,3 +232,25 @@ func TestWriteShellTools(t *testing.T) {
 		t.Error("cp within the mount: content differs")
 	}
 }
+
+// TestWriteWithoutSHA256: --sha256=false writes the same data without the
+// sha256 metadata and xattr.
+func TestWriteWithoutSHA256(t *testing.T) {
+	c := labtest.NewContainer(t)
+	d := labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--sha256=false"}})
+	src, sum := labtest.RandomFile(t, 70<<20+3, 12)
+	labtest.RunCmd(t, "cp", src, d.Path("nosum.raw"))
+	if got := labtest.SwiftDownloadSHA256(t, c, "nosum.raw"); got != sum {
+		t.Fatalf("sha256 through swift download %s, want %s", got, sum)
+	}
+	in, err := labtest.Swift.Head(t.Context(), c, "nosum.raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := in.Meta["sha256"]; ok {
+		t.Errorf("X-Object-Meta-Sha256 %q with --sha256=false", v)
+	}
+	if out, err := exec.Command("getfattr", "--absolute-names", "--only-values", "-n", fs.XattrSHA256, d.Path("nosum.raw")).CombinedOutput(); err == nil {
+		t.Errorf("xattr %s = %q with --sha256=false", fs.XattrSHA256, out)
+	}
+}
