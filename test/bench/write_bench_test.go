@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,6 +36,8 @@ import (
 //     do it with the same segment size and parallelism: 4 goroutines each
 //     read a 32 MiB segment, compute its MD5 and PUT it with that ETag and
 //     its Content-Length, then the SLO manifest is PUT.
+//
+// BENCH_WRITE_FLAGS adds flags to the mount (e.g. --sha256=false).
 //
 // The ratio is imagefs/raw throughput (target ≥ 0.9); the memory budget
 // is (workers+1) × segment size, and peak RSS should stay within it plus
@@ -64,7 +67,7 @@ func BenchmarkWrite(b *testing.B) {
 		for r := range rounds {
 			var x wround
 			x.raw = rawUpload(b, raw, c, fmt.Sprintf("raw-%d.img", r), src, size, segSize, workers)
-			d := labtest.Mount(b, c, labtest.MountOpts{})
+			d := labtest.Mount(b, c, labtest.MountOpts{Args: strings.Fields(os.Getenv("BENCH_WRITE_FLAGS"))})
 			cpu0 := d.CPUSeconds()
 			start := time.Now()
 			labtest.RunCmd(b, "cp", src, d.Path(fmt.Sprintf("cp-%d.img", r)))
