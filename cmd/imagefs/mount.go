@@ -49,7 +49,7 @@ func runMount(parent context.Context, cfg *Config) error {
 	retry.Budget = cfg.RetryBudget
 	store := &segments.Retrying{ObjectStore: raw, P: retry, Log: log}
 
-	check := checkStore(raw, log)
+	check := checkStore(raw)
 	if err := checkContainer(ctx, check, keeper, cfg.Container); err != nil {
 		return err
 	}
@@ -176,9 +176,13 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*auth.Keeper, 
 
 // checkStore retries with a short budget, for the checks before any work:
 // a wrong container should not take minutes to report.
-func checkStore(raw segments.ObjectStore, log *slog.Logger) *segments.Retrying {
-	return &segments.Retrying{ObjectStore: raw, P: segments.RetryPolicy{Base: 200 * time.Millisecond, Cap: 2 * time.Second, Budget: 10 * time.Second}, Log: log}
+// Its retries are not logged: the operator gets one line, the last error.
+func checkStore(raw segments.ObjectStore) *segments.Retrying {
+	return &segments.Retrying{ObjectStore: raw, P: segments.RetryPolicy{Base: 200 * time.Millisecond, Cap: 2 * time.Second, Budget: checkBudget}}
 }
+
+// checkBudget is how long the checks before mounting retry.
+const checkBudget = 10 * time.Second
 
 // checkContainer explains to an operator why a container cannot be used.
 func checkContainer(ctx context.Context, st segments.ObjectStore, keeper *auth.Keeper, container string) error {
@@ -208,7 +212,7 @@ func checkContainer(ctx context.Context, st segments.ObjectStore, keeper *auth.K
 	if hint := auth.TLSProblem(err); hint != "" {
 		return fmt.Errorf("cannot reach container %q at %s: %v: %s", container, keeper.Current().StorageURL, err, hint)
 	}
-	return fmt.Errorf("cannot reach container %q at %s: %v", container, keeper.Current().StorageURL, err)
+	return fmt.Errorf("cannot reach container %q at %s (tried for %v): %v", container, keeper.Current().StorageURL, checkBudget, err)
 }
 
 // shutdown unmounts, waiting up to the shutdown timeout for files that are

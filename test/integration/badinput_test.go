@@ -117,6 +117,13 @@ func TestBadInputFailsBeforeMounting(t *testing.T) {
 			want:   "cannot reach Keystone at http://127.0.0.1:9/v3",
 		},
 		{
+			name:   "unreachable Swift",
+			env:    []string{"OS_STORAGE_URL=http://127.0.0.1:9/v1/AUTH_nowhere"},
+			args:   func(dir string) []string { return []string{c, dir} },
+			status: 1,
+			want:   `cannot reach container "` + c + `" at http://127.0.0.1:9/v1/AUTH_nowhere (tried for 10s): `,
+		},
+		{
 			name:   "missing password",
 			env:    []string{"OS_PASSWORD="},
 			args:   func(dir string) []string { return []string{c, dir} },
