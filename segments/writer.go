@@ -655,14 +655,14 @@ func (w *Writer) commit(ctx context.Context) error {
 	if w.err != nil {
 		return w.err
 	}
-	if sum := w.sha.sum(); sum != "" {
+	switch sum := w.sha.sum(); {
+	case sum != "":
 		meta[MetaSHA256] = sum
-	} else if w.o.NoSHA256 {
-		// As configured.
-	} else if w.holes > w.o.MaxHashedHoles {
+	case w.o.NoSHA256:
+	case w.holes > w.o.MaxHashedHoles:
 		w.o.Log.Info("no sha256 metadata: the file has more holes than are worth hashing",
 			"object", w.object, "holes", w.holes, "max_hashed_holes", w.o.MaxHashedHoles)
-	} else {
+	default:
 		w.o.Log.Info("no sha256 metadata: the new version reuses data of the previous one that imagefs did not read",
 			"object", w.object)
 	}
@@ -912,17 +912,13 @@ func (w *Writer) readLocked(p []byte, off int64) ([]remoteRead, error) {
 		dst := p[n:]
 		if pos >= w.base {
 			slot := int((pos - w.base) / w.segSize)
-			var sb *segBuf
-			if slot < len(w.open) {
-				sb = w.open[slot]
-			}
 			if slot >= len(w.open) {
 				// Beyond the window nothing was written.
 				remote = w.lower(dst, pos, remote)
 				n += int64(len(dst))
 				continue
 			}
-			if sb != nil {
+			if sb := w.open[slot]; sb != nil {
 				rel := pos - sb.off
 				dst = dst[:min(int64(len(dst)), w.segSize-rel)]
 				if sp, ok := sb.written(rel); ok {
