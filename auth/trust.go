@@ -31,6 +31,11 @@ type TrustRequest struct {
 	TLS       *tls.Config   // nil: the system's CAs
 }
 
+// keystone is a client of the Keystone at authURL with r's settings.
+func (r TrustRequest) keystone(authURL string) keystone {
+	return keystone{authURL: authURL, timeout: r.Timeout, tls: r.TLS}
+}
+
 // Trust is a trust that was created.
 type Trust struct {
 	ID            string
@@ -52,7 +57,7 @@ func CreateTrust(ctx context.Context, r TrustRequest) (*Trust, error) {
 	if r.TrusteeAuthURL == "" {
 		r.TrusteeAuthURL = r.AuthURL
 	}
-	ks := keystone{authURL: r.AuthURL, timeout: r.Timeout, tls: r.TLS}
+	ks := r.keystone(r.AuthURL)
 	trustor, err := r.trustorToken(ctx, ks)
 	if err != nil {
 		return nil, err
@@ -68,7 +73,7 @@ func CreateTrust(ctx context.Context, r TrustRequest) (*Trust, error) {
 		if r.Trustee == (Identity{}) {
 			return nil, errors.New("no trustee: give the service user (IMAGEFS_SERVICE_USERNAME, IMAGEFS_SERVICE_PASSWORD, IMAGEFS_SERVICE_USER_DOMAIN_NAME) or --trustee-user-id")
 		}
-		tks := keystone{authURL: r.TrusteeAuthURL, timeout: r.Timeout, tls: r.TLS}
+		tks := r.keystone(r.TrusteeAuthURL)
 		svc := r.Trustee
 		svc.ProjectName, svc.ProjectID = "", "" // only its id is needed
 		t, err := tks.create(ctx, svc.options(tks.authURL))
@@ -116,7 +121,7 @@ func DeleteTrust(ctx context.Context, r TrustRequest, trustID string) error {
 	if r.Timeout <= 0 {
 		r.Timeout = 30 * time.Second
 	}
-	ks := keystone{authURL: r.AuthURL, timeout: r.Timeout, tls: r.TLS}
+	ks := r.keystone(r.AuthURL)
 	trustor, err := r.trustorToken(ctx, ks)
 	if err != nil {
 		return err
