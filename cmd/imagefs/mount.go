@@ -49,11 +49,10 @@ func runMount(parent context.Context, cfg *Config) error {
 	retry.Budget = cfg.RetryBudget
 	store := &segments.Retrying{ObjectStore: raw, P: retry, Log: log}
 
-	check := checkStore(raw)
-	if err := checkContainer(ctx, check, keeper, cfg.Container); err != nil {
+	if err := checkContainer(ctx, raw, keeper, cfg.Container); err != nil {
 		return err
 	}
-	limits, err := check.Limits(ctx)
+	limits, err := checkStore(raw).Limits(ctx)
 	if err != nil {
 		log.Warn("could not read Swift's /info; assuming default limits", "err", err)
 		limits = segments.DefaultLimits
@@ -185,17 +184,13 @@ func checkStore(raw segments.ObjectStore) *segments.Retrying {
 const checkBudget = 10 * time.Second
 
 // checkContainer explains to an operator why a container cannot be used.
-func checkContainer(ctx context.Context, st segments.ObjectStore, keeper *auth.Keeper, container string) error {
+// raw is the store without retries.
+func checkContainer(ctx context.Context, raw segments.ObjectStore, keeper *auth.Keeper, container string) error {
 	// One attempt first: Keystone has just issued the token, so a 401 now
 	// is Swift refusing the credentials, not an outage: not worth retries.
-	var err error
-	if r, ok := st.(*segments.Retrying); ok {
-		err = r.ObjectStore.HeadContainer(ctx, container)
-		if err != nil && !errors.Is(err, segments.ErrAuth) && !errors.Is(err, segments.ErrNotFound) {
-			err = st.HeadContainer(ctx, container)
-		}
-	} else {
-		err = st.HeadContainer(ctx, container)
+	err := raw.HeadContainer(ctx, container)
+	if err != nil && !errors.Is(err, segments.ErrAuth) && !errors.Is(err, segments.ErrNotFound) {
+		err = checkStore(raw).HeadContainer(ctx, container)
 	}
 	switch {
 	case err == nil:
