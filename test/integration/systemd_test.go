@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"math/rand/v2"
 	"net"
@@ -236,6 +237,14 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.wait(t, 10*time.Second)
+	startFails(t, u, "is a dead FUSE mount left by a daemon that exited without unmounting: unmount it first (umount -l "+mnt+")")
+	// Right after the crash the kernel may still answer stat(2) from the
+	// attributes it cached (imagefs then asks statfs(2)); once they
+	// expire (--attr-ttl, 1s) stat itself fails: the same answer.
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := os.Stat(mnt); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("stat of the dead mount: %v, want ENOTCONN", err)
+	}
 	startFails(t, u, "is a dead FUSE mount left by a daemon that exited without unmounting: unmount it first (umount -l "+mnt+")")
 	runStopPost(t, u)
 	if labtest.Mounted(mnt) {
