@@ -62,24 +62,49 @@ func (d *dirNode) dirExists(ctx context.Context, rel string) (bool, error) {
 }
 
 func (d *dirNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o755
-	out.Nlink = 2
+	d.root.dirAttr(&out.Attr)
 	return 0
 }
+
+// dirAttr fills the attributes every directory has.
+func (r *Root) dirAttr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFDIR | r.o.DirMode
+	a.Nlink = 2
+	r.owner(a)
+}
+
+// newFile makes the node of the file rel (the kernel's dedup on the inode
+// number returns the node it already knows, if any).
+func (d *dirNode) newFile(ctx context.Context, f *fileNode) *fusefs.Inode {
+	return d.NewInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: d.root.inos.get(f.path(), false)})
+}
+
+// newDir makes the node of the directory rel.
+func (d *dirNode) newDir(ctx context.Context, rel string) *fusefs.Inode {
+	return d.NewInode(ctx, &dirNode{root: d.root, rel: rel}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.root.inos.get(rel, true)})
+}
+
+// OnForget drops the directory's inode number once the kernel forgot it.
+func (d *dirNode) OnForget() { d.root.inos.drop(d.rel, true, d.StableAttr().Ino) }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	rel := join(d.rel, name)
 	r := d.root
 	if f := r.uploading(r.object(rel)); f != nil {
 		f.fillAttr(&out.Attr)
-		return d.NewInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(rel, false)}), 0
+		return d.newFile(ctx, f), 0
 	}
 	in, err := r.head(ctx, r.object(rel))
 	if err == nil && !isDirMarker(in) {
-		f := &fileNode{root: r, rel: rel}
+		f := newFileNode(r, rel)
 		f.setInfo(in)
+		ch := d.newFile(ctx, f)
+		if known, ok := ch.Operations().(*fileNode); ok && known != f {
+			known.setInfo(in)
+			f = known
+		}
 		f.fillAttr(&out.Attr)
-		return d.NewInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(rel, false)}), 0
+		return ch, 0
 	}
 	if err != nil && !isNotFound(err) {
 		return nil, r.errnoOf("lookup", rel, err)
@@ -91,8 +116,8 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	out.Mode = syscall.S_IFDIR | 0o755
-	return d.NewInode(ctx, &dirNode{root: r, rel: rel}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(rel, true)}), 0
+	r.dirAttr(&out.Attr)
+	return d.newDir(ctx, rel), 0
 }
 
 func isDirMarker(in segments.Info) bool {
@@ -110,7 +135,7 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 		}
 		seen[name] = true
 		rel := join(d.rel, name)
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: mode, Ino: ino(rel, mode == syscall.S_IFDIR)})
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: mode, Ino: r.inos.get(rel, mode == syscall.S_IFDIR)})
 	}
 	var zero []string // zero-byte files: maybe DLO manifests
 	err := r.o.Store.List(ctx, r.o.Container, prefix, '/', func(in segments.Info) error {
@@ -156,8 +181,8 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	if err != nil {
 		return nil, r.errnoOf("mkdir", rel, err)
 	}
-	out.Mode = syscall.S_IFDIR | 0o755
-	return d.NewInode(ctx, &dirNode{root: r, rel: rel}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino(rel, true)}), 0
+	r.dirAttr(&out.Attr)
+	return d.newDir(ctx, rel), 0
 }
 
 func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
@@ -199,10 +224,15 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	defer r.meta.Forget(obj)
 	var err error
-	if f := d.fileChild(name); f != nil {
+	f := d.fileChild(name)
+	if f != nil {
 		err = f.remove(ctx) // keeps the segments while readers here have it open
 	} else {
 		err = segments.Remove(ctx, r.o.Store, r.o.Container, obj)
+	}
+	if err == nil && f != nil {
+		// A file created under this name later is another node.
+		r.inos.drop(rel, false, f.StableAttr().Ino)
 	}
 	return r.errnoOf("unlink", rel, err)
 }
@@ -227,8 +257,8 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		f, _ = ch.Operations().(*fileNode)
 	}
 	if f == nil {
-		f = &fileNode{root: r, rel: rel}
-		ch = d.NewInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(rel, false)})
+		f = newFileNode(r, rel)
+		ch = d.newFile(ctx, f)
 		if got, ok := ch.Operations().(*fileNode); ok {
 			f = got
 		}
@@ -277,6 +307,13 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 	if err := segments.Rename(ctx, r.o.Store, in, dstObj); err != nil {
 		return r.errnoOf("rename", src, err)
 	}
+	// go-fuse moves the node to the new name when this returns; from now
+	// on it stands for the object of that name (an open handle keeps the
+	// version it opened).
+	if f := d.fileChild(name); f != nil {
+		f.setPath(dst)
+	}
+	r.inos.move(src, dst)
 	return 0
 }
 

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,7 +24,7 @@ const XattrSHA256 = "user.imagefs.sha256"
 type fileNode struct {
 	fusefs.Inode
 	root *Root
-	rel  string
+	relp atomic.Pointer[string] // path relative to the mount; a rename changes it
 
 	mu     sync.Mutex // guards the fields below
 	info   segments.Info
@@ -49,7 +50,21 @@ var (
 	_ fusefs.NodeReleaser    = (*fileNode)(nil)
 )
 
-func (f *fileNode) object() string { return f.root.object(f.rel) }
+func newFileNode(r *Root, rel string) *fileNode {
+	f := &fileNode{root: r}
+	f.setPath(rel)
+	return f
+}
+
+// path is the file's path relative to the mount, as of now.
+func (f *fileNode) path() string { return *f.relp.Load() }
+
+func (f *fileNode) setPath(rel string) { f.relp.Store(&rel) }
+
+func (f *fileNode) object() string { return f.root.object(f.path()) }
+
+// OnForget drops the file's inode number once the kernel forgot it.
+func (f *fileNode) OnForget() { f.root.inos.drop(f.path(), false, f.StableAttr().Ino) }
 
 func (f *fileNode) setInfo(in segments.Info) {
 	f.mu.Lock()
@@ -61,7 +76,7 @@ func (f *fileNode) setInfo(in segments.Info) {
 func (f *fileNode) fillAttr(a *fuse.Attr) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	a.Mode = syscall.S_IFREG | 0o644
+	a.Mode = syscall.S_IFREG | f.root.o.FileMode
 	a.Nlink = 1
 	a.Blksize = 1 << 20 // cp and dd size their buffers from this
 	if f.w != nil {
@@ -72,7 +87,7 @@ func (f *fileNode) fillAttr(a *fuse.Attr) {
 		setAttrTime(a, mtime(f.info))
 	}
 	a.Blocks = (a.Size + 511) / 512
-	a.Owner = fuse.Owner{Uid: f.root.o.UID, Gid: f.root.o.GID}
+	f.root.owner(a)
 }
 
 // mtime is X-Object-Meta-Mtime when present (swift CLI, rclone), else
@@ -105,13 +120,16 @@ func (f *fileNode) refresh(ctx context.Context) error {
 
 func (f *fileNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if err := f.refresh(ctx); err != nil {
-		return f.root.errnoOf("getattr", f.rel, err)
+		return f.root.errnoOf("getattr", f.path(), err)
 	}
 	f.fillAttr(&out.Attr)
 	return 0
 }
 
 func (f *fileNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := f.root.checkSetattr(f.path(), in, false); errno != 0 {
+		return errno
+	}
 	if size, ok := in.GetSize(); ok {
 		f.mu.Lock()
 		w := f.w
@@ -125,16 +143,16 @@ func (f *fileNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.S
 			}
 		case w != nil:
 			if err := w.Truncate(ctx, int64(size)); err != nil {
-				return f.root.errnoOf("truncate", f.rel, err)
+				return f.root.errnoOf("truncate", f.path(), err)
 			}
 		case int64(size) != cur:
 			f.root.o.Log.Error("truncate of a committed file is not supported; rewrite it instead",
-				"path", f.rel, "size", size)
+				"path", f.path(), "size", size)
 			return syscall.EOPNOTSUPP
 		}
 	}
-	// Mode, owner and times are fixed by the mount; accept and ignore them
-	// so that cp -p and touch work.
+	// Times are not stored (the commit records its own mtime); touch and
+	// cp -p of a committed file keep working.
 	return f.Getattr(ctx, fh, out)
 }
 
@@ -188,7 +206,7 @@ func (f *fileNode) retire(garbage map[string][]string) {
 	if f.readers > 0 {
 		f.retired = append(f.retired, garbage)
 		f.mu.Unlock()
-		f.root.o.Log.Debug("replaced version kept while readers have it open", "path", f.rel, "readers", f.readers)
+		f.root.o.Log.Debug("replaced version kept while readers have it open", "path", f.path(), "readers", f.readers)
 		return
 	}
 	f.mu.Unlock()
@@ -197,7 +215,7 @@ func (f *fileNode) retire(garbage map[string][]string) {
 
 func (f *fileNode) deleteObjects(garbage map[string][]string) {
 	if err := segments.DeleteObjects(f.root.ctx, f.root.o.Store, garbage); err != nil {
-		f.root.o.Log.Warn("could not delete the segments of a replaced version; gc will find them", "path", f.rel, "err", err)
+		f.root.o.Log.Warn("could not delete the segments of a replaced version; gc will find them", "path", f.path(), "err", err)
 	}
 }
 
@@ -211,7 +229,7 @@ func (f *fileNode) remove(ctx context.Context) error {
 	}
 	garbage, err := segments.ObjectsOf(ctx, r.o.Store, in)
 	if err != nil {
-		return fmt.Errorf("list the segments of %s: %w", f.rel, err)
+		return fmt.Errorf("list the segments of %s: %w", f.path(), err)
 	}
 	if err := r.o.Store.Delete(ctx, r.o.Container, f.object()); err != nil {
 		return err
@@ -232,14 +250,14 @@ func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer,
 		switch {
 		case isNotFound(err):
 		case err != nil:
-			return nil, r.errnoOf("open", f.rel, err)
+			return nil, r.errnoOf("open", f.path(), err)
 		case in.SLO || in.DLO != "":
 			under = m
 		case in.Size > r.o.Pool.SegmentSize():
 			// A plain object is replaced by the commit, so the new version
 			// cannot reference it: it would have to be copied in whole.
 			r.o.Log.Error("opening a large plain object for writing needs O_TRUNC; rewrite it instead",
-				"path", f.rel, "size", in.Size)
+				"path", f.path(), "size", in.Size)
 			return nil, syscall.EOPNOTSUPP
 		default:
 			load = m
@@ -248,7 +266,7 @@ func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer,
 	f.mu.Lock()
 	if f.w != nil {
 		f.mu.Unlock()
-		r.o.Log.Error("file is already being written", "path", f.rel)
+		r.o.Log.Error("file is already being written", "path", f.path())
 		return nil, syscall.EBUSY
 	}
 	r.mu.Lock()
@@ -282,7 +300,7 @@ func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer,
 		}
 		if err != nil {
 			f.abort(context.WithoutCancel(ctx), w, "could not copy the current version")
-			return nil, r.errnoOf("open", f.rel, err)
+			return nil, r.errnoOf("open", f.path(), err)
 		}
 	}
 	return w, 0
@@ -333,7 +351,7 @@ func (f *fileNode) abort(ctx context.Context, w *segments.Writer, why string) {
 	active := f.w == w
 	f.mu.Unlock()
 	if why != "" && active {
-		f.root.o.Log.Warn("upload abandoned", "path", f.rel, "why", why, "written", w.Size())
+		f.root.o.Log.Warn("upload abandoned", "path", f.path(), "why", why, "written", w.Size())
 	}
 	w.Abort(ctx)
 	f.finishWrite(w, false)
@@ -344,7 +362,7 @@ func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 		return 0, fusefs.ENOATTR
 	}
 	if err := f.refresh(ctx); err != nil {
-		return 0, f.root.errnoOf("getxattr", f.rel, err)
+		return 0, f.root.errnoOf("getxattr", f.path(), err)
 	}
 	f.mu.Lock()
 	v := f.info.Meta[segments.MetaSHA256]
@@ -360,7 +378,7 @@ func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 
 func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	if err := f.refresh(ctx); err != nil {
-		return 0, f.root.errnoOf("listxattr", f.rel, err)
+		return 0, f.root.errnoOf("listxattr", f.path(), err)
 	}
 	f.mu.Lock()
 	has := f.info.Meta[segments.MetaSHA256] != ""

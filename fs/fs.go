@@ -13,7 +13,6 @@ package fs
 
 import (
 	"context"
-	"hash/fnv"
 	"log/slog"
 	"path"
 	"strings"
@@ -44,8 +43,12 @@ type Options struct {
 	Log      *slog.Logger
 	// AttrTTL is how long metadata (HEAD answers) is trusted, in the
 	// daemon and in the kernel.
-	AttrTTL  time.Duration
-	UID, GID uint32
+	AttrTTL time.Duration
+	// UID, GID, FileMode and DirMode are the owner and permission bits
+	// of every file and directory (see attr.go); zero modes mean
+	// DefaultFileMode and DefaultDirMode.
+	UID, GID          uint32
+	FileMode, DirMode uint32
 
 	// Blocks is the block cache reads go through; nil gives a small
 	// memory-only one. The caller closes it after unmounting.
@@ -64,6 +67,8 @@ type Root struct {
 	meta   *cache.Meta[string, segments.Info]
 	blocks *cache.Blocks
 
+	inos *inodes
+
 	mu      sync.Mutex           // guards writing
 	writing map[string]*fileNode // object name -> file with an upload in progress
 }
@@ -77,7 +82,14 @@ func NewRoot(ctx context.Context, o Options) *Root {
 	if o.Prefix != "" && !strings.HasSuffix(o.Prefix, "/") {
 		o.Prefix += "/"
 	}
-	r := &Root{o: o, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), writing: map[string]*fileNode{}}
+	if o.FileMode == 0 {
+		o.FileMode = DefaultFileMode
+	}
+	if o.DirMode == 0 {
+		o.DirMode = DefaultDirMode
+	}
+	r := &Root{o: o, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), inos: newInodes(),
+		writing: map[string]*fileNode{}}
 	r.blocks = o.Blocks
 	if r.blocks == nil {
 		r.blocks, _ = cache.New(cache.Options{Memory: 64 << 20}) // memory only: cannot fail
@@ -109,8 +121,12 @@ func (r *Root) MountOptions(fsName string, debug bool) *fusefs.Options {
 			// ASYNC_DIO: a large O_DIRECT read (qemu cache=none) is sent
 			// as parallel READs rather than one after the other.
 			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_ASYNC_DIO,
-			Debug:             debug,
-			Logger:            slog.NewLogLogger(r.o.Log.Handler(), slog.LevelDebug),
+			// The kernel checks the owner and modes of attr.go for every
+			// caller, so that other users (with allow_other) may read but
+			// not write, create, rename or delete.
+			Options: []string{"default_permissions"},
+			Debug:   debug,
+			Logger:  slog.NewLogLogger(r.o.Log.Handler(), slog.LevelDebug),
 		},
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
@@ -143,17 +159,6 @@ func (r *Root) Uploads() int {
 
 // object is the object name of a path relative to the mount.
 func (r *Root) object(rel string) string { return r.o.Prefix + rel }
-
-// ino gives a stable inode number per path, so concurrent lookups of one
-// name meet in one Inode.
-func ino(rel string, dir bool) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(rel))
-	if dir {
-		h.Write([]byte{'/'})
-	}
-	return h.Sum64() | 1 // never 0; 1 is the root's in practice, unlikely to clash
-}
 
 // head returns an object's metadata through the metadata cache.
 func (r *Root) head(ctx context.Context, name string) (segments.Info, error) {

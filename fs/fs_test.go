@@ -48,6 +48,13 @@ type env struct {
 // mount serves a fake store on a temporary directory for the test.
 func mount(t *testing.T, segSize int64) *env {
 	t.Helper()
+	return mountWith(t, segSize, nil)
+}
+
+// mountWith is mount with options changed by tune (nil: none); allow_other
+// is set when tune sets otherUsers.
+func mountWith(t *testing.T, segSize int64, tune func(o *fs.Options, mo *fusefs.Options)) *env {
+	t.Helper()
 	requireFUSE(t)
 	st := segmentstest.New()
 	ctx := context.Background()
@@ -57,14 +64,20 @@ func mount(t *testing.T, segSize int64) *env {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	root := fs.NewRoot(ctx, fs.Options{
+	o := fs.Options{
 		Store: st, Container: "c", Pool: segments.NewPool(segSize, 2),
 		Limits: segments.DefaultLimits, Log: log, AttrTTL: 0,
 		Retry: segments.RetryPolicy{Base: time.Millisecond, Cap: time.Millisecond, Budget: 10 * time.Millisecond},
-	})
+	}
+	var mo fusefs.Options
+	if tune != nil {
+		tune(&o, &mo)
+	}
+	root := fs.NewRoot(ctx, o)
 	dir := t.TempDir()
 	opts := root.MountOptions("imagefs-test", false)
 	opts.DirectMount = os.Geteuid() == 0
+	opts.AllowOther = mo.AllowOther
 	server, err := fusefs.Mount(dir, root, opts)
 	if err != nil {
 		t.Fatalf("mount: %v", err)

@@ -48,7 +48,7 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	ctx = r.uninterruptible(ctx)
 	m, in, err := segments.Resolve(ctx, r.o.Store, r.o.Container, f.object())
 	if err != nil {
-		return nil, 0, r.errnoOf("open", f.rel, err)
+		return nil, 0, r.errnoOf("open", f.path(), err)
 	}
 	f.setInfo(in)
 	r.meta.Put(f.object(), in)
@@ -69,7 +69,7 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := h.s.ReadAt(h.f.root.uninterruptible(ctx), dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, h.f.root.errnoOf("read", h.f.rel, err)
+		return nil, h.f.root.errnoOf("read", h.f.path(), err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }

@@ -69,7 +69,7 @@ func (h *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	}
 	n, err := w.WriteAt(ctx, data, off)
 	if err != nil {
-		return uint32(n), h.f.root.errnoOf("write", h.f.rel, err)
+		return uint32(n), h.f.root.errnoOf("write", h.f.path(), err)
 	}
 	return uint32(n), 0
 }
@@ -80,7 +80,7 @@ func (h *writeHandle) truncate(ctx context.Context, size int64) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	return h.f.root.errnoOf("truncate", h.f.rel, w.Truncate(ctx, size))
+	return h.f.root.errnoOf("truncate", h.f.path(), w.Truncate(ctx, size))
 }
 
 // Read reads the version being written: qemu-img reads back what it
@@ -91,7 +91,7 @@ func (h *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	h.mu.Unlock()
 	n, err := w.ReadAt(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, h.f.root.errnoOf("read", h.f.rel, err)
+		return nil, h.f.root.errnoOf("read", h.f.path(), err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
@@ -133,7 +133,7 @@ func (h *writeHandle) commit(ctx context.Context) syscall.Errno {
 	if errors.Is(err, segments.ErrAborted) {
 		return syscall.EIO
 	}
-	return h.f.root.errnoOf("close", h.f.rel, err)
+	return h.f.root.errnoOf("close", h.f.path(), err)
 }
 
 func (h *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
@@ -143,7 +143,7 @@ func (h *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if committed {
 		return 0
 	}
-	return h.f.root.errnoOf("fsync", h.f.rel, w.Sync(ctx))
+	return h.f.root.errnoOf("fsync", h.f.path(), w.Sync(ctx))
 }
 
 // Release finishes what Flush left: a truncated file that nothing was

@@ -1,0 +1,111 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Ownership, modes and extended attributes.
+//
+// Swift has no owners or modes, so the mount gives every file and directory
+// the same ones (Options.UID, GID, FileMode, DirMode) and mounts with
+// default_permissions: the kernel enforces them, for every local user,
+// before a request reaches imagefs. With the defaults (root, 0644 and
+// 0755) other users may read and list but never write, create, rename or
+// delete. chmod and chown to anything else fail with EPERM and a log line:
+// they cannot be stored, and succeeding without storing them would let a
+// tool believe a file is private (or writable) when it is not. libvirt's
+// dynamic_ownership treats that EPERM as "not supported here" and goes on.
+//
+// Extended attributes: user.imagefs.sha256 is read-only (EPERM on a set or
+// remove); any other name cannot be stored (ENOTSUP on a set or remove,
+// ENODATA on a get), which is what libvirt's remember_owner expects of a
+// filesystem without xattr support.
+
+// DefaultFileMode and DefaultDirMode are the modes files and directories
+// show unless the mount says otherwise.
+const (
+	DefaultFileMode = 0o644
+	DefaultDirMode  = 0o755
+)
+
+// owner fills the mount's ownership into a.
+func (r *Root) owner(a *fuse.Attr) {
+	a.Owner = fuse.Owner{Uid: r.o.UID, Gid: r.o.GID}
+}
+
+// checkSetattr refuses a chmod or chown that would change what the mount
+// shows (a no-op one, as cp -p and rsync send, succeeds).
+func (r *Root) checkSetattr(rel string, in *fuse.SetAttrIn, dir bool) syscall.Errno {
+	mode, modeFlag := r.o.FileMode, "--file-mode"
+	if dir {
+		mode, modeFlag = r.o.DirMode, "--dir-mode"
+	}
+	if m, ok := in.GetMode(); ok && m&0o7777 != mode {
+		r.o.Log.Warn("chmod refused: modes are set for the whole mount ("+modeFlag+"); Swift cannot store them per file",
+			"path", rel, "mode", fmt.Sprintf("%04o", m&0o7777), "mount_mode", fmt.Sprintf("%04o", mode))
+		return syscall.EPERM
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if (uok && uid != r.o.UID) || (gok && gid != r.o.GID) {
+		r.o.Log.Warn("chown refused: ownership is set for the whole mount (--uid, --gid); Swift cannot store it per file. "+
+			"For a VM, use the image read-only (a <readonly/> disk, or the backing file of a local qcow2 overlay)",
+			"path", rel, "uid", optID(uid, uok), "gid", optID(gid, gok), "mount_uid", r.o.UID, "mount_gid", r.o.GID)
+		return syscall.EPERM
+	}
+	return 0
+}
+
+func optID(v uint32, ok bool) any {
+	if !ok {
+		return "unchanged"
+	}
+	return v
+}
+
+// setxattr answers a set or remove of an extended attribute.
+func (r *Root) setxattr(rel, attr string) syscall.Errno {
+	if attr == XattrSHA256 {
+		return syscall.EPERM // computed by imagefs, not settable
+	}
+	r.o.Log.Debug("extended attributes cannot be stored", "path", rel, "attr", attr)
+	return syscall.ENOTSUP
+}
+
+var (
+	_ fusefs.NodeSetxattrer    = (*fileNode)(nil)
+	_ fusefs.NodeRemovexattrer = (*fileNode)(nil)
+	_ fusefs.NodeSetxattrer    = (*dirNode)(nil)
+	_ fusefs.NodeRemovexattrer = (*dirNode)(nil)
+	_ fusefs.NodeSetattrer     = (*dirNode)(nil)
+)
+
+func (f *fileNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return f.root.setxattr(f.path(), attr)
+}
+
+func (f *fileNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return f.root.setxattr(f.path(), attr)
+}
+
+func (d *dirNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return d.root.setxattr(d.rel, attr)
+}
+
+func (d *dirNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return d.root.setxattr(d.rel, attr)
+}
+
+// Setattr of a directory: only no-op chmod and chown succeed; times are
+// not stored (a directory is a name prefix in Swift).
+func (d *dirNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := d.root.checkSetattr(d.rel, in, true); errno != 0 {
+		return errno
+	}
+	return d.Getattr(ctx, fh, out)
+}

@@ -1,0 +1,245 @@
+package fs_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/imagefs/imagefs/fs"
+)
+
+// asNobody runs a shell command as uid/gid 65534 and returns its output
+// and error.
+func asNobody(t *testing.T, script string) (string, error) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch users")
+	}
+	out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script).CombinedOutput()
+	return string(out), err
+}
+
+// TestOtherUsersReadOnly: with allow_other and the default owner and modes,
+// another local user may list and read but not write, create, rename or
+// delete; the kernel refuses before anything reaches Swift.
+func TestOtherUsersReadOnly(t *testing.T) {
+	e := mountWith(t, mib, func(o *fs.Options, mo *fusefs.Options) { mo.AllowOther = true })
+	e.put(t, "victim.img", []byte("original"), nil)
+	e.put(t, "d/other.img", []byte("x"), nil)
+	if err := os.Chmod(filepath.Dir(e.dir), 0o755); err != nil { // t.TempDir is 0700
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(filepath.Dir(e.dir)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	v := filepath.Join(e.dir, "victim.img")
+	if out, err := asNobody(t, "cat "+v+" && ls "+e.dir); err != nil || !strings.Contains(out, "original") {
+		t.Fatalf("read as another user: %v: %s", err, out)
+	}
+	for _, script := range []string{
+		"echo pwned > " + v,
+		"echo new > " + filepath.Join(e.dir, "new.img"),
+		"rm -f " + v,
+		"mv " + v + " " + filepath.Join(e.dir, "moved.img"),
+		"mkdir " + filepath.Join(e.dir, "newdir"),
+		"rm -f " + filepath.Join(e.dir, "d/other.img"),
+		"truncate -s 0 " + v,
+	} {
+		out, err := asNobody(t, script)
+		if err == nil || !strings.Contains(out, "ermission denied") {
+			t.Errorf("%q as another user: %v: %s (want permission denied)", script, err, out)
+		}
+	}
+	data, err := e.st.Get(context.Background(), "c", "victim.img", 0, -1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(data)
+	if b.String() != "original" {
+		t.Errorf("victim.img in Swift is %q", b.String())
+	}
+	if n := e.st.Names("c"); strings.Join(n, " ") != "d/other.img victim.img" {
+		t.Errorf("container holds %v", n)
+	}
+	st, err := os.Stat(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	if st.Mode().Perm() != 0o644 || sys.Uid != 0 || sys.Gid != 0 {
+		t.Errorf("victim.img: mode %v owner %d:%d, want 0644 root:root", st.Mode(), sys.Uid, sys.Gid)
+	}
+}
+
+// TestModesFromOptions: owner and modes come from the options; a group
+// given write permission may write.
+func TestModesFromOptions(t *testing.T) {
+	e := mountWith(t, mib, func(o *fs.Options, mo *fusefs.Options) {
+		mo.AllowOther = true
+		o.GID, o.FileMode, o.DirMode = 65534, 0o664, 0o775
+	})
+	if err := os.Chmod(filepath.Dir(e.dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(filepath.Dir(e.dir)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(e.dir, "shared.img")
+	if out, err := asNobody(t, "echo from-group > "+p); err != nil {
+		t.Fatalf("write as a member of the mount's group: %v: %s", err, out)
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o664 || st.Sys().(*syscall.Stat_t).Gid != 65534 {
+		t.Errorf("mode %v gid %d", st.Mode(), st.Sys().(*syscall.Stat_t).Gid)
+	}
+	if dst, _ := os.Stat(e.dir); dst.Mode().Perm() != 0o775 {
+		t.Errorf("root dir mode %v", dst.Mode())
+	}
+}
+
+// TestChmodChownXattr: chmod and chown that would change anything fail
+// with EPERM (no-op ones succeed, as cp -p sends them); extended
+// attributes cannot be set (ENOTSUP), the sha256 one is read-only (EPERM),
+// a missing one reads as ENODATA.
+func TestChmodChownXattr(t *testing.T) {
+	e := mount(t, mib)
+	p := filepath.Join(e.dir, "f.img")
+	if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := filepath.Join(e.dir, "dir")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{p, d} {
+		if err := os.Chmod(path, 0o600); !errors.Is(err, syscall.EPERM) {
+			t.Errorf("chmod 0600 %s: %v, want EPERM", path, err)
+		}
+		if err := os.Chown(path, 64055, 64055); !errors.Is(err, syscall.EPERM) {
+			t.Errorf("chown %s: %v, want EPERM", path, err)
+		}
+		if err := os.Chown(path, 0, 0); err != nil {
+			t.Errorf("no-op chown %s: %v", path, err)
+		}
+		if err := syscall.Setxattr(path, "trusted.libvirt.security.dac", []byte("+0:+0"), 0); !errors.Is(err, syscall.ENOTSUP) {
+			t.Errorf("setxattr %s: %v, want ENOTSUP", path, err)
+		}
+		if err := syscall.Setxattr(path, "user.x", []byte("1"), 0); !errors.Is(err, syscall.ENOTSUP) {
+			t.Errorf("setxattr user.x %s: %v, want ENOTSUP", path, err)
+		}
+		if err := syscall.Removexattr(path, "user.x"); !errors.Is(err, syscall.ENOTSUP) {
+			t.Errorf("removexattr %s: %v, want ENOTSUP", path, err)
+		}
+		buf := make([]byte, 64)
+		if _, err := syscall.Getxattr(path, "trusted.libvirt.security.dac", buf); !errors.Is(err, syscall.ENODATA) {
+			t.Errorf("getxattr %s: %v, want ENODATA", path, err)
+		}
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Errorf("no-op chmod: %v", err)
+	}
+	if err := syscall.Setxattr(p, fs.XattrSHA256, []byte("00"), 0); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("setxattr sha256: %v, want EPERM", err)
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o644 {
+		t.Errorf("mode after refused chmod: %v", st.Mode())
+	}
+}
+
+// TestRenameNamesAreExact: right after mv, with a long attribute TTL, the
+// new name reads the moved content and a write to it reaches the object of
+// the new name; the old name is gone; a file created under the old name
+// is a new file with its own inode.
+func TestRenameNamesAreExact(t *testing.T) {
+	e := mountWith(t, mib, func(o *fs.Options, mo *fusefs.Options) { o.AttrTTL = time.Minute })
+	a, b := filepath.Join(e.dir, "a.img"), filepath.Join(e.dir, "b.img")
+	if err := os.WriteFile(a, []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b, []byte("old b"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := os.Stat(a)
+	if _, err := os.Stat(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(a, b); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(b); err != nil || string(got) != "one" {
+		t.Fatalf("read b right after mv: %q, %v", got, err)
+	}
+	if err := os.WriteFile(b, []byte("two"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(b); err != nil || string(got) != "two" {
+		t.Fatalf("read b after writing it: %q, %v", got, err)
+	}
+	if _, err := os.Stat(a); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("old name after mv: %v", err)
+	}
+	if n := strings.Join(e.st.Names("c"), " "); n != "b.img" {
+		t.Errorf("container holds %q, want b.img", n)
+	}
+	sb, _ := os.Stat(b)
+	if ino(sb) != ino(sa) {
+		t.Errorf("the moved file changed inode: %d -> %d", ino(sa), ino(sb))
+	}
+	if err := os.WriteFile(a, []byte("new a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sa2, _ := os.Stat(a)
+	if ino(sa2) == ino(sb) {
+		t.Errorf("a new a.img shares inode %d with b.img", ino(sb))
+	}
+	if got, _ := os.ReadFile(b); string(got) != "two" {
+		t.Errorf("b after creating a new a: %q", got)
+	}
+}
+
+// TestRenameOfOpenFile: a reader keeps reading what it opened after the
+// file is renamed, and the new name serves the same data.
+func TestRenameOfOpenFile(t *testing.T) {
+	e := mountWith(t, mib, func(o *fs.Options, mo *fusefs.Options) { o.AttrTTL = time.Minute })
+	a, b := filepath.Join(e.dir, "a.img"), filepath.Join(e.dir, "b.img")
+	data := randBytes(3*mib, 7)
+	if err := os.WriteFile(a, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Rename(a, b); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read of the open file after mv: %v", err)
+	}
+	if got, err := os.ReadFile(b); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read of the new name: %v", err)
+	}
+}
+
+func ino(st os.FileInfo) uint64 {
+	if st == nil {
+		return 0
+	}
+	return st.Sys().(*syscall.Stat_t).Ino
+}
