@@ -129,12 +129,32 @@ func (ks keystone) client() (*gophercloud.ProviderClient, *gophercloud.ServiceCl
 	if err != nil {
 		return nil, nil, fmt.Errorf("OS_AUTH_URL %q: %w", ks.authURL, err)
 	}
-	pc.HTTPClient = http.Client{Timeout: ks.timeout, Transport: keystoneTransport(ks.tls)}
+	pc.HTTPClient = http.Client{Timeout: ks.timeout, Transport: keystoneTransport(ks.tls), CheckRedirect: keystoneRedirect}
 	id, err := openstack.NewIdentityV3(pc, gophercloud.EndpointOpts{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("OS_AUTH_URL %q: %w", ks.authURL, err)
 	}
 	return pc, id, nil
+}
+
+// keystoneRedirect follows Keystone's redirects on its own host only. Go
+// would resend X-Auth-Token and X-Subject-Token to any host (it drops only
+// Authorization and Cookie), and a 307 the password in the body.
+func keystoneRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if from := via[0].URL; !sameOrigin(req.URL, from.Scheme+"://"+from.Host) {
+		return &foreignRedirect{to: req.URL.Scheme + "://" + req.URL.Host}
+	}
+	return nil
+}
+
+// foreignRedirect is Keystone redirecting to another host, not followed.
+type foreignRedirect struct{ to string }
+
+func (e *foreignRedirect) Error() string {
+	return "redirected to " + e.to + ", another host: not followed, the credentials go to OS_AUTH_URL's host only (set OS_AUTH_URL to the URL Keystone answers on)"
 }
 
 func keystoneTransport(tc *tls.Config) http.RoundTripper {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,10 +35,12 @@ func (a *swiftAuth) Token() string                                           { r
 func (a *swiftAuth) CdnUrl() string                                          { return "" }
 func (a *swiftAuth) Expires() time.Time                                      { return time.Time{} }
 
-// Transport wraps base so that every request carries the keeper's current
-// token (and service token), waits for a renewal when the token is about
-// to expire, and a 401 renews it once for everybody before ncw/swift
+// Transport wraps base so that every request to Swift carries the keeper's
+// current token (and service token), waits for a renewal when the token is
+// about to expire, and a 401 renews it once for everybody before ncw/swift
 // resends the request (rewinding its body: Put bodies are Seekers).
+// Requests to any other host (scheme, host and port of the storage URL),
+// such as redirects, go without the tokens.
 func (k *Keeper) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
@@ -83,20 +87,32 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	req.Header.Set("X-Auth-Token", string(c.Token))
-	if c.ServiceToken != "" {
-		req.Header.Set("X-Service-Token", string(c.ServiceToken))
+	out := req.WithContext(ctx)
+	swift := sameOrigin(req.URL, c.StorageURL)
+	if swift {
+		req.Header.Set("X-Auth-Token", string(c.Token))
+		if c.ServiceToken != "" {
+			req.Header.Set("X-Service-Token", string(c.ServiceToken))
+		} else {
+			req.Header.Del("X-Service-Token")
+		}
 	} else {
-		req.Header.Del("X-Service-Token")
+		// Another host: a redirect that http.Client follows with the
+		// original request's headers (it drops only Authorization and
+		// Cookie), ncw/swift's X-Auth-Token included. The tokens stay home.
+		t.k.log.Debug("request to another host than Swift's (a redirect?): sent without the tokens", "host", req.URL.Host)
+		out.Header = req.Header.Clone()
+		out.Header.Del("X-Auth-Token")
+		out.Header.Del("X-Service-Token")
 	}
-	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	resp, err := t.base.RoundTrip(out)
 	if err != nil {
 		done()
 		return nil, err
 	}
 	resp.Request = req
 	resp.Body = &trackedBody{ReadCloser: resp.Body, done: done}
-	if resp.StatusCode != http.StatusUnauthorized {
+	if resp.StatusCode != http.StatusUnauthorized || !swift {
 		return resp, nil
 	}
 	t.k.log.Debug("Swift answered 401", "method", req.Method, "path", req.URL.Path, "gen", c.Gen)
@@ -108,6 +124,28 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, ctx.Err()
 	}
 	return resp, nil
+}
+
+// sameOrigin reports whether u has the scheme, host and port of the URL
+// base (default ports made explicit, names compared without case).
+func sameOrigin(u *url.URL, base string) bool {
+	b, err := url.Parse(base)
+	if err != nil {
+		return false
+	}
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		switch strings.ToLower(u.Scheme) {
+		case "http":
+			return "80"
+		case "https":
+			return "443"
+		}
+		return ""
+	}
+	return b.Host != "" && strings.EqualFold(u.Scheme, b.Scheme) && strings.EqualFold(u.Hostname(), b.Hostname()) && port(u) == port(b)
 }
 
 // trackedBody ends the request's tracking when the body is closed.
