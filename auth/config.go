@@ -237,7 +237,7 @@ func (c Config) Validate() error {
 		}
 	case ModeServiceToken:
 		if c.Token == "" {
-			add("service-token mode needs the user's token: set OS_TOKEN (e.g. from 'openstack token issue')")
+			add("service-token mode needs the user's token: set OS_TOKEN or OS_TOKEN_FILE (e.g. from 'openstack token issue')")
 		}
 		if c.Service == (Identity{}) {
 			add("service-token mode needs the service user: set IMAGEFS_SERVICE_USERNAME, IMAGEFS_SERVICE_PASSWORD, IMAGEFS_SERVICE_PROJECT_NAME and the domains (or --service-* flags)")
@@ -281,7 +281,7 @@ func (id Identity) validatePassword(who string, needProject bool) []error {
 		add("no %suser: set %s (or %s)", who, v("OS_USERNAME", "IMAGEFS_SERVICE_USERNAME"), v("OS_USER_ID", "IMAGEFS_SERVICE_USER_ID"))
 	}
 	if id.Password == "" {
-		add("no %spassword: set %s", who, v("OS_PASSWORD", "IMAGEFS_SERVICE_PASSWORD"))
+		add("no %spassword: set %[2]s or %[2]s_FILE", who, v("OS_PASSWORD", "IMAGEFS_SERVICE_PASSWORD"))
 	}
 	if id.Username != "" && id.UserID == "" && id.UserDomainName == "" && id.UserDomainID == "" {
 		add("%suser name %q needs a domain: set %s (often \"Default\")", who, id.Username, v("OS_USER_DOMAIN_NAME", "IMAGEFS_SERVICE_USER_DOMAIN_NAME"))
@@ -307,7 +307,7 @@ func (id Identity) validateAppCred(who string) []error {
 		add("no %sapplication credential: set %sAPPLICATION_CREDENTIAL_ID (or _NAME with the user)", who, pre)
 	}
 	if id.ApplicationCredentialSecret == "" {
-		add("no %sapplication credential secret: set %sAPPLICATION_CREDENTIAL_SECRET", who, pre)
+		add("no %sapplication credential secret: set %[2]sAPPLICATION_CREDENTIAL_SECRET or %[2]sAPPLICATION_CREDENTIAL_SECRET_FILE", who, pre)
 	}
 	if id.ApplicationCredentialID == "" && id.ApplicationCredentialName != "" {
 		if id.Username == "" && id.UserID == "" {

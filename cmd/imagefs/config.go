@@ -23,6 +23,7 @@ type Config struct {
 	cloud        string // --os-cloud: clouds.yaml entry
 	serviceCloud string // --service-cloud: clouds.yaml entry of the service user
 	tls          auth.TLSOptions
+	secrets      []*secretSource // authFlags' secrets, for their files and systemd credentials
 
 	Container  string // from CONTAINER[/PREFIX]
 	Prefix     string
@@ -52,13 +53,11 @@ func authFlags(c *Config) []cli.Flag {
 	s := func(cat, name, env, usage string, dst *string) cli.Flag {
 		return &cli.StringFlag{Name: name, EnvVars: []string{env}, Usage: usage, Destination: dst, Category: cat}
 	}
-	secret := func(cat, name, env, usage string, dst *auth.Secret) cli.Flag {
-		return &cli.GenericFlag{Name: name, EnvVars: []string{env}, Usage: usage + " (prefer the environment: a flag shows in ps)",
-			Value: &secretValue{dst}, Category: cat}
-	}
+	c.secrets = nil
+	secret := c.secretFlag // and withSecretFiles adds its --NAME-file (secrets.go)
 	const osc, svc, mode = "OpenStack", "Service user (trust and service-token modes)", "Auth mode"
 	sv := &a.Service
-	return []cli.Flag{
+	return c.withSecretFiles([]cli.Flag{
 		&cli.StringFlag{Name: "auth-type", EnvVars: []string{"IMAGEFS_AUTH_TYPE", "OS_AUTH_TYPE"}, Destination: &c.authType, Category: mode,
 			Usage: "password, application-credential (v3applicationcredential), trust or service-token; default: inferred from what is set (a trust id, an application credential, a token, else a password)"},
 		s(osc, "os-cloud", "OS_CLOUD", "entry of clouds.yaml to read (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/, /etc/openstack/); flags and OS_* variables take precedence", &c.cloud),
@@ -76,7 +75,7 @@ func authFlags(c *Config) []cli.Flag {
 		s(osc, "os-application-credential-name", "OS_APPLICATION_CREDENTIAL_NAME", "application credential name (with the user)", &a.ApplicationCredentialName),
 		secret(osc, "os-application-credential-secret", "OS_APPLICATION_CREDENTIAL_SECRET", "application credential secret", &a.ApplicationCredentialSecret),
 		s(osc, "os-trust-id", "OS_TRUST_ID", "trust to consume (trust mode; see 'imagefs trust create')", &a.TrustID),
-		secret(osc, "os-token", "OS_TOKEN", "the user's token (service-token mode)", &a.Token),
+		secret(osc, "os-token", "OS_TOKEN", "user token of service-token mode and 'trust create'", &a.Token),
 		s(osc, "os-region-name", "OS_REGION_NAME", "catalog region of the object-store endpoint", &a.Region),
 		s(osc, "os-interface", "OS_INTERFACE", "endpoint interface: public (default), internal or admin", &a.Interface),
 		s(osc, "os-storage-url", "OS_STORAGE_URL", "object-store URL, overriding the catalog", &a.StorageURL),
@@ -108,7 +107,7 @@ func authFlags(c *Config) []cli.Flag {
 			Usage: "warn this long before the application credential expires (or the allow-expired window closes; then at most a quarter of it)"},
 		&cli.DurationFlag{Name: "token-renew-margin", EnvVars: []string{"IMAGEFS_TOKEN_RENEW_MARGIN"}, Value: 5 * time.Minute, Destination: &a.RenewMargin, Category: mode,
 			Usage: "renew tokens at least this long before they expire (10% of the lifetime if more; half of it for short-lived tokens)"},
-	}
+	})
 }
 
 // secretValue is a flag value that fills an auth.Secret and never shows
@@ -118,10 +117,14 @@ type secretValue struct{ dst *auth.Secret }
 func (v *secretValue) Set(s string) error { *v.dst = auth.Secret(s); return nil }
 func (v *secretValue) String() string     { return "" }
 
-// resolveAuth completes the auth settings: clouds.yaml fills what the
-// flags and the environment left empty, and the mode is parsed.
+// resolveAuth completes the auth settings: systemd credentials, then
+// clouds.yaml, fill what the flags and the environment left empty, and the
+// mode is parsed.
 func (c *Config) resolveAuth() error {
 	var errs []error
+	if err := c.secretsFromCredentials(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.cloud != "" {
 		tc, err := fromCloud(c.cloud, &c.Auth, &c.Auth.Identity, c.tls)
 		if err != nil {
