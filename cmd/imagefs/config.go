@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -334,7 +335,7 @@ func commonFlags(c *Config) []cli.Flag {
 }
 
 // parseSize reads a byte count with an optional unit (K, M, G, T; KiB...;
-// powers of 1024).
+// powers of 1024). Counts that do not fit in an int64 are an error.
 func parseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	mult := int64(1)
@@ -352,6 +353,9 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
+	if (errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(t, "-")) || (err == nil && n > math.MaxInt64/mult) {
+		return 0, fmt.Errorf("%q is too large (at most 9223372036854775807 bytes, just under 8EiB)", s)
+	}
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("%q is not a size (examples: 32MiB, 1G, 1048576)", s)
 	}
@@ -366,6 +370,16 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Write.validate(c.Mountpoint)...)
 	errs = append(errs, c.Read.validate(c.Mountpoint)...)
+	for _, id := range []struct {
+		flag string
+		v    int
+	}{{"uid", c.UID}, {"gid", c.GID}} {
+		// The kernel's ids are 32 bits, and (uid_t)-1 means "no change":
+		// a larger number would wrap around (4294967296 would be root).
+		if id.v < 0 || id.v >= math.MaxUint32 {
+			errs = append(errs, fmt.Errorf("--%s %d: must be between 0 and %d", id.flag, id.v, math.MaxUint32-1))
+		}
+	}
 	if c.RetryBudget < 0 {
 		errs = append(errs, fmt.Errorf("--retry-budget %v: must not be negative", c.RetryBudget))
 	}
