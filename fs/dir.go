@@ -223,18 +223,21 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return 0
 	}
 	defer r.meta.Forget(obj)
-	var err error
-	f := d.fileChild(name)
-	if f != nil {
-		err = f.remove(ctx) // keeps the segments while readers here have it open
-	} else {
-		err = segments.Remove(ctx, r.o.Store, r.o.Container, obj)
+	// Not interruptible: a half-done unlink helps nobody. The objects of
+	// the version go at a later reap, so this is two small requests.
+	ctx = context.WithoutCancel(ctx)
+	in, err := r.o.Store.Head(ctx, r.o.Container, obj)
+	if err == nil {
+		err = r.versions.Remove(ctx, in)
 	}
-	if err == nil && f != nil {
+	if err != nil {
+		return r.errnoOf("unlink", rel, err)
+	}
+	if f := d.fileChild(name); f != nil {
 		// A file created under this name later is another node.
 		r.inos.drop(rel, false, f.StableAttr().Ino)
 	}
-	return r.errnoOf("unlink", rel, err)
+	return 0
 }
 
 // fileChild is the node of a file the kernel knows, if any.
@@ -290,6 +293,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 	if r.uploading(srcObj) != nil || r.uploading(dstObj) != nil {
 		return syscall.EBUSY
 	}
+	ctx = context.WithoutCancel(ctx) // see Unlink
 	in, err := r.o.Store.Head(ctx, r.o.Container, srcObj)
 	if isNotFound(err) {
 		// Directories are prefixes: renaming one means copying every
@@ -304,7 +308,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 	}
 	defer r.meta.Forget(srcObj)
 	defer r.meta.Forget(dstObj)
-	if err := segments.Rename(ctx, r.o.Store, in, dstObj); err != nil {
+	if err := r.versions.Rename(ctx, in, dstObj); err != nil {
 		return r.errnoOf("rename", src, err)
 	}
 	// go-fuse moves the node to the new name when this returns; from now

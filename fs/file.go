@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,12 +29,6 @@ type fileNode struct {
 	info   segments.Info
 	infoAt time.Time
 	w      *segments.Writer // upload in progress, nil if none
-	// readers counts the open read handles; while there are any, the
-	// objects of versions replaced or removed on this host are kept in
-	// retired (a reader keeps reading the version it opened) and deleted
-	// when the last one closes.
-	readers int
-	retired []map[string][]string
 	// readVersion is the version key of the last read open: the kernel
 	// may hold pages of it (FOPEN_KEEP_CACHE).
 	readVersion string
@@ -169,73 +162,15 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	}
 	// Opening is short: a signal that interrupts the request (qemu-img
 	// gets some while it opens its images) must not fail it with EINTR.
-	fh, fl, errno := f.openRead(context.WithoutCancel(ctx))
-	if errno == 0 {
-		f.mu.Lock()
-		f.readers++
-		f.mu.Unlock()
-	}
-	return fh, fl, errno
+	return f.openRead(context.WithoutCancel(ctx))
 }
 
-// Release forwards to the handle, then counts the readers.
+// Release forwards to the handle.
 func (f *fileNode) Release(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
 	if r, ok := fh.(fusefs.FileReleaser); ok {
 		r.Release(ctx)
 	}
-	if _, ok := fh.(*writeHandle); ok {
-		return 0
-	}
-	f.mu.Lock()
-	f.readers--
-	var retired []map[string][]string
-	if f.readers == 0 {
-		retired, f.retired = f.retired, nil
-	}
-	f.mu.Unlock()
-	for _, g := range retired {
-		f.deleteObjects(g)
-	}
 	return 0
-}
-
-// retire disposes of the objects of a version replaced or removed on this
-// host: at once, or when the last reader of the file closes.
-func (f *fileNode) retire(garbage map[string][]string) {
-	f.mu.Lock()
-	if f.readers > 0 {
-		f.retired = append(f.retired, garbage)
-		f.mu.Unlock()
-		f.root.o.Log.Debug("replaced version kept while readers have it open", "path", f.path(), "readers", f.readers)
-		return
-	}
-	f.mu.Unlock()
-	f.deleteObjects(garbage)
-}
-
-func (f *fileNode) deleteObjects(garbage map[string][]string) {
-	if err := segments.DeleteObjects(f.root.ctx, f.root.o.Store, garbage); err != nil {
-		f.root.o.Log.Warn("could not delete the segments of a replaced version; gc will find them", "path", f.path(), "err", err)
-	}
-}
-
-// remove deletes the file: the manifest at once, its segments through
-// retire.
-func (f *fileNode) remove(ctx context.Context) error {
-	r := f.root
-	in, err := r.o.Store.Head(ctx, r.o.Container, f.object())
-	if err != nil {
-		return err
-	}
-	garbage, err := segments.ObjectsOf(ctx, r.o.Store, in)
-	if err != nil {
-		return fmt.Errorf("list the segments of %s: %w", f.path(), err)
-	}
-	if err := r.o.Store.Delete(ctx, r.o.Container, f.object()); err != nil {
-		return err
-	}
-	f.retire(garbage)
-	return nil
 }
 
 // startWrite begins a new version of the file: empty, or with keep a copy
@@ -284,7 +219,7 @@ func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer,
 		Staging:     r.o.Staging,
 		NoSHA256:    r.o.NoSHA256,
 		Retry:       r.o.Retry,
-		Retire:      f.retire,
+		Versions:    r.versions,
 	})
 	f.w = w
 	r.writing[obj] = f

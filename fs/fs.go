@@ -50,6 +50,12 @@ type Options struct {
 	UID, GID          uint32
 	FileMode, DirMode uint32
 
+	// Versions owns the versions of the container's objects: every
+	// overwrite, unlink and rename retires through it, and open files
+	// hold their version. nil gives one with default options that never
+	// reaps (unit tests); the caller runs and closes its own.
+	Versions *segments.Versions
+
 	// Blocks is the block cache reads go through; nil gives a small
 	// memory-only one. The caller closes it after unmounting.
 	Blocks *cache.Blocks
@@ -67,7 +73,8 @@ type Root struct {
 	meta   *cache.Meta[string, segments.Info]
 	blocks *cache.Blocks
 
-	inos *inodes
+	inos     *inodes
+	versions *segments.Versions
 
 	mu      sync.Mutex           // guards writing
 	writing map[string]*fileNode // object name -> file with an upload in progress
@@ -90,6 +97,10 @@ func NewRoot(ctx context.Context, o Options) *Root {
 	}
 	r := &Root{o: o, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), inos: newInodes(),
 		writing: map[string]*fileNode{}}
+	r.versions = o.Versions
+	if r.versions == nil {
+		r.versions = segments.NewVersions(o.Store, segments.VersionsOptions{Container: o.Container, Scope: o.Prefix, Log: o.Log})
+	}
 	r.blocks = o.Blocks
 	if r.blocks == nil {
 		r.blocks, _ = cache.New(cache.Options{Memory: 64 << 20}) // memory only: cannot fail

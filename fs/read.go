@@ -27,10 +27,12 @@ import (
 // cache.Stream that prefetches sequential reads. segments.Reader is the
 // cache's source: one ranged GET per segment piece, resumed on errors.
 
-// readHandle reads one version of a file.
+// readHandle reads one version of a file, which it holds (segments.Hold)
+// so that no host deletes it while it is open.
 type readHandle struct {
-	f *fileNode
-	s *cache.Stream
+	f    *fileNode
+	s    *cache.Stream
+	hold *segments.Hold
 }
 
 var (
@@ -54,7 +56,7 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	r.meta.Put(f.object(), in)
 	rd := segments.NewReader(r.o.Store, m, segments.ReaderOptions{Retry: r.o.Retry, Log: r.o.Log, StallTimeout: r.o.StallTimeout})
 	key := versionKey(r.o.Container, f.object(), m)
-	h := &readHandle{f: f, s: r.blocks.Open(key, m.Size(), rd).NewStream(r.o.ReadAhead)}
+	h := &readHandle{f: f, s: r.blocks.Open(key, m.Size(), rd).NewStream(r.o.ReadAhead), hold: r.versions.Hold(m)}
 	f.mu.Lock()
 	keep := key != "" && f.readVersion == key
 	f.readVersion = key
@@ -83,9 +85,10 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 // interruptible either, and a fatal signal ends the wait in the kernel.
 func (r *Root) uninterruptible(context.Context) context.Context { return r.ctx }
 
-// Release drops the handle's prefetches.
+// Release drops the handle's prefetches and its hold.
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 	h.s.Close()
+	h.hold.Release()
 	return 0
 }
 

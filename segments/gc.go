@@ -26,6 +26,9 @@ type GCOptions struct {
 	// Parallel is the number of concurrent HEADs and manifest reads
 	// (default 8).
 	Parallel int
+	// Protected, if set, names objects gc must leave alone (Versions:
+	// listed in a retirement record, pinned by a live lease).
+	Protected func(container, object string) bool
 }
 
 // Upload is a group of segment objects that share one upload prefix
@@ -44,6 +47,7 @@ type GCReport struct {
 	Manifests                   int // SLO and DLO manifests among them
 	Segments                    int // objects in SegmentContainer
 	Referenced                  int // segment objects some manifest references
+	Protected                   int // unreferenced, but retired (reaped by their record) or held
 	// Orphans are unreferenced uploads older than MinAge, safe to delete.
 	Orphans []Upload
 	// Young are unreferenced uploads younger than MinAge: uploads in
@@ -83,7 +87,9 @@ func uploadOf(name string) (prefix string, started time.Time) {
 
 // FindOrphans lists the segments in o.SegmentContainer that no manifest in
 // o.Container references (nested manifests, the per-upload zero segments
-// and DLO prefixes count as references), grouped by upload.
+// and DLO prefixes count as references), grouped by upload. Objects that
+// o.Protected names (a retirement record lists them, a lease pins them)
+// are never orphans, and neither is Versions' state.
 //
 // The segment container is listed before the manifests are read, so a
 // segment that appears meanwhile is not even a candidate; an upload that
@@ -105,7 +111,9 @@ func FindOrphans(ctx context.Context, st ObjectStore, o GCOptions) (*GCReport, e
 	}
 	var segs []Info
 	err := st.List(ctx, o.SegmentContainer, "", 0, func(in Info) error {
-		segs = append(segs, in)
+		if !strings.HasPrefix(in.Name, reservedPrefix) {
+			segs = append(segs, in)
+		}
 		return nil
 	})
 	if errors.Is(err, ErrNotFound) {
@@ -115,16 +123,22 @@ func FindOrphans(ctx context.Context, st ObjectStore, o GCOptions) (*GCReport, e
 		return nil, fmt.Errorf("list %s: %w", o.SegmentContainer, err)
 	}
 	rep.Segments = len(segs)
-	refs, err := referenced(ctx, st, o, rep)
+	sc, err := scanReferences(ctx, st, o.Container, o.Parallel)
 	if err != nil {
 		return nil, err
 	}
+	rep.Objects, rep.Manifests = len(sc.objects), len(sc.manifests)
+	refs := sc.referencedIn(o.SegmentContainer)
 	now := o.Now()
 	groups := map[string]*Upload{}
 	var order []string
 	for _, s := range segs {
 		if refs[s.Name] {
 			rep.Referenced++
+			continue
+		}
+		if o.Protected != nil && o.Protected(o.SegmentContainer, s.Name) {
+			rep.Protected++
 			continue
 		}
 		prefix, started := uploadOf(s.Name)
@@ -157,41 +171,53 @@ func FindOrphans(ctx context.Context, st ObjectStore, o GCOptions) (*GCReport, e
 	return rep, nil
 }
 
-// referenced reads every manifest of o.Container and returns the names of
-// the objects in o.SegmentContainer they reference.
-func referenced(ctx context.Context, st ObjectStore, o GCOptions, rep *GCReport) (map[string]bool, error) {
+// scan is what the manifests of a container reference at one moment.
+type scan struct {
+	refs      map[string]bool // container + "\x00" + name of every referenced object
+	objects   map[string]Info // the container's objects, by name (as listed)
+	manifests map[string]bool // names of the SLO and DLO manifests among them
+}
+
+// referencedIn returns the names of the objects of container c the scan
+// saw referenced.
+func (s *scan) referencedIn(c string) map[string]bool {
+	out := map[string]bool{}
+	for k := range s.refs {
+		if name, ok := strings.CutPrefix(k, c+"\x00"); ok {
+			out[name] = true
+		}
+	}
+	return out
+}
+
+// scanReferences reads every manifest of container (nested manifests,
+// DLO prefixes count) and returns what they reference. Any error fails the
+// whole scan: nothing is ever deleted on incomplete knowledge.
+func scanReferences(ctx context.Context, st ObjectStore, container string, parallel int) (*scan, error) {
+	sc := &scan{refs: map[string]bool{}, objects: map[string]Info{}, manifests: map[string]bool{}}
 	var objs []Info
-	err := st.List(ctx, o.Container, "", 0, func(in Info) error {
+	err := st.List(ctx, container, "", 0, func(in Info) error {
 		objs = append(objs, in)
+		sc.objects[in.Name] = in
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", o.Container, err)
+		return nil, fmt.Errorf("list %s: %w", container, err)
 	}
-	rep.Objects = len(objs)
-	var mu sync.Mutex // guards refs, rep.Manifests
-	refs := map[string]bool{}
-	add := func(c string, names []string) {
-		if c != o.SegmentContainer {
-			return
-		}
-		for _, n := range names {
-			refs[n] = true
-		}
-	}
+	var mu sync.Mutex // guards sc.refs, sc.manifests
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(o.Parallel)
+	g.SetLimit(parallel)
 	for _, in := range objs {
 		if strings.HasSuffix(in.Name, "/") {
 			continue // a directory marker
 		}
 		g.Go(func() error {
-			h, err := st.Head(gctx, o.Container, in.Name)
+			h, err := st.Head(gctx, container, in.Name)
 			if errors.Is(err, ErrNotFound) {
 				return nil // deleted meanwhile
 			}
 			if err != nil {
-				return fmt.Errorf("head %s/%s: %w", o.Container, in.Name, err)
+				return fmt.Errorf("head %s/%s: %w", container, in.Name, err)
 			}
 			if !h.SLO && h.DLO == "" {
 				return nil
@@ -203,13 +229,15 @@ func referenced(ctx context.Context, st ObjectStore, o GCOptions, rep *GCReport)
 				return nil
 			}
 			if err != nil {
-				return fmt.Errorf("read manifest %s/%s: %w", o.Container, in.Name, err)
+				return fmt.Errorf("read manifest %s/%s: %w", container, in.Name, err)
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			rep.Manifests++
+			sc.manifests[in.Name] = true
 			for c, names := range groups {
-				add(c, names)
+				for _, n := range names {
+					sc.refs[c+"\x00"+n] = true
+				}
 			}
 			return nil
 		})
@@ -217,7 +245,7 @@ func referenced(ctx context.Context, st ObjectStore, o GCOptions, rep *GCReport)
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	return refs, nil
+	return sc, nil
 }
 
 // ObjectsOf lists the objects a large object's manifest references (for
@@ -241,16 +269,11 @@ func ObjectsOf(ctx context.Context, st ObjectStore, in Info) (map[string][]strin
 	return nil, nil
 }
 
-// DeleteObjects deletes objects grouped by container (bulk delete where
-// the cluster has it); missing objects are not an error.
-func DeleteObjects(ctx context.Context, st ObjectStore, groups map[string][]string) error {
-	return deleteGroups(ctx, st, groups)
-}
-
 // DeleteOrphans deletes the orphan uploads of rep. It first reads the
 // manifests again and spares anything referenced now (a rename moves a
-// manifest to a name the first pass may have already passed), and
-// returns how many objects it deleted.
+// manifest to a name the first pass may have already passed), or
+// protected now (o.Protected is asked again), and returns how many
+// objects it deleted.
 func DeleteOrphans(ctx context.Context, st ObjectStore, rep *GCReport, o GCOptions) (int, error) {
 	if o.SegmentContainer == "" {
 		o.SegmentContainer = o.Container + "_segments"
@@ -258,16 +281,16 @@ func DeleteOrphans(ctx context.Context, st ObjectStore, rep *GCReport, o GCOptio
 	if o.Parallel <= 0 {
 		o.Parallel = 8
 	}
-	var again GCReport
-	refs, err := referenced(ctx, st, o, &again)
+	sc, err := scanReferences(ctx, st, o.Container, o.Parallel)
 	if err != nil {
 		return 0, fmt.Errorf("second pass: %w", err)
 	}
+	refs := sc.referencedIn(o.SegmentContainer)
 	var doomed []string
 	for _, u := range rep.Orphans {
 		spared := false
 		for _, n := range u.Objects {
-			if refs[n] {
+			if refs[n] || (o.Protected != nil && o.Protected(o.SegmentContainer, n)) || strings.HasPrefix(n, reservedPrefix) {
 				spared = true
 				break
 			}

@@ -142,16 +142,25 @@ func flattenSLO(ctx context.Context, st ObjectStore, container, object string, o
 	return out, nil
 }
 
-// listDLO lists a DLO's segments: every object under the manifest's prefix,
-// in name order (which is what Swift concatenates).
-func listDLO(ctx context.Context, st ObjectStore, manifest string) ([]Segment, error) {
+// parseDLO splits an X-Object-Manifest value into container and prefix.
+func parseDLO(manifest string) (container, prefix string, err error) {
 	v, err := url.PathUnescape(manifest)
 	if err != nil {
 		v = manifest
 	}
 	c, prefix, ok := strings.Cut(v, "/")
-	if !ok {
-		return nil, fmt.Errorf("bad X-Object-Manifest %q", manifest)
+	if !ok || c == "" {
+		return "", "", fmt.Errorf("bad X-Object-Manifest %q: want container/prefix", manifest)
+	}
+	return c, prefix, nil
+}
+
+// listDLO lists a DLO's segments: every object under the manifest's prefix,
+// in name order (which is what Swift concatenates).
+func listDLO(ctx context.Context, st ObjectStore, manifest string) ([]Segment, error) {
+	c, prefix, err := parseDLO(manifest)
+	if err != nil {
+		return nil, err
 	}
 	var segs []Segment
 	err = st.List(ctx, c, prefix, 0, func(in Info) error {
@@ -163,32 +172,15 @@ func listDLO(ctx context.Context, st ObjectStore, manifest string) ([]Segment, e
 	return segs, err
 }
 
-// Remove deletes an object. For a large object it deletes the manifest
-// first, so the image disappears at once, then its segments (best effort
-// for the latter: an error is returned, and gc finds what is left).
-func Remove(ctx context.Context, st ObjectStore, container, object string) error {
+// Purge deletes an object and everything its manifest references, at
+// once, without retirement, grace or leases: for tests and benchmarks that
+// own their container. The filesystem never uses it (see Versions).
+func Purge(ctx context.Context, st ObjectStore, container, object string) error {
 	in, err := st.Head(ctx, container, object)
 	if err != nil {
 		return err
 	}
-	return RemoveInfo(ctx, st, in)
-}
-
-// RemoveInfo is Remove for an object already HEADed.
-func RemoveInfo(ctx context.Context, st ObjectStore, in Info) error {
-	var garbage map[string][]string
-	var err error
-	switch {
-	case in.SLO:
-		garbage, err = sloObjects(ctx, st, in.Container, in.Name, 0)
-	case in.DLO != "":
-		var segs []Segment
-		segs, err = listDLO(ctx, st, in.DLO)
-		garbage = map[string][]string{}
-		for _, s := range segs {
-			garbage[s.Container] = append(garbage[s.Container], s.Object)
-		}
-	}
+	garbage, err := ObjectsOf(ctx, st, in)
 	if err != nil {
 		return fmt.Errorf("list segments of %s/%s: %w", in.Container, in.Name, err)
 	}

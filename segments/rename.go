@@ -2,50 +2,57 @@ package segments
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
-// Rename gives the object described by src the name dst in the same
-// container, copying only its manifest (or the object itself, if plain),
-// then removing the old name. A version that dst held before is removed
-// with its segments.
-func Rename(ctx context.Context, st ObjectStore, src Info, dst string) error {
-	var garbage map[string][]string
-	if old, err := st.Head(ctx, src.Container, dst); err == nil && old.SLO {
-		if garbage, err = sloObjects(ctx, st, old.Container, old.Name, 0); err != nil {
-			return fmt.Errorf("rename over %s: %w", dst, err)
-		}
+// Remove removes the object in (the current version at in.Name): it
+// retires the version (write-ahead), then deletes the name. Its objects go
+// at a later reap, so unlink returns as soon as the name is gone.
+func (v *Versions) Remove(ctx context.Context, in Info) error {
+	if err := v.Retire(ctx, in, "unlink"); err != nil {
+		return err
 	}
-	if err := st.Copy(ctx, src.Container, src.Name, dst); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", src.Name, dst, err)
+	v.failpoint("unlink-after-retire")
+	if err := v.st.Delete(ctx, in.Container, in.Name); err != nil {
+		return fmt.Errorf("delete %s: %w", in.Name, err)
 	}
-	if err := st.Delete(ctx, src.Container, src.Name); err != nil {
-		return fmt.Errorf("rename %s to %s: delete the old name: %w", src.Name, dst, err)
-	}
-	// The renamed manifest may reference segments of the old dst only if
-	// they were the same object; never delete those.
-	if src.SLO {
-		mine, err := sloObjects(ctx, st, src.Container, dst, 0)
-		if err != nil {
-			return nil // garbage stays for gc rather than risk the new data
-		}
-		for c, objs := range garbage {
-			garbage[c] = without(objs, mine[c])
-		}
-	}
-	return deleteGroups(ctx, st, garbage)
+	return nil
 }
 
-func without(objs, drop []string) []string {
-	set := make(map[string]bool, len(drop))
-	for _, d := range drop {
-		set[d] = true
-	}
-	out := objs[:0]
-	for _, o := range objs {
-		if !set[o] {
-			out = append(out, o)
+// Rename gives the object src the name dst in the same container. A
+// version dst held is retired first; src's version is pinned (in Swift,
+// before anything changes) while its manifest is copied to dst and src is
+// deleted, so a reap that runs meanwhile sees the copy or the pin. After a
+// crash at any point both names may exist and share objects; removing
+// either retires its version, and a reap spares whatever the other still
+// references.
+func (v *Versions) Rename(ctx context.Context, src Info, dst string) error {
+	old, err := v.st.Head(ctx, src.Container, dst)
+	switch {
+	case err == nil:
+		if err := v.Retire(ctx, old, "rename-over"); err != nil {
+			return err
 		}
+	case !errors.Is(err, ErrNotFound):
+		return fmt.Errorf("rename %s to %s: %w", src.Name, dst, err)
 	}
-	return out
+	v.failpoint("rename-after-retire")
+	m, err := ResolveInfo(ctx, v.st, src)
+	if err != nil {
+		return fmt.Errorf("rename %s to %s: %w", src.Name, dst, err)
+	}
+	h, err := v.HoldNow(ctx, m)
+	if err != nil {
+		return fmt.Errorf("rename %s to %s: %w", src.Name, dst, err)
+	}
+	defer h.Release()
+	if err := v.st.Copy(ctx, src.Container, src.Name, dst); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", src.Name, dst, err)
+	}
+	v.failpoint("rename-after-copy")
+	if err := v.st.Delete(ctx, src.Container, src.Name); err != nil {
+		return fmt.Errorf("rename %s to %s: delete the old name: %w", src.Name, dst, err)
+	}
+	return nil
 }

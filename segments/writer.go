@@ -51,16 +51,20 @@ type WriterOptions struct {
 	// NoSHA256 turns the whole-file SHA-256 off (no sha256 metadata): it
 	// costs about 0.7 CPU seconds per GiB.
 	NoSHA256 bool
-	// Retire, if set, is handed the objects of the replaced version after
-	// a commit, instead of their deletion (e.g. to keep them while
-	// readers still have that version open). It must not block for long.
-	Retire func(garbage map[string][]string)
+	// Versions, if set, owns what the commit replaces: the current version
+	// is retired through it before the new one is published, and the
+	// upload holds its own segments and Under's while it runs. Without it
+	// the replaced version's objects are left alone (unit tests).
+	Versions *Versions
 }
 
 // Metadata keys the Writer sets (X-Object-Meta-<key>).
 const (
 	MetaMtime  = "mtime"  // seconds since the epoch, as the swift CLI and rclone write it
 	MetaSHA256 = "sha256" // hex SHA-256 of the whole content
+	// MetaUpload is the upload id of the version: a commit whose answer
+	// was lost can tell that it landed.
+	MetaUpload = "imagefs-upload"
 )
 
 // DefaultMaxHashedHoles is 64 GiB of holes: about 45 s of hashing at the
@@ -124,6 +128,7 @@ type Writer struct {
 	underSize int64   // bytes of Under still visible (a truncate hides the rest for good)
 	holes     int64   // bytes of holes sealed (zeros to hash)
 	stage     *staged // non-nil once the file is staged on disk
+	holds     []*Hold // this upload's segments and Under's, while it runs
 
 	created atomic.Bool // segment container checked
 }
@@ -188,8 +193,29 @@ func NewWriter(ctx context.Context, st ObjectStore, object string, o WriterOptio
 		w.underSize = o.Under.Size()
 		w.size.Store(w.underSize)
 	}
+	if v := o.Versions; v != nil {
+		w.holds = append(w.holds, v.HoldPrefix(o.SegmentContainer, w.SegmentPrefix()))
+		if o.Under != nil {
+			w.holds = append(w.holds, v.Hold(o.Under))
+		}
+	}
 	o.Pool.register(w)
 	return w
+}
+
+// releaseHolds ends the upload's holds (they linger a moment, covering
+// the listing's lag behind the new manifest). Called with w.mu held.
+func (w *Writer) releaseHolds() {
+	for _, h := range w.holds {
+		h.Release()
+	}
+	w.holds = nil
+}
+
+func (w *Writer) failpoint(name string) {
+	if w.o.Versions != nil {
+		w.o.Versions.failpoint(name)
+	}
 }
 
 // NewUploadID returns a fresh upload id: UTC time (so gc can judge age)
@@ -599,12 +625,47 @@ func (w *Writer) Commit(ctx context.Context) error {
 	}
 	w.result = w.commit(ctx)
 	w.state = committed
+	if w.result != nil && w.landed(context.WithoutCancel(ctx)) {
+		w.o.Log.Warn("the commit's answer was an error, but the new version is in Swift", "object", w.object, "upload", w.uploadID, "err", w.result)
+		w.result = nil
+	}
 	if w.result != nil {
 		w.cleanup(context.WithoutCancel(ctx))
 	}
+	w.releaseHolds()
 	w.cancel()
 	w.o.Pool.unregister(w)
 	return w.result
+}
+
+// landed reports whether the object's current version is this upload (a
+// manifest PUT that Swift stored although its answer was lost or an
+// error); then the upload's segments must stay. Called with w.mu held.
+func (w *Writer) landed(ctx context.Context) bool {
+	in, err := w.st.Head(ctx, w.o.Container, w.object)
+	return err == nil && in.Meta[MetaUpload] == w.uploadID
+}
+
+// retireCurrent retires the version the commit is about to replace, before
+// it is replaced (write-ahead: a crash right after leaves a record, never
+// an unrecorded version). Called with w.mu held.
+func (w *Writer) retireCurrent(ctx context.Context) error {
+	v := w.o.Versions
+	if v == nil {
+		return nil
+	}
+	cur, err := w.st.Head(ctx, w.o.Container, w.object)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("commit %s: read the version it replaces: %w", w.object, err)
+	}
+	if err := v.Retire(ctx, cur, "overwrite"); err != nil {
+		return fmt.Errorf("commit %s: %w", w.object, err)
+	}
+	w.failpoint("commit-after-retire")
+	return nil
 }
 
 // commit does the work of Commit. Called with w.mu held.
@@ -623,12 +684,11 @@ func (w *Writer) commit(ctx context.Context) error {
 		meta[k] = v
 	}
 	meta[MetaMtime] = strconv.FormatFloat(float64(time.Now().UnixNano())/1e9, 'f', 6, 64)
+	meta[MetaUpload] = w.uploadID
 	po := PutOptions{ContentType: w.o.ContentType, Meta: meta}
 	if po.ContentType == "" {
 		po.ContentType = contentTypeFor(w.object)
 	}
-	// What the commit replaces, read before it is replaced.
-	garbage := w.oldObjects(ctx)
 	if len(w.parts) == 0 && size <= w.segSize && w.underSize == 0 {
 		// Small file: one plain object, no segments.
 		sb := w.open[0]
@@ -641,14 +701,19 @@ func (w *Writer) commit(ctx context.Context) error {
 			sb.hashRange(0, size, h)
 			meta[MetaSHA256] = hex.EncodeToString(h.Sum(nil))
 		}
-		_, err := w.st.Put(ctx, w.o.Container, w.object, sb.section(0, size), size, sb.md5hex(0, size), po)
+		err := w.retireCurrent(ctx)
+		if err == nil {
+			_, err = w.st.Put(ctx, w.o.Container, w.object, sb.section(0, size), size, sb.md5hex(0, size), po)
+			if err != nil {
+				err = fmt.Errorf("put %s: %w", w.object, err)
+			}
+		}
 		w.openChunks.Add(-sb.free(w.o.Pool))
 		w.open[0] = nil
-		if err != nil {
-			return fmt.Errorf("put %s: %w", w.object, err)
+		if err == nil {
+			w.failpoint("commit-after-put")
 		}
-		w.retire(ctx, garbage, nil)
-		return nil
+		return err
 	}
 	w.sealAll()
 	w.waitIdle()
@@ -675,10 +740,13 @@ func (w *Writer) commit(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := w.retireCurrent(ctx); err != nil {
+		return err
+	}
 	if _, err := w.st.PutManifest(ctx, w.o.Container, w.object, entries, po); err != nil {
 		return fmt.Errorf("put manifest %s: %w", w.object, err)
 	}
-	w.retire(ctx, garbage, w.parts)
+	w.failpoint("commit-after-put")
 	return nil
 }
 
@@ -743,57 +811,6 @@ func (w *Writer) nest(ctx context.Context, entries []ManifestEntry, level int) (
 	return out, nil
 }
 
-// oldObjects lists the objects of the current version of the object,
-// which a successful commit makes garbage. Errors only cost garbage.
-func (w *Writer) oldObjects(ctx context.Context) map[string][]string {
-	old, err := w.st.Head(ctx, w.o.Container, w.object)
-	if err != nil {
-		return nil
-	}
-	garbage, err := ObjectsOf(ctx, w.st, old)
-	if err != nil {
-		w.o.Log.Warn("could not list the segments of the version being replaced; gc will find them", "object", w.object, "err", err)
-		return nil
-	}
-	return garbage
-}
-
-// retire disposes of the replaced version's objects, except those the new
-// version still references (kept parts of Under) and this upload's.
-func (w *Writer) retire(ctx context.Context, garbage map[string][]string, kept []*part) {
-	keep := map[string]bool{}
-	for _, p := range kept {
-		if p.kind == partRef {
-			keep[p.container+"/"+p.object] = true
-		}
-	}
-	for c, objs := range garbage {
-		doomed := objs[:0]
-		for _, o := range objs {
-			if !keep[c+"/"+o] && !(c == w.o.SegmentContainer && hasPrefix(o, w.SegmentPrefix())) {
-				doomed = append(doomed, o)
-			}
-		}
-		if len(doomed) == 0 {
-			delete(garbage, c)
-		} else {
-			garbage[c] = doomed
-		}
-	}
-	if len(garbage) == 0 {
-		return
-	}
-	if w.o.Retire != nil {
-		w.o.Retire(garbage)
-		return
-	}
-	if err := deleteGroups(ctx, w.st, garbage); err != nil {
-		w.o.Log.Warn("could not delete the replaced version's segments; gc will find them", "object", w.object, "err", err)
-	}
-}
-
-func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
-
 // Abort abandons the upload: nothing is published and the segments
 // uploaded so far are deleted (best effort). It waits for running uploads.
 func (w *Writer) Abort(ctx context.Context) {
@@ -805,6 +822,7 @@ func (w *Writer) Abort(ctx context.Context) {
 	w.state = aborted
 	w.cancel()
 	w.cleanup(ctx)
+	w.releaseHolds()
 	w.o.Pool.unregister(w)
 }
 

@@ -125,7 +125,9 @@ func TestWriterUnder(t *testing.T) {
 		t.Fatal(err)
 	}
 	puts := st.Calls("PUT")
-	w := segments.NewWriter(ctx, st, "f", segments.WriterOptions{Container: "c", Pool: pool, Under: m})
+	now := time.Now()
+	v := segments.NewVersions(st, segments.VersionsOptions{Container: "c", Now: func() time.Time { return now }})
+	w := segments.NewWriter(ctx, st, "f", segments.WriterOptions{Container: "c", Pool: pool, Under: m, Versions: v})
 	if w.Size() != 6*mib {
 		t.Fatalf("size %d, want the current version's", w.Size())
 	}
@@ -157,10 +159,19 @@ func TestWriterUnder(t *testing.T) {
 	if in.Meta[segments.MetaSHA256] != "" {
 		t.Error("sha256 set although the writer never read the old data")
 	}
-	if n := st.Calls("PUT") - puts; n > 3 { // the patch, the tail, the zero segment
+	if n := st.Calls("PUT") - puts; n > 4 { // the patch, the tail, the zero segment, the retirement record
 		t.Errorf("%d PUTs for 103 bytes written", n)
 	}
-	// Old segments 0-4 stay (referenced; 2 around the patch), 5 (cut) goes.
+	// The reap of the old version: segments 0-4 stay (the new version
+	// references them; 2 around the patch), 5 (cut) goes. Not while the
+	// writer's hold of the old version lingers.
+	if rep, err := v.Reap(ctx, segments.ReapOptions{Delete: true}); err != nil || rep.Pinned == 0 || rep.Deleted != 0 {
+		t.Fatalf("reap while the writer's hold lingers: %+v, %v", rep, err)
+	}
+	now = now.Add(segments.DefaultLinger)
+	if _, err := v.Reap(ctx, segments.ReapOptions{Delete: true}); err != nil {
+		t.Fatal(err)
+	}
 	names := st.Names("c_segments")
 	for i, seg := range m.Segments {
 		kept := false

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imagefs/imagefs/segments"
 	"github.com/imagefs/imagefs/segments/segmentstest"
@@ -203,8 +204,16 @@ func TestWriterNestedManifests(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("content differs")
 	}
-	// Remove deletes everything, sub-manifests included.
-	if err := segments.Remove(t.Context(), st, "c", "big"); err != nil {
+	// Remove, then a reap, deletes everything, sub-manifests included.
+	v := segments.NewVersions(st, segments.VersionsOptions{Container: "c"})
+	in, err := st.Head(t.Context(), "c", "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Remove(t.Context(), in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Reap(t.Context(), segments.ReapOptions{Delete: true}); err != nil {
 		t.Fatal(err)
 	}
 	if n := st.Names("c_segments"); len(n) != 0 {
@@ -249,20 +258,47 @@ func TestWriterUploadFailure(t *testing.T) {
 	}
 }
 
-func TestWriterOverwriteDeletesOldSegments(t *testing.T) {
+// TestWriterOverwriteRetiresOldVersion: an overwrite keeps the old
+// version's segments (a reader elsewhere may have it open) and records
+// their retirement; a reap once the grace period is over deletes them and
+// nothing of the new version.
+func TestWriterOverwriteRetiresOldVersion(t *testing.T) {
 	st := newFake(t)
 	pool := segments.NewPool(mib, 2)
+	now := time.Now()
+	v := segments.NewVersions(st, segments.VersionsOptions{Container: "c", Grace: time.Hour, Now: func() time.Time { return now }})
+	var prev, last string
 	for i := range 2 {
-		w := segments.NewWriter(t.Context(), st, "f", segments.WriterOptions{Container: "c", Pool: pool})
+		w := segments.NewWriter(t.Context(), st, "f", segments.WriterOptions{Container: "c", Pool: pool, Versions: v})
 		writeAll(t, w, randBytes(3*mib, uint64(i)), mib)
 		if err := w.Commit(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		for _, n := range st.Names("c_segments") {
-			if !strings.HasPrefix(n, w.SegmentPrefix()) {
-				t.Errorf("old segment %s survived the overwrite", n)
+		prev, last = last, w.SegmentPrefix()
+	}
+	count := func(prefix string) int {
+		n := 0
+		for _, name := range st.Names("c_segments") {
+			if strings.HasPrefix(name, prefix) {
+				n++
 			}
 		}
+		return n
+	}
+	if count(prev) != 3 {
+		t.Fatalf("the old version lost segments at once: %d left", count(prev))
+	}
+	rep, err := v.Reap(t.Context(), segments.ReapOptions{MinAge: time.Hour, Delete: true})
+	if err != nil || rep.Deleted != 0 || rep.Due != 0 || rep.Records != 1 {
+		t.Fatalf("reap within the grace period: %+v, %v", rep, err)
+	}
+	now = now.Add(2 * time.Hour) // the leases of the writers are stale too
+	rep, err = v.Reap(t.Context(), segments.ReapOptions{MinAge: time.Hour, Delete: true})
+	if err != nil || rep.Deleted != 3 || rep.Done != 1 {
+		t.Fatalf("reap after the grace period: %+v, %v", rep, err)
+	}
+	if count(prev) != 0 || count(last) != 3 {
+		t.Errorf("after the reap: %d old, %d new segments", count(prev), count(last))
 	}
 }
 

@@ -38,7 +38,9 @@ type Config struct {
 	UID, GID    int
 	Shutdown    time.Duration
 
-	Read ReadConfig
+	Read     ReadConfig
+	Files    FilesConfig
+	Versions VersionsConfig
 
 	LogFormat string
 	LogLevel  string
@@ -163,6 +165,8 @@ func mountFlags(c *Config) []cli.Flag {
 	fl = append(fl, writeFlags(c)...)
 	fl = append(fl, readFlags(c)...)
 	fl = append(fl, commonFlags(c)...)
+	fl = append(fl, filesFlags(c)...)
+	fl = append(fl, versionsFlags(c)...)
 	return fl
 }
 
@@ -370,6 +374,8 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Write.validate(c.Mountpoint)...)
 	errs = append(errs, c.Read.validate(c.Mountpoint)...)
+	errs = append(errs, c.Files.validate()...)
+	errs = append(errs, c.Versions.validate()...)
 	for _, id := range []struct {
 		flag string
 		v    int

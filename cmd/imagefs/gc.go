@@ -90,14 +90,23 @@ func runGC(parent context.Context, c *gcConfig, out io.Writer) error {
 		return err
 	}
 	st := &segments.Retrying{ObjectStore: raw, P: segments.DefaultRetryPolicy, Log: log}
-	o := segments.GCOptions{Container: c.Container, SegmentContainer: c.SegmentContainer, MinAge: c.MinAge}
+	v := segments.NewVersions(st, segments.VersionsOptions{Container: c.Container, SegmentContainer: c.SegmentContainer,
+		Host: "gc", Log: log, Failpoint: failpoint(log)})
+	now := time.Now()
+	// Retired versions first: every host's records older than --min-age,
+	// minus what a manifest references or a live lease pins.
+	vrep, err := v.Reap(ctx, segments.ReapOptions{MinAge: c.MinAge, Delete: c.Delete})
+	if err != nil {
+		return fmt.Errorf("gc %s: retired versions: %v", c.Container, err)
+	}
+	reportVersions(out, vrep, c, now)
+	o := segments.GCOptions{Container: c.Container, SegmentContainer: c.SegmentContainer, MinAge: c.MinAge, Protected: vrep.Protected}
 	rep, err := segments.FindOrphans(ctx, st, o)
 	if err != nil {
-		return fmt.Errorf("gc %s: %v (nothing was deleted)", c.Container, err)
+		return fmt.Errorf("gc %s: %v (no orphan was deleted)", c.Container, err)
 	}
-	now := time.Now()
 	fmt.Fprintf(out, "container %s: %d objects, %d large-object manifests\n", rep.Container, rep.Objects, rep.Manifests)
-	fmt.Fprintf(out, "segment container %s: %d objects, %d referenced\n", rep.SegmentContainer, rep.Segments, rep.Referenced)
+	fmt.Fprintf(out, "segment container %s: %d objects, %d referenced, %d retired or held\n", rep.SegmentContainer, rep.Segments, rep.Referenced, rep.Protected)
 	for _, u := range rep.Orphans {
 		fmt.Fprintf(out, "orphan  %s/%s  %d objects, %s, last activity %s\n",
 			rep.SegmentContainer, u.Prefix, len(u.Objects), bytesText(u.Bytes), ageText(now, u.Newest))
@@ -115,6 +124,13 @@ func runGC(parent context.Context, c *gcConfig, out io.Writer) error {
 		fmt.Fprintf(out, "%d orphan objects (%s) in %d uploads; run again with --delete to remove them\n", n, bytesText(size), len(rep.Orphans))
 		return nil
 	}
+	// The leases and records again, just before deleting: a host may have
+	// opened a version since.
+	fresh, err := v.Reap(ctx, segments.ReapOptions{MinAge: 1 << 62})
+	if err != nil {
+		return fmt.Errorf("gc %s: %v (no orphan was deleted)", c.Container, err)
+	}
+	o.Protected = fresh.Protected
 	deleted, err := segments.DeleteOrphans(ctx, st, rep, o)
 	if err != nil {
 		return fmt.Errorf("gc %s: %v", c.Container, err)
@@ -143,4 +159,24 @@ func ageText(now, t time.Time) string {
 		return "unknown"
 	}
 	return fmt.Sprintf("%s (%v ago)", t.UTC().Format(time.RFC3339), now.Sub(t).Round(time.Second))
+}
+
+// reportVersions prints what the reap of retired versions found and did.
+func reportVersions(out io.Writer, r *segments.ReapReport, c *gcConfig, now time.Time) {
+	fmt.Fprintf(out, "retired versions: %d records, %d due (older than --min-age %v); leases: %d live of %d\n",
+		r.Records, r.Due, c.MinAge, r.LiveLeases, r.Leases)
+	for _, d := range r.DueRecords {
+		fmt.Fprintf(out, "due     %s (%s by %s, %d objects, retired %s)\n", d.Object, d.Why, d.Host, d.Objects, ageText(now, d.Retired))
+	}
+	for _, w := range r.Waiting {
+		fmt.Fprintf(out, "waiting %s (%s by %s, %d objects, retired %s): left alone\n", w.Object, w.Why, w.Host, w.Objects, ageText(now, w.Retired))
+	}
+	switch {
+	case r.Due == 0:
+	case !c.Delete:
+		fmt.Fprintf(out, "%d retired versions are due; run again with --delete to remove them\n", r.Due)
+	default:
+		fmt.Fprintf(out, "deleted %d objects of %d retired versions; spared %d still referenced and %d held open by a host\n",
+			r.Deleted, r.Done, r.Referenced, r.Pinned)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -90,6 +91,12 @@ func runMount(parent context.Context, cfg *Config) error {
 
 	life, cancelLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelLife()
+	prefix := cfg.Prefix
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	versions := newVersions(store, cfg.Container, prefix, cfg.Versions, log)
+	fileMode, dirMode := cfg.Files.modes()
 	root := fs.NewRoot(life, fs.Options{
 		Store:     store,
 		Container: cfg.Container,
@@ -103,6 +110,9 @@ func runMount(parent context.Context, cfg *Config) error {
 		AttrTTL:   cfg.AttrTTL,
 		UID:       uint32(cfg.UID),
 		GID:       uint32(cfg.GID),
+		FileMode:  fileMode,
+		DirMode:   dirMode,
+		Versions:  versions,
 
 		Blocks:       blocks,
 		ReadAhead:    cache.StreamOptions{Max: readAhead},
@@ -129,11 +139,14 @@ func runMount(parent context.Context, cfg *Config) error {
 		"auth", keeper.Mode(), "account", keeper.Current().StorageURL,
 		"segment_size", segSize, "upload_workers", cfg.Write.UploadWorkers, "write_memory_budget", pool.MemoryBudget(),
 		"staging_dir", cfg.Write.StagingDir, "staging_size", cfg.Write.StagingSize, "sha256", cfg.Write.SHA256,
-		"max_manifest_segments", limits.MaxManifestSegments,
+		"max_manifest_segments", limits.MaxManifestSegments, "file_mode", fmt.Sprintf("%04o", fileMode), "dir_mode", fmt.Sprintf("%04o", dirMode),
+		"allow_other", cfg.AllowOther, "uid", cfg.UID, "gid", cfg.GID, "version_grace", cfg.Versions.Grace, "lease_ttl", cfg.Versions.LeaseTTL,
+		"reap_interval", cfg.Versions.ReapInterval, "host", versions.Options().Host,
 		"read_memory", readMem, "read_ahead", readAhead, "kernel_read_ahead", kernelRA, "cache_dir", cfg.Read.CacheDir, "cache_size", cacheSize)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = keeper.Run(life) })
+	wg.Go(func() { _ = versions.Run(life) })
 	sdNotify(log, "READY=1")
 
 	unmounted := make(chan struct{})
@@ -148,6 +161,12 @@ func runMount(parent context.Context, cfg *Config) error {
 	}
 	cancelLife()
 	wg.Wait()
+	// Nothing is served any more: this host holds no version now.
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := versions.Close(cctx); err != nil {
+		log.Warn("could not remove this host's lease; it expires by itself", "lease_ttl", cfg.Versions.LeaseTTL, "err", err)
+	}
+	cancel()
 	log.Info("read cache", "stats", blocks.Stats())
 	return nil
 }

@@ -79,7 +79,7 @@ func BenchmarkWrite(b *testing.B) {
 			res = append(res, x)
 			// Keep the lab's disk small: the next round writes new names.
 			for _, n := range []string{fmt.Sprintf("raw-%d.img", r), fmt.Sprintf("cp-%d.img", r)} {
-				if err := segments.Remove(context.Background(), labtest.Swift, c, n); err != nil {
+				if err := segments.Purge(context.Background(), labtest.Swift, c, n); err != nil {
 					b.Logf("remove %s: %v", n, err)
 				}
 			}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/segments"
+)
+
+// FilesConfig is what files and directories show: modes (the owner is
+// --uid/--gid), see fs/attr.go.
+type FilesConfig struct {
+	FileMode, DirMode string // octal
+}
+
+func filesFlags(c *Config) []cli.Flag {
+	f := &c.Files
+	return []cli.Flag{
+		&cli.StringFlag{Name: "file-mode", EnvVars: []string{"IMAGEFS_FILE_MODE"}, Value: fmt.Sprintf("%04o", fs.DefaultFileMode), Destination: &f.FileMode, Category: "Permissions",
+			Usage: "permission bits of every file (octal); with --allow-other the kernel enforces them for every user: the default lets others read, never write"},
+		&cli.StringFlag{Name: "dir-mode", EnvVars: []string{"IMAGEFS_DIR_MODE"}, Value: fmt.Sprintf("%04o", fs.DefaultDirMode), Destination: &f.DirMode, Category: "Permissions",
+			Usage: "permission bits of every directory (octal); the default lets others list, never create, rename or delete"},
+	}
+}
+
+// parseMode reads permission bits in octal (0644, 644).
+func parseMode(flag, s string) (uint32, error) {
+	n, err := strconv.ParseUint(strings.TrimSpace(s), 8, 32)
+	if err != nil || n > 0o777 {
+		return 0, fmt.Errorf("--%s %q: want permission bits in octal, at most 0777 (e.g. 0644)", flag, s)
+	}
+	return uint32(n), nil
+}
+
+func (f *FilesConfig) validate() []error {
+	var errs []error
+	if _, err := parseMode("file-mode", f.FileMode); err != nil {
+		errs = append(errs, err)
+	}
+	if m, err := parseMode("dir-mode", f.DirMode); err != nil {
+		errs = append(errs, err)
+	} else if m&0o100 == 0 {
+		errs = append(errs, fmt.Errorf("--dir-mode %s: the owner needs the x bit to enter directories", f.DirMode))
+	}
+	return errs
+}
+
+// modes returns the validated modes.
+func (f *FilesConfig) modes() (file, dir uint32) {
+	file, _ = parseMode("file-mode", f.FileMode)
+	dir, _ = parseMode("dir-mode", f.DirMode)
+	return file, dir
+}
+
+// VersionsConfig is the versions' part of the configuration
+// (segments.Versions): how long retired versions stay, leases, reaping.
+type VersionsConfig struct {
+	Grace        time.Duration
+	LeaseTTL     time.Duration
+	ReapInterval time.Duration
+}
+
+func versionsFlags(c *Config) []cli.Flag {
+	v := &c.Versions
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "version-grace", EnvVars: []string{"IMAGEFS_VERSION_GRACE"}, Value: segments.DefaultGrace, Destination: &v.Grace, Category: "Versions",
+			Usage: "an overwritten or removed version is kept at least this long, and for as long as any host has it open"},
+		&cli.DurationFlag{Name: "lease-ttl", EnvVars: []string{"IMAGEFS_LEASE_TTL"}, Value: segments.DefaultLeaseTTL, Destination: &v.LeaseTTL, Category: "Versions",
+			Usage: "this host's lease on the versions it has open is refreshed every third of this; a host silent for longer no longer protects them"},
+		&cli.DurationFlag{Name: "reap-interval", EnvVars: []string{"IMAGEFS_REAP_INTERVAL"}, Value: 10 * time.Minute, Destination: &v.ReapInterval, Category: "Versions",
+			Usage: "how often this mount deletes the versions it retired once their grace period is over (0: never; imagefs gc does it for every host)"},
+	}
+}
+
+func (v *VersionsConfig) validate() []error {
+	var errs []error
+	if v.Grace < time.Second {
+		errs = append(errs, fmt.Errorf("--version-grace %v: must be at least 1s", v.Grace))
+	}
+	if v.LeaseTTL < 3*time.Second {
+		errs = append(errs, fmt.Errorf("--lease-ttl %v: must be at least 3s", v.LeaseTTL))
+	}
+	if v.ReapInterval < 0 {
+		errs = append(errs, fmt.Errorf("--reap-interval %v: must not be negative", v.ReapInterval))
+	}
+	return errs
+}
+
+// newVersions builds the owner of the mount's versions.
+func newVersions(st segments.ObjectStore, container, prefix string, v VersionsConfig, log *slog.Logger) *segments.Versions {
+	return segments.NewVersions(st, segments.VersionsOptions{
+		Container:    container,
+		Scope:        prefix,
+		Host:         hostID(),
+		Grace:        v.Grace,
+		LeaseTTL:     v.LeaseTTL,
+		ReapInterval: v.ReapInterval,
+		Log:          log,
+		Failpoint:    failpoint(log),
+	})
+}
+
+// hostID names this process's lease: the host name and a random part
+// (one host may mount a container twice).
+func hostID() string {
+	h, _ := os.Hostname()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return h + "." + hex.EncodeToString(b[:])
+}
+
+// failpoint returns the crash hook of the tests: IMAGEFS_FAILPOINT names
+// a step (e.g. rename-after-copy) at which the daemon kills itself with
+// SIGKILL, as a crash would end it. Without the variable it is nil.
+func failpoint(log *slog.Logger) func(string) {
+	want := os.Getenv("IMAGEFS_FAILPOINT")
+	if want == "" {
+		return nil
+	}
+	return func(name string) {
+		if name == want {
+			log.Error("failpoint reached: killing the daemon", "failpoint", name)
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // until the signal lands
+		}
+	}
+}
