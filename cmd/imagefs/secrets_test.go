@@ -154,18 +154,30 @@ func TestSecretFileUnreadable(t *testing.T) {
 	}
 }
 
+// useCredentials points $CREDENTIALS_DIRECTORY at a new directory holding
+// these credentials (name: content) and returns it.
+func useCredentials(t *testing.T, creds map[string]string) string {
+	t.Helper()
+	cleanSecretEnv(t)
+	dir := t.TempDir()
+	for name, content := range creds {
+		writeFile(t, dir, name, content, 0o400)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	return dir
+}
+
 // TestSystemdCredentials: with $CREDENTIALS_DIRECTORY, each secret that no
 // flag, variable or file gives comes from the credential of the flag's
 // name, before clouds.yaml; a credential that is not there is no error, an
 // empty one is.
 func TestSystemdCredentials(t *testing.T) {
-	creds := t.TempDir()
+	all := map[string]string{}
 	for _, s := range secretNames {
-		writeFile(t, creds, s.flag, "cred-"+s.flag+"\n", 0o400)
+		all[s.flag] = "cred-" + s.flag + "\n"
 	}
 	t.Run("all five", func(t *testing.T) {
-		cleanSecretEnv(t)
-		t.Setenv("CREDENTIALS_DIRECTORY", creds)
+		useCredentials(t, all)
 		c, err := parseAuth(t)
 		if err != nil {
 			t.Fatal(err)
@@ -177,8 +189,7 @@ func TestSystemdCredentials(t *testing.T) {
 		}
 	})
 	t.Run("flags, variables and files first", func(t *testing.T) {
-		cleanSecretEnv(t)
-		t.Setenv("CREDENTIALS_DIRECTORY", creds)
+		useCredentials(t, all)
 		t.Setenv("OS_TOKEN", "from-variable")
 		file := writeFile(t, t.TempDir(), "pw", "from-file\n", 0o600)
 		c, err := parseAuth(t, "--service-password", "from-flag", "--os-password-file", file)
@@ -191,34 +202,24 @@ func TestSystemdCredentials(t *testing.T) {
 		}
 	})
 	t.Run("some missing", func(t *testing.T) {
-		cleanSecretEnv(t)
-		only := t.TempDir()
-		writeFile(t, only, "os-password", "cred-pw", 0o400)
-		t.Setenv("CREDENTIALS_DIRECTORY", only)
+		useCredentials(t, map[string]string{"os-password": "cred-pw"})
 		c, err := parseAuth(t)
 		if err != nil || c.Auth.Password != "cred-pw" || c.Auth.Token != "" || c.Auth.Service.Password != "" {
 			t.Errorf("%v: %q %q %q", err, c.Auth.Password, c.Auth.Token, c.Auth.Service.Password)
 		}
 	})
 	t.Run("over clouds.yaml", func(t *testing.T) {
-		cleanSecretEnv(t)
+		useCredentials(t, map[string]string{"os-password": "cred-pw\n"})
 		dir := t.TempDir()
 		writeFile(t, dir, "clouds.yaml", "clouds:\n  images:\n    auth:\n      auth_url: https://keystone.example/v3\n      username: u\n      password: from-clouds\n", 0o600)
 		t.Setenv("OS_CLIENT_CONFIG_FILE", filepath.Join(dir, "clouds.yaml"))
-		only := t.TempDir()
-		writeFile(t, only, "os-password", "cred-pw\n", 0o400)
-		t.Setenv("CREDENTIALS_DIRECTORY", only)
 		c, err := parseAuth(t, "--os-cloud", "images")
 		if err != nil || c.Auth.Password != "cred-pw" || c.Auth.Username != "u" {
 			t.Errorf("%v: %q %q", err, c.Auth.Password, c.Auth.Username)
 		}
 	})
 	t.Run("empty credential", func(t *testing.T) {
-		cleanSecretEnv(t)
-		bad := t.TempDir()
-		writeFile(t, bad, "service-password", "", 0o400)
-		writeFile(t, bad, "os-token", "a\nb\n", 0o400)
-		t.Setenv("CREDENTIALS_DIRECTORY", bad)
+		bad := useCredentials(t, map[string]string{"service-password": "", "os-token": "a\nb\n"})
 		_, err := parseAuth(t)
 		for _, want := range []string{
 			"systemd credential service-password (" + filepath.Join(bad, "service-password") + "): is empty",
