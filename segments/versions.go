@@ -89,8 +89,9 @@ type VersionsOptions struct {
 	// LeaseTTL is how long a lease stays valid without a refresh (default
 	// DefaultLeaseTTL); it is refreshed every third of it.
 	LeaseTTL time.Duration
-	// Linger is how long a released hold still pins (default
-	// DefaultLinger).
+	// Linger is how long a released hold of a writer or a rename still
+	// pins (default: DefaultLinger, at most Grace): the container listing
+	// may lag behind the manifest that now references the objects.
 	Linger time.Duration
 	// ReapInterval is how often Run reaps this host's due records; 0
 	// turns reaping in Run off (imagefs gc reaps every host's).
@@ -144,8 +145,8 @@ func (p pin) covers(c, o string) bool {
 }
 
 type pinRef struct {
-	n        int       // holds
-	released time.Time // when n dropped to 0
+	n     int       // holds
+	until time.Time // once n is 0: pinned until then (the linger)
 }
 
 // NewVersions returns the owner of the versions of o.Container. Call Run
@@ -167,7 +168,7 @@ func NewVersions(st ObjectStore, o VersionsOptions) *Versions {
 		o.LeaseTTL = DefaultLeaseTTL
 	}
 	if o.Linger <= 0 {
-		o.Linger = DefaultLinger
+		o.Linger = min(DefaultLinger, o.Grace)
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = 8
@@ -356,17 +357,19 @@ func (v *Versions) putState(ctx context.Context, name string, body []byte) error
 
 // Hold pins objects for this host until Release.
 type Hold struct {
-	v    *Versions
-	pins []pin
-	once sync.Once
+	v      *Versions
+	pins   []pin
+	linger bool
+	once   sync.Once
 }
 
-// Release ends the hold (after the linger). Idempotent.
+// Release ends the hold (a writer's or a rename's after the linger).
+// Idempotent.
 func (h *Hold) Release() {
 	if h == nil {
 		return
 	}
-	h.once.Do(func() { h.v.release(h.pins) })
+	h.once.Do(func() { h.v.release(h.pins, h.linger) })
 }
 
 // pinsOf returns the pins that protect the objects of a manifest: the
@@ -393,24 +396,30 @@ func uploadPin(c, o string) pin {
 	return pin{C: c, P: prefix}
 }
 
-// Hold pins the objects of version m for this host. The lease is written
-// in the background (soon, and long before any grace period ends: a
-// version can only be retired after it was opened).
+// Hold pins the objects of version m for this host (a reader). The lease
+// is written in the background (soon, and long before any grace period
+// ends: a version can only be retired after it was opened).
 func (v *Versions) Hold(m *Manifest) *Hold {
-	return v.hold(pinsOf(m))
+	return v.hold(pinsOf(m), false)
+}
+
+// HoldBase is Hold for a writer that builds on m: the hold lingers after
+// Release, until the listing shows the new manifest.
+func (v *Versions) HoldBase(m *Manifest) *Hold {
+	return v.hold(pinsOf(m), true)
 }
 
 // HoldPrefix pins every object of container c under prefix (an upload in
-// progress).
+// progress; it lingers after Release like HoldBase).
 func (v *Versions) HoldPrefix(c, prefix string) *Hold {
-	return v.hold([]pin{{C: c, P: prefix}})
+	return v.hold([]pin{{C: c, P: prefix}}, true)
 }
 
 // HoldNow is Hold, but returns only once the lease that says so is in
 // Swift: for a change that makes a new reference to the objects (rename),
 // which a reap running at the same moment must see.
 func (v *Versions) HoldNow(ctx context.Context, m *Manifest) (*Hold, error) {
-	h := v.hold(pinsOf(m))
+	h := v.hold(pinsOf(m), true)
 	if err := v.writeLease(ctx); err != nil {
 		h.Release()
 		return nil, fmt.Errorf("write the lease of host %s: %w", v.o.Host, err)
@@ -418,7 +427,7 @@ func (v *Versions) HoldNow(ctx context.Context, m *Manifest) (*Hold, error) {
 	return h, nil
 }
 
-func (v *Versions) hold(pins []pin) *Hold {
+func (v *Versions) hold(pins []pin, linger bool) *Hold {
 	v.mu.Lock()
 	added := false
 	for _, p := range pins {
@@ -437,18 +446,24 @@ func (v *Versions) hold(pins []pin) *Hold {
 		default:
 		}
 	}
-	return &Hold{v: v, pins: pins}
+	return &Hold{v: v, pins: pins, linger: linger}
 }
 
-func (v *Versions) release(pins []pin) {
-	now := v.o.Now()
+func (v *Versions) release(pins []pin, linger bool) {
+	until := v.o.Now()
+	if linger {
+		until = until.Add(v.o.Linger)
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, p := range pins {
 		if r := v.pins[p]; r != nil {
 			r.n--
 			if r.n <= 0 {
-				r.n, r.released = 0, now
+				r.n = 0
+				if until.After(r.until) {
+					r.until = until
+				}
 			}
 		}
 	}
@@ -461,7 +476,7 @@ func (v *Versions) localPins() []pin {
 	defer v.mu.Unlock()
 	out := make([]pin, 0, len(v.pins))
 	for p, r := range v.pins {
-		if r.n > 0 || now.Sub(r.released) < v.o.Linger {
+		if r.n > 0 || now.Before(r.until) {
 			out = append(out, p)
 		}
 	}
@@ -494,7 +509,7 @@ func (v *Versions) writeLease(ctx context.Context) error {
 	v.mu.Lock()
 	var pins []pin
 	for p, r := range v.pins {
-		if r.n == 0 && now.Sub(r.released) >= v.o.Linger {
+		if r.n == 0 && !now.Before(r.until) {
 			delete(v.pins, p)
 			continue
 		}

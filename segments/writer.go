@@ -196,7 +196,7 @@ func NewWriter(ctx context.Context, st ObjectStore, object string, o WriterOptio
 	if v := o.Versions; v != nil {
 		w.holds = append(w.holds, v.HoldPrefix(o.SegmentContainer, w.SegmentPrefix()))
 		if o.Under != nil {
-			w.holds = append(w.holds, v.Hold(o.Under))
+			w.holds = append(w.holds, v.HoldBase(o.Under))
 		}
 	}
 	o.Pool.register(w)

@@ -35,6 +35,7 @@ type Store struct {
 	containers map[string]map[string]*object
 	calls      map[string]int
 	hook       func(op, container, object string) error
+	after      func(op, container, object string) error
 	limits     segments.Limits
 }
 
@@ -56,6 +57,25 @@ func (s *Store) SetHook(h func(op, container, object string) error) {
 	s.mu.Lock()
 	s.hook = h
 	s.mu.Unlock()
+}
+
+// SetAfterHook installs a function that runs after a PUT or PUT-MANIFEST
+// took effect: a non-nil error becomes the operation's answer although
+// the object is stored (a lost answer). nil removes it.
+func (s *Store) SetAfterHook(h func(op, container, object string) error) {
+	s.mu.Lock()
+	s.after = h
+	s.mu.Unlock()
+}
+
+func (s *Store) leave(op, container, obj string) error {
+	s.mu.Lock()
+	h := s.after
+	s.mu.Unlock()
+	if h != nil {
+		return h(op, container, obj)
+	}
+	return nil
 }
 
 // Calls returns how many times op was called.
@@ -147,6 +167,11 @@ func (s *Store) Put(ctx context.Context, c, o string, body io.ReadSeeker, size i
 		return "", notFound("PUT", c, o)
 	}
 	m[o] = &object{data: data, etag: etag, ctype: po.ContentType, meta: copyMeta(po.Meta), modified: time.Now(), dlo: po.DLO}
+	s.mu.Unlock()
+	defer s.mu.Lock()
+	if err := s.leave("PUT", c, o); err != nil {
+		return "", err
+	}
 	return etag, nil
 }
 
@@ -195,6 +220,11 @@ func (s *Store) PutManifest(ctx context.Context, c, o string, entries []segments
 	}
 	etag := md5hex([]byte(etags.String()))
 	m[o] = &object{etag: etag, ctype: po.ContentType, meta: copyMeta(po.Meta), modified: time.Now(), slo: stored}
+	s.mu.Unlock()
+	defer s.mu.Lock()
+	if err := s.leave("PUT-MANIFEST", c, o); err != nil {
+		return "", err
+	}
 	return etag, nil
 }
 
