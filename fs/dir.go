@@ -90,12 +90,20 @@ func (d *dirNode) OnForget() { d.root.inos.drop(d.rel, true, d.StableAttr().Ino)
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	rel := join(d.rel, name)
 	r := d.root
+	if r.hidden(rel) {
+		return nil, syscall.ENOENT
+	}
 	if f := r.uploading(r.object(rel)); f != nil {
 		f.fillAttr(&out.Attr)
 		return d.newFile(ctx, f), 0
 	}
 	in, err := r.head(ctx, r.object(rel))
 	if err == nil && !isDirMarker(in) {
+		if part, perr := r.isPart(ctx, in.Name); perr != nil {
+			return nil, r.errnoOf("lookup", rel, perr)
+		} else if part {
+			return nil, syscall.ENOENT // a part of another image
+		}
 		f := newFileNode(r, rel)
 		f.setInfo(in)
 		ch := d.newFile(ctx, f)
@@ -156,7 +164,7 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 	if err != nil {
 		return nil, r.errnoOf("readdir", d.rel, err)
 	}
-	entries = r.hideDLOSegments(ctx, prefix, entries, zero)
+	entries = r.hideParts(ctx, prefix, entries, zero)
 	// Files being written here are visible on this host before commit.
 	for _, name := range r.uploadingIn(prefix) {
 		add(name, syscall.S_IFREG)
@@ -170,6 +178,9 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	r := d.root
 	if _, err := r.head(ctx, r.object(rel)); err == nil {
 		return nil, syscall.EEXIST
+	}
+	if errno := r.mayCreate(ctx, "mkdir", rel); errno != 0 {
+		return nil, errno
 	}
 	if ok, err := d.dirExists(ctx, rel); err != nil {
 		return nil, r.errnoOf("mkdir", rel, err)
@@ -223,6 +234,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return 0
 	}
 	defer r.meta.Forget(obj)
+	defer r.forgetDLOs(obj)
 	// Not interruptible: a half-done unlink helps nobody. The objects of
 	// the version go at a later reap, so this is two small requests.
 	ctx = context.WithoutCancel(ctx)
@@ -260,6 +272,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		f, _ = ch.Operations().(*fileNode)
 	}
 	if f == nil {
+		if errno := r.mayCreate(ctx, "create", rel); errno != 0 {
+			return nil, nil, 0, errno
+		}
 		f = newFileNode(r, rel)
 		ch = d.newFile(ctx, f)
 		if got, ok := ch.Operations().(*fileNode); ok {
@@ -293,6 +308,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 	if r.uploading(srcObj) != nil || r.uploading(dstObj) != nil {
 		return syscall.EBUSY
 	}
+	if errno := r.mayCreate(ctx, "rename", dst); errno != 0 {
+		return errno
+	}
 	ctx = context.WithoutCancel(ctx) // see Unlink
 	in, err := r.o.Store.Head(ctx, r.o.Container, srcObj)
 	if isNotFound(err) {
@@ -308,6 +326,8 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 	}
 	defer r.meta.Forget(srcObj)
 	defer r.meta.Forget(dstObj)
+	defer r.forgetDLOs(srcObj)
+	defer r.forgetDLOs(dstObj)
 	if err := r.versions.Rename(ctx, in, dstObj); err != nil {
 		return r.errnoOf("rename", src, err)
 	}

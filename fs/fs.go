@@ -74,6 +74,7 @@ type Root struct {
 	blocks *cache.Blocks
 
 	inos     *inodes
+	dlos     dloCache
 	versions *segments.Versions
 
 	mu      sync.Mutex           // guards writing
@@ -96,7 +97,7 @@ func NewRoot(ctx context.Context, o Options) *Root {
 		o.DirMode = DefaultDirMode
 	}
 	r := &Root{o: o, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), inos: newInodes(),
-		writing: map[string]*fileNode{}}
+		dlos: dloCache{dirs: map[string]dloEntry{}}, writing: map[string]*fileNode{}}
 	r.versions = o.Versions
 	if r.versions == nil {
 		r.versions = segments.NewVersions(o.Store, segments.VersionsOptions{Container: o.Container, Scope: o.Prefix, Log: o.Log})

@@ -7,15 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/imagefs/imagefs/cache"
 	"github.com/imagefs/imagefs/segments"
@@ -108,59 +105,6 @@ func versionKey(container, object string, m *segments.Manifest) string {
 		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00%d\x00", s.Container, s.Object, s.ETag, s.Offset, s.Length)
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// hideDLOSegments drops from a listing of prefix the segments of dynamic
-// large objects stored next to their manifests (Glance's layout: manifest
-// "<uuid>" with X-Object-Manifest "<container>/<uuid>-", segments
-// "<uuid>-00001"...). Swift lists DLO manifests as 0 bytes, so only
-// zero-byte names (zero, full object names) are HEADed, through the
-// metadata cache that lookups use too. A failed HEAD hides nothing.
-func (r *Root) hideDLOSegments(ctx context.Context, prefix string, entries []fuse.DirEntry, zero []string) []fuse.DirEntry {
-	if len(zero) == 0 {
-		return entries
-	}
-	segPrefixes := make([]string, len(zero))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for i, name := range zero {
-		g.Go(func() error {
-			in, err := r.head(gctx, name)
-			if err != nil || in.DLO == "" {
-				return nil
-			}
-			v, err := url.PathUnescape(in.DLO)
-			if err != nil {
-				v = in.DLO
-			}
-			c, p, ok := strings.Cut(v, "/")
-			// Only segments in this container and below this directory
-			// can be in this listing.
-			if ok && c == r.o.Container && strings.HasPrefix(p, prefix) && p != name {
-				segPrefixes[i] = p
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
-	out := entries[:0]
-	for _, e := range entries {
-		full := prefix + e.Name
-		if e.Mode&syscall.S_IFDIR != 0 {
-			full += "/"
-		}
-		hide := false
-		for i, p := range segPrefixes {
-			if p != "" && full != zero[i] && strings.HasPrefix(full, p) {
-				hide = true
-				break
-			}
-		}
-		if !hide {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // SetKernelReadahead sets the kernel's readahead for the mount at dir
