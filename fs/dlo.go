@@ -185,7 +185,9 @@ func (r *Root) hideParts(ctx context.Context, prefix string, entries []fuse.DirE
 		if e.Mode&syscall.S_IFDIR != 0 {
 			full += "/"
 		}
-		if partOf(refs, full) != "" || (e.Mode&syscall.S_IFDIR == 0 && r.hidden(strings.TrimPrefix(full, r.o.Prefix))) {
+		// Directories stay: a DLO's parts are files next to it, and a
+		// prefix that takes in a whole directory is not Glance's.
+		if e.Mode&syscall.S_IFDIR == 0 && (partOf(refs, full) != "" || r.hidden(strings.TrimPrefix(full, r.o.Prefix))) {
 			continue
 		}
 		out = append(out, e)

@@ -467,6 +467,12 @@ func (v *Versions) release(pins []pin, linger bool) {
 			}
 		}
 	}
+	if !linger {
+		select { // the lease can say less now
+		case v.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // localPins returns what this host pins now (lingering pins included).

@@ -66,8 +66,15 @@ func TestWriteDaemonKilledThenGC(t *testing.T) {
 		t.Fatal("the killed upload left no segments: the test did not test anything")
 	}
 
+	// The dead daemon's lease still holds its upload (until its TTL, 6 s
+	// here): even with --min-age 0s nothing is an orphan.
+	r := labtest.Exec(t, "gc", "--min-age", "0s", c)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "no orphan segments") || !strings.Contains(r.Stdout, "retired or held") {
+		t.Errorf("gc right after the crash: status %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	time.Sleep(7 * time.Second) // the lease dies
 	// The default --min-age (a day) protects them: nothing is an orphan yet.
-	r := labtest.Exec(t, "gc", c)
+	r = labtest.Exec(t, "gc", c)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "no orphan segments") || !strings.Contains(r.Stdout, "young ") {
 		t.Errorf("gc with the default --min-age: status %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}

@@ -83,6 +83,18 @@ func NewFaultProxy(t testing.TB) *FaultProxy {
 		if fault != nil {
 			if f := fault(r); f != (Fault{}) {
 				fp.Faults.Add(1)
+				if f.Delay > 0 {
+					t := time.NewTimer(f.Delay)
+					select {
+					case <-t.C:
+					case <-r.Context().Done():
+					}
+					t.Stop()
+					if f.Status == 0 && !f.Reset && f.CutAfter == 0 {
+						rp.ServeHTTP(cw, r)
+						return
+					}
+				}
 				if f.CutAfter > 0 {
 					cw.cut, cw.stall = f.CutAfter, f.Stall
 					rp.ServeHTTP(cw, r)
@@ -128,6 +140,9 @@ type Fault struct {
 	// Stall, with CutAfter, first sends nothing for this long (or until
 	// the client gives up): a server that hangs mid-body.
 	Stall time.Duration
+	// Delay holds the request this long first (a slow server); alone, the
+	// request is then forwarded.
+	Delay time.Duration
 }
 
 // countingWriter counts the body bytes forwarded, and cuts the answer

@@ -178,7 +178,10 @@ func Mount(t testing.TB, target string, o MountOpts) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"mount", "--log-level", "debug"}, o.Args...)
+	// Versions as in production, on a test's time scale: retired versions
+	// are reaped a few seconds after retirement (tests wait for that),
+	// leases die a few seconds after a crash. A test's own Args win.
+	args := append([]string{"mount", "--log-level", "debug", "--version-grace", "2s", "--reap-interval", "1s", "--lease-ttl", "6s"}, o.Args...)
 	args = append(args, target, dir)
 	d.Cmd = exec.Command(Binary, args...)
 	d.Cmd.Env = append(os.Environ(), o.Env...)
@@ -298,6 +301,12 @@ func RandomFile(t testing.TB, size int64, seed uint64) (string, string) {
 	return p, hex.EncodeToString(h.Sum(nil))
 }
 
+// SHA256Bytes returns the hex SHA-256 of b.
+func SHA256Bytes(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
 // SHA256File is the hex SHA-256 of a file.
 func SHA256File(t testing.TB, p string) string {
 	t.Helper()
@@ -399,12 +408,34 @@ func MountFails(t testing.TB, env, args []string, status int, want string) strin
 	return out
 }
 
-// SegmentInfos lists the objects of a container's segment container.
+// SegmentInfos lists the segments of a container's segment container
+// (not imagefs' state there: leases and retirement records).
 func SegmentInfos(t testing.TB, c string) []segments.Info {
 	t.Helper()
 	var out []segments.Info
 	err := Swift.List(context.Background(), c+"_segments", "", 0, func(in segments.Info) error {
-		out = append(out, in)
+		if !strings.HasPrefix(in.Name, StatePrefix) {
+			out = append(out, in)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, segments.ErrNotFound) {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// StatePrefix is where imagefs keeps leases and retirement records in a
+// segment container.
+const StatePrefix = ".imagefs/"
+
+// StateNames lists imagefs' state objects in a container's segment
+// container (leases, retirement records).
+func StateNames(t testing.TB, c string) []string {
+	t.Helper()
+	var out []string
+	err := Swift.List(context.Background(), c+"_segments", StatePrefix, 0, func(in segments.Info) error {
+		out = append(out, in.Name)
 		return nil
 	})
 	if err != nil && !errors.Is(err, segments.ErrNotFound) {
