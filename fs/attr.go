@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"fmt"
+	"strings"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -22,9 +23,12 @@ import (
 // dynamic_ownership treats that EPERM as "not supported here" and goes on.
 //
 // Extended attributes: user.imagefs.sha256 is read-only (EPERM on a set or
-// remove); any other name cannot be stored (ENOTSUP on a set or remove,
-// ENODATA on a get), which is what libvirt's remember_owner expects of a
-// filesystem without xattr support.
+// remove); any other name cannot be stored (ENOTSUP on a set or remove). A
+// get of another user.* name is ENODATA (not set); of any other namespace
+// (trusted.*, security.*, system.*) ENOTSUP, the answer of a filesystem
+// without them: libvirt's remember_owner then remembers nothing and goes
+// on, where ENODATA would make it try to set trusted.libvirt.security.*
+// and fail the VM's start.
 
 // DefaultFileMode and DefaultDirMode are the modes files and directories
 // show unless the mount says otherwise.
@@ -66,6 +70,21 @@ func optID(v uint32, ok bool) any {
 		return "unchanged"
 	}
 	return v
+}
+
+// noXattr answers a get of an attribute that is not there.
+func noXattr(attr string) syscall.Errno {
+	if strings.HasPrefix(attr, "user.") {
+		return fusefs.ENOATTR
+	}
+	return syscall.ENOTSUP
+}
+
+var _ fusefs.NodeGetxattrer = (*dirNode)(nil)
+
+// Getxattr of a directory: it has none.
+func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return 0, noXattr(attr)
 }
 
 // setxattr answers a set or remove of an extended attribute.

@@ -294,7 +294,7 @@ func (f *fileNode) abort(ctx context.Context, w *segments.Writer, why string) {
 
 func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if attr != XattrSHA256 {
-		return 0, fusefs.ENOATTR
+		return 0, noXattr(attr)
 	}
 	if err := f.refresh(ctx); err != nil {
 		return 0, f.root.errnoOf("getxattr", f.path(), err)

@@ -114,7 +114,8 @@ func TestModesFromOptions(t *testing.T) {
 // TestChmodChownXattr: chmod and chown that would change anything fail
 // with EPERM (no-op ones succeed, as cp -p sends them); extended
 // attributes cannot be set (ENOTSUP), the sha256 one is read-only (EPERM),
-// a missing one reads as ENODATA.
+// a missing user.* one reads as ENODATA, one of another namespace as
+// ENOTSUP (libvirt's remember_owner then gives up quietly).
 func TestChmodChownXattr(t *testing.T) {
 	e := mount(t, mib)
 	p := filepath.Join(e.dir, "f.img")
@@ -145,8 +146,11 @@ func TestChmodChownXattr(t *testing.T) {
 			t.Errorf("removexattr %s: %v, want ENOTSUP", path, err)
 		}
 		buf := make([]byte, 64)
-		if _, err := syscall.Getxattr(path, "trusted.libvirt.security.dac", buf); !errors.Is(err, syscall.ENODATA) {
-			t.Errorf("getxattr %s: %v, want ENODATA", path, err)
+		if _, err := syscall.Getxattr(path, "trusted.libvirt.security.ref_dac", buf); !errors.Is(err, syscall.ENOTSUP) {
+			t.Errorf("getxattr trusted.* %s: %v, want ENOTSUP", path, err)
+		}
+		if _, err := syscall.Getxattr(path, "user.x", buf); !errors.Is(err, syscall.ENODATA) {
+			t.Errorf("getxattr user.x %s: %v, want ENODATA", path, err)
 		}
 	}
 	if err := os.Chmod(p, 0o644); err != nil {
@@ -242,4 +246,36 @@ func ino(st os.FileInfo) uint64 {
 		return 0
 	}
 	return st.Sys().(*syscall.Stat_t).Ino
+}
+
+// TestSecondOpenForWriting: while a file is open for writing, another open
+// for writing gets EBUSY (one upload per file); an open for writing that
+// wrote nothing gives the file back at close, so that the next one (libvirt
+// closes and reopens its disks) succeeds at once.
+func TestSecondOpenForWriting(t *testing.T) {
+	e := mount(t, mib)
+	p := filepath.Join(e.dir, "disk.raw")
+	if err := os.WriteFile(p, randBytes(3*mib, 3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.OpenFile(p, os.O_RDWR, 0); !errors.Is(err, syscall.EBUSY) {
+		t.Errorf("a second open for writing: %v, want EBUSY", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		g, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatalf("open %d for writing right after a close: %v", i, err)
+		}
+		g.Close()
+	}
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, randBytes(3*mib, 3)) {
+		t.Errorf("content after the opens: %v", err)
+	}
 }

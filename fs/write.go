@@ -115,6 +115,16 @@ func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if !h.wrote && h.kept && !h.committed {
+		// Opened for writing (O_RDWR, no O_TRUNC) and nothing changed:
+		// give the file's write slot back now rather than at RELEASE, which
+		// the kernel sends later, so that the next open for writing (libvirt
+		// closes and reopens a disk) is not refused as busy. A write
+		// through a duplicate starts again from the current version.
+		h.f.abort(context.WithoutCancel(ctx), h.w, "")
+		h.committed = true
+		return 0
+	}
 	if !h.wrote && !h.created {
 		return 0 // keep the existing version until something is written
 	}

@@ -332,6 +332,10 @@ func (w *Writer) allocChunk(ctx context.Context, pos int64) ([]byte, error) {
 			if b, err = p.allocWait(ctx, memPoll); err != nil {
 				return nil, err
 			}
+			if b == nil && w.ctx.Err() != nil {
+				// Abort cancelled the upload: it waits for w.mu.
+				return nil, ErrAborted
+			}
 		}
 		if b != nil {
 			w.openChunks.Add(1)
@@ -814,13 +818,15 @@ func (w *Writer) nest(ctx context.Context, entries []ManifestEntry, level int) (
 // Abort abandons the upload: nothing is published and the segments
 // uploaded so far are deleted (best effort). It waits for running uploads.
 func (w *Writer) Abort(ctx context.Context) {
+	// First, without the lock: a WriteAt waiting for memory holds it, and
+	// the memory comes back only when uploads end.
+	w.cancel()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.state != writing {
 		return
 	}
 	w.state = aborted
-	w.cancel()
 	w.cleanup(ctx)
 	w.releaseHolds()
 	w.o.Pool.unregister(w)

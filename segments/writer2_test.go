@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -285,5 +286,46 @@ func TestReusedChunksReadAsZeros(t *testing.T) {
 	}
 	if got, _ := readBack(t, st, "b"); !bytes.Equal(got, want) {
 		t.Fatal("old bytes of a reused chunk leaked into a new file")
+	}
+}
+
+// TestAbortWhileWriteWaitsForMemory: uploads stall, so a WriteAt waits for
+// memory holding the writer; Abort still ends the upload (and the wait)
+// at once rather than when Swift answers.
+func TestAbortWhileWriteWaitsForMemory(t *testing.T) {
+	st := newFake(t)
+	release := make(chan struct{})
+	st.SetHook(func(op, c, o string) error {
+		if op == "PUT" && strings.HasPrefix(o, "f/") {
+			<-release // a PUT that hangs until the test ends
+		}
+		return nil
+	})
+	defer close(release)
+	w := segments.NewWriter(t.Context(), st, "f", segments.WriterOptions{Container: "c", Pool: segments.NewPool(mib, 1)})
+	done := make(chan error, 1)
+	go func() {
+		data := randBytes(8*mib, 1)
+		var err error
+		for off := 0; off < len(data) && err == nil; off += mib {
+			_, err = w.WriteAt(context.Background(), data[off:off+mib], int64(off))
+		}
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the writes are stuck on memory
+	aborted := make(chan struct{})
+	go func() { w.Abort(context.Background()); close(aborted) }()
+	select {
+	case <-aborted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Abort waited for the stalled uploads")
+	}
+	select {
+	case <-done: // done or failed, either way no longer waiting
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting write did not end")
+	}
+	if _, err := w.WriteAt(context.Background(), []byte("x"), 8*mib); !errors.Is(err, segments.ErrAborted) {
+		t.Errorf("a write after Abort: %v, want ErrAborted", err)
 	}
 }

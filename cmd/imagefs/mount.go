@@ -149,6 +149,7 @@ func runMount(parent context.Context, cfg *Config) error {
 	wg.Go(func() { _ = versions.Run(life) })
 	sdNotify(log, "READY=1")
 
+	dev := mountDevice(cfg.Mountpoint)
 	unmounted := make(chan struct{})
 	go func() { server.Wait(); close(unmounted) }()
 	select {
@@ -157,7 +158,7 @@ func runMount(parent context.Context, cfg *Config) error {
 	case <-ctx.Done():
 		log.Info("signal received; unmounting")
 		sdNotify(log, "STOPPING=1")
-		shutdown(log, server, root, cfg, unmounted)
+		shutdown(log, root, cfg, dev, unmounted)
 	}
 	cancelLife()
 	wg.Wait()
@@ -227,31 +228,6 @@ func checkContainer(ctx context.Context, raw segments.ObjectStore, keeper *auth.
 		return fmt.Errorf("cannot reach container %q at %s: %v: %s", container, keeper.Current().StorageURL, err, hint)
 	}
 	return fmt.Errorf("cannot reach container %q at %s (tried for %v): %v", container, keeper.Current().StorageURL, checkBudget, err)
-}
-
-// shutdown unmounts, waiting up to the shutdown timeout for files that are
-// still open (an unmount is refused while they are). After that, their
-// uploads are abandoned and the mount is detached.
-func shutdown(log *slog.Logger, server interface{ Unmount() error }, root *fs.Root, cfg *Config, unmounted <-chan struct{}) {
-	deadline := time.Now().Add(cfg.Shutdown)
-	for {
-		err := server.Unmount()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			n := root.Abort(context.Background())
-			log.Error("files still open at shutdown; their uploads are abandoned and the mount detached",
-				"abandoned_uploads", n, "err", err)
-			_ = syscall.Unmount(cfg.Mountpoint, syscall.MNT_DETACH)
-			return
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	select {
-	case <-unmounted:
-	case <-time.After(10 * time.Second):
-	}
 }
 
 // checkMountpoint makes sure the mountpoint is an existing directory.

@@ -93,15 +93,25 @@ func (s *Store) Names(container string) []string {
 	return out
 }
 
-func (s *Store) enter(op, container, obj string) error {
+// enter counts the operation and runs the hook. A hook that blocks is a
+// slow server: the caller's ctx ends the wait, as it ends a real request
+// (the hook itself goes on in the background).
+func (s *Store) enter(ctx context.Context, op, container, obj string) error {
 	s.mu.Lock()
 	s.calls[op]++
 	h := s.hook
 	s.mu.Unlock()
-	if h != nil {
-		return h(op, container, obj)
+	if h == nil {
+		return ctx.Err()
 	}
-	return nil
+	done := make(chan error, 1)
+	go func() { done <- h(op, container, obj) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func notFound(op, c, o string) error {
@@ -117,7 +127,7 @@ func (s *Store) container(c string) (map[string]*object, bool) {
 
 // CreateContainer implements ObjectStore.
 func (s *Store) CreateContainer(ctx context.Context, c string) error {
-	if err := s.enter("PUT-CONTAINER", c, ""); err != nil {
+	if err := s.enter(ctx, "PUT-CONTAINER", c, ""); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -130,7 +140,7 @@ func (s *Store) CreateContainer(ctx context.Context, c string) error {
 
 // HeadContainer implements ObjectStore.
 func (s *Store) HeadContainer(ctx context.Context, c string) error {
-	if err := s.enter("HEAD-CONTAINER", c, ""); err != nil {
+	if err := s.enter(ctx, "HEAD-CONTAINER", c, ""); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -143,7 +153,7 @@ func (s *Store) HeadContainer(ctx context.Context, c string) error {
 
 // Put implements ObjectStore.
 func (s *Store) Put(ctx context.Context, c, o string, body io.ReadSeeker, size int64, sum string, po segments.PutOptions) (string, error) {
-	if err := s.enter("PUT", c, o); err != nil {
+	if err := s.enter(ctx, "PUT", c, o); err != nil {
 		return "", err
 	}
 	if _, err := body.Seek(0, io.SeekStart); err != nil {
@@ -185,7 +195,7 @@ func copyMeta(m map[string]string) map[string]string {
 
 // PutManifest implements ObjectStore, validating the entries as Swift does.
 func (s *Store) PutManifest(ctx context.Context, c, o string, entries []segments.ManifestEntry, po segments.PutOptions) (string, error) {
-	if err := s.enter("PUT-MANIFEST", c, o); err != nil {
+	if err := s.enter(ctx, "PUT-MANIFEST", c, o); err != nil {
 		return "", err
 	}
 	s.mu.Lock()
@@ -288,7 +298,7 @@ func (s *Store) content(ob *object, depth int) ([]byte, error) {
 
 // Get implements ObjectStore.
 func (s *Store) Get(ctx context.Context, c, o string, off, n int64, ifMatch string) (io.ReadCloser, error) {
-	if err := s.enter("GET", c, o); err != nil {
+	if err := s.enter(ctx, "GET", c, o); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -319,7 +329,7 @@ func (s *Store) Get(ctx context.Context, c, o string, off, n int64, ifMatch stri
 
 // Head implements ObjectStore.
 func (s *Store) Head(ctx context.Context, c, o string) (segments.Info, error) {
-	if err := s.enter("HEAD", c, o); err != nil {
+	if err := s.enter(ctx, "HEAD", c, o); err != nil {
 		return segments.Info{}, err
 	}
 	s.mu.Lock()
@@ -350,7 +360,7 @@ func (s *Store) info(c, o string, ob *object, full bool) segments.Info {
 
 // GetManifest implements ObjectStore.
 func (s *Store) GetManifest(ctx context.Context, c, o string) ([]segments.ManifestEntry, error) {
-	if err := s.enter("GET-MANIFEST", c, o); err != nil {
+	if err := s.enter(ctx, "GET-MANIFEST", c, o); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -367,7 +377,7 @@ func (s *Store) GetManifest(ctx context.Context, c, o string) ([]segments.Manife
 
 // Copy implements ObjectStore: a manifest is copied as a manifest.
 func (s *Store) Copy(ctx context.Context, c, src, dst string) error {
-	if err := s.enter("COPY", c, src); err != nil {
+	if err := s.enter(ctx, "COPY", c, src); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -385,7 +395,7 @@ func (s *Store) Copy(ctx context.Context, c, src, dst string) error {
 
 // Delete implements ObjectStore.
 func (s *Store) Delete(ctx context.Context, c, o string) error {
-	if err := s.enter("DELETE", c, o); err != nil {
+	if err := s.enter(ctx, "DELETE", c, o); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -396,7 +406,7 @@ func (s *Store) Delete(ctx context.Context, c, o string) error {
 
 // DeleteMany implements ObjectStore.
 func (s *Store) DeleteMany(ctx context.Context, c string, objs []string) error {
-	if err := s.enter("BULK-DELETE", c, ""); err != nil {
+	if err := s.enter(ctx, "BULK-DELETE", c, ""); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -409,7 +419,7 @@ func (s *Store) DeleteMany(ctx context.Context, c string, objs []string) error {
 
 // List implements ObjectStore.
 func (s *Store) List(ctx context.Context, c, prefix string, delim rune, fn func(segments.Info) error) error {
-	if err := s.enter("LIST", c, prefix); err != nil {
+	if err := s.enter(ctx, "LIST", c, prefix); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -453,7 +463,7 @@ func (s *Store) List(ctx context.Context, c, prefix string, delim rune, fn func(
 
 // Limits implements ObjectStore.
 func (s *Store) Limits(ctx context.Context) (segments.Limits, error) {
-	if err := s.enter("INFO", "", ""); err != nil {
+	if err := s.enter(ctx, "INFO", "", ""); err != nil {
 		return segments.Limits{}, err
 	}
 	s.mu.Lock()

@@ -173,13 +173,10 @@ func TestLibvirtWritableRawDisk(t *testing.T) {
 		t.Errorf("libvirt's error (above) does not say that the permission on the disk was denied: want %q and the image's path",
 			"Permission denied")
 	}
-	// TODO(imagefs team): once the refused chown logs its advice, also
-	// require that the daemon's log tells the operator what to do, e.g.
-	//	if !strings.Contains(d.LogText(), "chown refused") || !strings.Contains(d.LogText(), "read-only") { t.Errorf(...) }
-	// (today's line: "chown refused: ownership is set for the whole mount
-	// (--uid, --gid); ... For a VM, use the image read-only (a <readonly/>
-	// disk, or the backing file of a local qcow2 overlay)"). libvirt only
-	// gets as far as the chown when the get of
-	// trusted.libvirt.security.ref_dac answers ENOTSUP.
+	// The daemon's log says what to do: libvirt's chown of the disk to
+	// libvirt-qemu was refused, with the advice.
+	if log := d.LogText(); !strings.Contains(log, "chown refused") || !strings.Contains(log, "read-only") {
+		t.Errorf("the imagefs log does not tell the operator what to do about the writable disk:\n%s", log)
+	}
 	checkImageIntact(t, c, "disk.raw", sum)
 }
