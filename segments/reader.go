@@ -2,9 +2,12 @@ package segments
 
 import (
 	"context"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -38,6 +41,9 @@ type Reader struct {
 	st ObjectStore
 	m  *Manifest
 	o  ReaderOptions
+	// digested remembers the objects whose GETs carried block digests:
+	// their ranges are widened to whole blocks from then on.
+	digested sync.Map // container/object -> true
 }
 
 // NewReader returns a Reader of the version m describes. st should not
@@ -48,6 +54,9 @@ func NewReader(st ObjectStore, m *Manifest, o ReaderOptions) *Reader {
 	}
 	if o.StallTimeout == 0 {
 		o.StallTimeout = DefaultStallTimeout
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if rs, ok := st.(*Retrying); ok {
 		st = rs.ObjectStore // one retry loop, the one that resumes
@@ -156,9 +165,16 @@ func (r *Reader) Boundary(off int64) int64 {
 func (r *Reader) copySegment(ctx context.Context, w io.Writer, s Segment, inner, n int64) (int64, error) {
 	var got int64
 	obj := objPath(s.Container, s.Object)
+	refetched := false
 	err := r.o.Retry.Do(ctx, r.o.Log, "GET", obj, func(ctx context.Context) error {
 		c, err := r.attempt(ctx, w, s, s.Offset+inner+got, n-got)
 		got += c
+		if errors.Is(err, ErrCorrupt) && !refetched {
+			// Once more: a bit flipped on the way is not there twice.
+			refetched = true
+			r.o.Log.Warn("bytes from Swift do not match their checksum; fetching them again", "object", obj, "err", err)
+			return &TransportError{Err: err}
+		}
 		return err
 	})
 	if err != nil {
@@ -170,6 +186,10 @@ func (r *Reader) copySegment(ctx context.Context, w io.Writer, s Segment, inner,
 // attempt is one GET of bytes [off, off+n) of segment s into w. A body
 // that sends nothing for the stall timeout is cut, so that the retry loop
 // reconnects.
+//
+// What it reads is verified where a checksum exists (see digest.go): the
+// range is then widened to whole digest blocks, and only checked bytes
+// reach w.
 func (r *Reader) attempt(ctx context.Context, w io.Writer, s Segment, off, n int64) (int64, error) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -178,22 +198,64 @@ func (r *Reader) attempt(ctx context.Context, w io.Writer, s Segment, off, n int
 		wd = newWatchdog(r.o.StallTimeout, cancel)
 		defer wd.stop()
 	}
-	rc, err := r.st.Get(actx, s.Container, s.Object, off, n, s.ETag)
+	name := objPath(s.Container, s.Object)
+	lo, hi := off, off+n
+	if s.Size > 0 && r.mayHaveDigests(s) {
+		b := digestBlock(s.Size)
+		lo, hi = off-off%b, min((off+n+b-1)/b*b, s.Size)
+	}
+	rc, err := r.st.Get(actx, s.Container, s.Object, lo, hi-lo, s.ETag)
 	if err != nil {
 		return 0, wd.explain(ctx, err)
 	}
 	defer rc.Close()
-	var body io.Reader = io.LimitReader(rc, n)
+	var body io.Reader = io.LimitReader(rc, hi-lo)
 	if wd != nil {
 		body = &kickReader{r: body, wd: wd}
 	}
-	got, err := io.Copy(w, body)
+	v := &verifier{w: w, name: name, size: s.Size, pos: lo, off: off, end: off + n}
+	if block, crcs, ok := parseDigestMeta(metaOf(rc), s.Size); ok {
+		v.block, v.crcs = block, crcs
+		r.digested.Store(name, true)
+	} else if lo == 0 && hi == s.Size && s.Size <= maxWholeVerify && isMD5(s.ETag) {
+		v.md5, v.want = newMD5(), s.ETag
+	}
+	var got int64
+	if v.block == 0 && v.md5 == nil && lo == off && hi == off+n {
+		got, err = io.Copy(w, body) // nothing to check: straight into w
+	} else {
+		_, err = io.Copy(v, body)
+		if err == nil && v.pos == hi {
+			err = v.finish()
+		}
+		got = v.passed
+	}
 	if err == nil && got < n {
 		// The segment is shorter than the manifest said, or the body
 		// ended early without the transport noticing.
-		err = &TransportError{Err: fmt.Errorf("GET %s: %w", objPath(s.Container, s.Object), errShortBody)}
+		err = &TransportError{Err: fmt.Errorf("GET %s: %w", name, errShortBody)}
 	}
 	return got, wd.explain(ctx, err)
+}
+
+// mayHaveDigests reports whether GETs of s are worth widening to whole
+// digest blocks: objects imagefs uploaded carry digests (segment names with
+// an upload id), and so do those a GET showed to have them.
+func (r *Reader) mayHaveDigests(s Segment) bool {
+	if _, ok := r.digested.Load(objPath(s.Container, s.Object)); ok {
+		return true
+	}
+	prefix, started := uploadOf(s.Object)
+	return !started.IsZero() && strings.HasSuffix(prefix, "/")
+}
+
+// isMD5 reports whether an ETag is a plain object's MD5 (not a manifest's).
+func isMD5(etag string) bool {
+	if len(etag) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(etag)
+	return err == nil
 }
 
 // watchdog calls cancel when kick has not been called for d.

@@ -211,6 +211,13 @@ func (s *segBuf) md5hex(lo, hi int64) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// digests returns the block digests of bytes [lo, hi) as object
+// metadata, added to meta (see digest.go).
+func (s *segBuf) digests(lo, hi int64, meta map[string]string) map[string]string {
+	block, crcs := blockDigests(hi-lo, func(a, b int64, h hash.Hash) { s.hashRange(lo+a, lo+b, h) })
+	return digestMeta(meta, block, crcs)
+}
+
 // zeroChunk is a chunk of zeros; never written.
 var zeroChunk [ChunkSize]byte
 

@@ -224,7 +224,7 @@ func (s *SwiftStore) Get(ctx context.Context, container, object string, off, n i
 		}
 	}
 	want := resp.ContentLength
-	return &lengthReader{rc: resp.Body, left: want, known: want >= 0, name: objPath(container, object)}, nil
+	return &lengthReader{rc: resp.Body, left: want, known: want >= 0, name: objPath(container, object), meta: objectMeta(resp.Header)}, nil
 }
 
 // lengthReader turns a body that ends early into errShortBody instead of a
@@ -234,6 +234,7 @@ type lengthReader struct {
 	left  int64
 	known bool
 	name  string
+	meta  map[string]string
 }
 
 func (r *lengthReader) Read(p []byte) (int, error) {
@@ -249,6 +250,21 @@ func (r *lengthReader) Read(p []byte) (int, error) {
 }
 
 func (r *lengthReader) Close() error { return r.rc.Close() }
+
+// Meta returns the object's X-Object-Meta-* headers sent with the body
+// (keys in lower case without the prefix): block digests among them.
+func (r *lengthReader) Meta() map[string]string { return r.meta }
+
+// objectMeta collects the X-Object-Meta-* headers of an answer.
+func objectMeta(h http.Header) map[string]string {
+	m := map[string]string{}
+	for k, v := range h {
+		if name, ok := strings.CutPrefix(strings.ToLower(k), "x-object-meta-"); ok && len(v) > 0 {
+			m[name] = v[0]
+		}
+	}
+	return m
+}
 
 // Head implements ObjectStore.
 func (s *SwiftStore) Head(ctx context.Context, container, object string) (Info, error) {

@@ -547,7 +547,8 @@ func (w *Writer) upload(pt *part, sb *segBuf, lo int64, release func()) {
 	if err == nil {
 		// The MD5 is computed here, by as many goroutines as there are
 		// upload workers, rather than on the write path.
-		etag, err = w.st.Put(w.ctx, pt.container, pt.object, sb.section(lo, lo+pt.size), pt.size, sb.md5hex(lo, lo+pt.size), PutOptions{})
+		etag, err = w.st.Put(w.ctx, pt.container, pt.object, sb.section(lo, lo+pt.size), pt.size, sb.md5hex(lo, lo+pt.size),
+			PutOptions{Meta: sb.digests(lo, lo+pt.size, nil)})
 		w.o.Pool.endUpload()
 	}
 	// Give the memory back before taking w.mu: a WriteAt may hold w.mu
@@ -707,6 +708,7 @@ func (w *Writer) commit(ctx context.Context) error {
 		}
 		err := w.retireCurrent(ctx)
 		if err == nil {
+			po.Meta = sb.digests(0, size, po.Meta)
 			_, err = w.st.Put(ctx, w.o.Container, w.object, sb.section(0, size), size, sb.md5hex(0, size), po)
 			if err != nil {
 				err = fmt.Errorf("put %s: %w", w.object, err)
@@ -774,7 +776,9 @@ func (w *Writer) entries(ctx context.Context) ([]ManifestEntry, error) {
 		}
 		zeroTag = zeroMD5(zeroLen)
 		w.own = append(w.own, zeroObj)
-		if _, err := w.st.Put(ctx, w.o.SegmentContainer, zeroObj, io.NewSectionReader(zeroReader{}, 0, zeroLen), zeroLen, zeroTag, PutOptions{}); err != nil {
+		block, crcs := zeroDigests(zeroLen)
+		if _, err := w.st.Put(ctx, w.o.SegmentContainer, zeroObj, io.NewSectionReader(zeroReader{}, 0, zeroLen), zeroLen, zeroTag,
+			PutOptions{Meta: digestMeta(nil, block, crcs)}); err != nil {
 			return nil, fmt.Errorf("put hole segment of %s: %w", w.object, err)
 		}
 	}

@@ -324,8 +324,21 @@ func (s *Store) Get(ctx context.Context, c, o string, off, n int64, ifMatch stri
 	if n >= 0 && off+n < end {
 		end = off + n
 	}
-	return io.NopCloser(bytes.NewReader(bytes.Clone(data[off:end]))), nil
+	return &body{Reader: bytes.NewReader(bytes.Clone(data[off:end])), meta: copyMeta(ob.meta)}, nil
 }
+
+// body is a Get's answer: the bytes, and the object's metadata (as Swift
+// sends X-Object-Meta-* with a GET).
+type body struct {
+	*bytes.Reader
+	meta map[string]string
+}
+
+func (b *body) Close() error { return nil }
+
+// Meta returns the object's metadata, keys in lower case without the
+// X-Object-Meta- prefix.
+func (b *body) Meta() map[string]string { return b.meta }
 
 // Head implements ObjectStore.
 func (s *Store) Head(ctx context.Context, c, o string) (segments.Info, error) {

@@ -95,8 +95,8 @@ func NewFaultProxy(t testing.TB) *FaultProxy {
 						return
 					}
 				}
-				if f.CutAfter > 0 {
-					cw.cut, cw.stall = f.CutAfter, f.Stall
+				if f.CutAfter > 0 || f.Flip > 0 {
+					cw.cut, cw.stall, cw.flip = f.CutAfter, f.Stall, f.Flip
 					rp.ServeHTTP(cw, r)
 					return
 				}
@@ -143,6 +143,9 @@ type Fault struct {
 	// Delay holds the request this long first (a slow server); alone, the
 	// request is then forwarded.
 	Delay time.Duration
+	// Flip > 0 forwards the request and flips one bit in every Flip bytes
+	// of the response body: a corrupting network or disk.
+	Flip int64
 }
 
 // countingWriter counts the body bytes forwarded, and cuts the answer
@@ -154,6 +157,7 @@ type countingWriter struct {
 	status int
 	cut    int64
 	stall  time.Duration
+	flip   int64
 }
 
 func (w *countingWriter) WriteHeader(code int) {
@@ -164,6 +168,15 @@ func (w *countingWriter) WriteHeader(code int) {
 func (w *countingWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+	}
+	if w.flip > 0 {
+		q := append([]byte(nil), p...)
+		for i := range q {
+			if (w.n+int64(i))%w.flip == w.flip/2 {
+				q[i] ^= 0x10
+			}
+		}
+		p = q
 	}
 	if w.cut > 0 && w.n+int64(len(p)) >= w.cut {
 		k := w.cut - w.n
