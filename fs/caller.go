@@ -80,6 +80,19 @@ func processOf(pid uint32) int {
 	return 0
 }
 
+// processAlive reports whether process pid still exists (a zombie counts
+// as gone: its files are closed).
+func processAlive(pid int) bool {
+	s, ok := readProc(fmt.Sprintf("/proc/%d/stat", pid))
+	if !ok {
+		// Gone, or in execve (see above): alive then.
+		_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+		return err == nil
+	}
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
 // killedBySignal reports whether thread pid is exiting because of a signal
 // (kill, Ctrl-C). The kernel closes a dying process's files, so its FLUSH
 // looks like a normal close; committing then would publish a half-written

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 
 	"github.com/imagefs/imagefs/fs"
+	"github.com/imagefs/imagefs/segments"
 )
 
 // asNobody runs a shell command as uid/gid 65534 and returns its output
@@ -277,5 +280,84 @@ func TestSecondOpenForWriting(t *testing.T) {
 	}
 	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, randBytes(3*mib, 3)) {
 		t.Errorf("content after the opens: %v", err)
+	}
+}
+
+// TestCloseAfterOpenerExits: a process opens a file, writes, passes the
+// descriptor to a child and exits (its close commits); the child writes
+// more and closes last. That last close commits too and returns the real
+// result: here Swift refuses the commit, and the child's close(2) gets
+// EIO, not 0.
+func TestCloseAfterOpenerExits(t *testing.T) {
+	e := mount(t, mib)
+	p := filepath.Join(e.dir, "f.img")
+	result := filepath.Join(t.TempDir(), "result")
+	var puts atomic.Int32
+	e.st.SetHook(func(op, c, o string) error {
+		if op == "PUT" && c == "c" && o == "f.img" && puts.Add(1) == 2 {
+			return &segments.StatusError{Op: "PUT", Object: "c/f.img", Code: 500}
+		}
+		return nil
+	})
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "IMAGEFS_HELPER=opener", "IMAGEFS_HELPER_FILE="+p, "IMAGEFS_HELPER_RESULT="+result)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("opener: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var got []byte
+	for {
+		got, _ = os.ReadFile(result)
+		if len(got) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if string(got) != "close: input/output error" {
+		t.Fatalf("the child's last close returned %q, want EIO", got)
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "first" {
+		t.Errorf("the file after the refused commit: %q %v (want the opener's version)", b, err)
+	}
+}
+
+// TestHelperProcess is the opener and the child of TestCloseAfterOpenerExits
+// (run as separate processes); otherwise it does nothing.
+func TestHelperProcess(t *testing.T) {
+	p, result := os.Getenv("IMAGEFS_HELPER_FILE"), os.Getenv("IMAGEFS_HELPER_RESULT")
+	switch os.Getenv("IMAGEFS_HELPER") {
+	case "opener":
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte("first")); err != nil {
+			t.Fatal(err)
+		}
+		child := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+		child.Env = append(os.Environ(), "IMAGEFS_HELPER=child", fmt.Sprintf("IMAGEFS_HELPER_PARENT=%d", os.Getpid()))
+		child.ExtraFiles = []*os.File{f}
+		if err := child.Start(); err != nil {
+			t.Fatal(err)
+		}
+		os.Exit(0) // the kernel closes f: the opener's flush
+	case "child":
+		parent := os.Getenv("IMAGEFS_HELPER_PARENT")
+		for i := 0; i < 200; i++ { // until the opener is gone
+			if _, err := os.Stat("/proc/" + parent); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+		f := os.NewFile(3, "inherited")
+		msg := "close: ok"
+		if _, err := f.Write([]byte(" second")); err != nil {
+			msg = "write: " + err.Error()
+		} else if err := f.Close(); err != nil {
+			msg = "close: " + errors.Unwrap(err).Error()
+		}
+		_ = os.WriteFile(result, []byte(msg), 0o644)
+		os.Exit(0)
 	}
 }

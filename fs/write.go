@@ -34,6 +34,9 @@ type writeHandle struct {
 	kept      bool // opened without O_TRUNC: w started from the current version
 	created   bool // the file did not exist before this handle
 	killed    bool // the writing process died of a signal
+	// openerClosed: the opener's close (flush) came; the file lives on in
+	// processes it was passed to.
+	openerClosed bool
 
 	opener int // the process that opened the handle (0: unknown); see caller.go
 }
@@ -99,11 +102,27 @@ func (h *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 // Flush commits the file: close(2) waits for it and gets its result. A
 // flush from a process killed by a signal abandons the upload instead, and
 // one from another process than the opener (a forked child closing its
-// inherited copy, e.g. at exec) changes nothing: see caller.go.
+// inherited copy, e.g. at exec) changes nothing while the opener still has
+// the file: see caller.go. Once the opener has closed it or is gone, the
+// processes left with the file are the ones whose close may be the last:
+// their flush commits, so that their close gets the real result too.
 func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	pid := callerPid(ctx)
-	if p := processOf(pid); h.opener != 0 && p != 0 && p != h.opener {
-		return 0
+	p := processOf(pid)
+	if h.opener != 0 && p != 0 && p != h.opener {
+		h.mu.Lock()
+		let := h.openerClosed
+		h.mu.Unlock()
+		if !let && processAlive(h.opener) {
+			return 0
+		}
+	}
+	if p == h.opener {
+		defer func() {
+			h.mu.Lock()
+			h.openerClosed = true
+			h.mu.Unlock()
+		}()
 	}
 	if killedBySignal(pid) {
 		h.mu.Lock()
