@@ -2,7 +2,9 @@ package segments
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"sort"
 	"strings"
@@ -56,8 +58,55 @@ func (m *Manifest) Locate(off int64) (i int, inner int64, ok bool) {
 	return i, off - m.starts[i], true
 }
 
-// maxNesting bounds nested SLO manifests (Swift allows 10 levels).
-const maxNesting = 10
+// Bounds of what a manifest may expand to, whatever Swift answers: nesting
+// (Swift allows 10 levels), entries in one manifest (Swift's default is
+// 1000), leaf segments in all (2 TiB of 32 MiB segments is 65536; each
+// takes ~150 bytes of memory) and the size of the object.
+const (
+	maxNesting     = 10
+	maxFanOut      = 100_000
+	maxLeafObjects = 1_000_000
+)
+
+// errManifest wraps what makes a manifest unusable (cycles, bounds).
+var errManifest = errors.New("unusable manifest")
+
+// sloGuard checks a walk through nested SLO manifests: depth, cycles
+// (a manifest among its own ancestors), fan-out and the leaves in all.
+type sloGuard struct {
+	path   []string // the manifests being expanded, outermost first
+	leaves int
+}
+
+func (g *sloGuard) enter(container, object string) error {
+	key := container + "/" + object
+	if len(g.path) >= maxNesting {
+		return fmt.Errorf("%w: SLO %s nested more than %d levels", errManifest, key, maxNesting)
+	}
+	for _, p := range g.path {
+		if p == key {
+			return fmt.Errorf("%w: SLO %s references itself (through %s)", errManifest, key, strings.Join(g.path, " -> "))
+		}
+	}
+	g.path = append(g.path, key)
+	return nil
+}
+
+func (g *sloGuard) leave() { g.path = g.path[:len(g.path)-1] }
+
+func (g *sloGuard) entries(n int) error {
+	if n > maxFanOut {
+		return fmt.Errorf("%w: SLO %s has %d entries, more than %d", errManifest, g.path[len(g.path)-1], n, maxFanOut)
+	}
+	return nil
+}
+
+func (g *sloGuard) leaf() error {
+	if g.leaves++; g.leaves > maxLeafObjects {
+		return fmt.Errorf("%w: SLO %s expands to more than %d segments", errManifest, g.path[0], maxLeafObjects)
+	}
+	return nil
+}
 
 // Resolve reads the current version of an object and flattens it into a
 // Manifest: plain objects, SLOs (nested too) and DLOs (Glance's layout
@@ -77,7 +126,7 @@ func ResolveInfo(ctx context.Context, st ObjectStore, in Info) (*Manifest, error
 	var err error
 	switch {
 	case in.SLO:
-		segs, err = flattenSLO(ctx, st, in.Container, in.Name, 0, -1, 0)
+		segs, err = flattenSLO(ctx, st, in.Container, in.Name, 0, -1, &sloGuard{})
 	case in.DLO != "":
 		segs, err = listDLO(ctx, st, in.DLO)
 	default:
@@ -98,12 +147,16 @@ func ResolveInfo(ctx context.Context, st ObjectStore, in Info) (*Manifest, error
 
 // flattenSLO expands an SLO manifest into leaf segments, keeping only
 // bytes [off, off+n) of it (n < 0: all).
-func flattenSLO(ctx context.Context, st ObjectStore, container, object string, off, n int64, depth int) ([]Segment, error) {
-	if depth >= maxNesting {
-		return nil, fmt.Errorf("SLO %s/%s nested more than %d levels", container, object, maxNesting)
+func flattenSLO(ctx context.Context, st ObjectStore, container, object string, off, n int64, g *sloGuard) ([]Segment, error) {
+	if err := g.enter(container, object); err != nil {
+		return nil, err
 	}
+	defer g.leave()
 	entries, err := st.GetManifest(ctx, container, object)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.entries(len(entries)); err != nil {
 		return nil, err
 	}
 	var out []Segment
@@ -111,6 +164,9 @@ func flattenSLO(ctx context.Context, st ObjectStore, container, object string, o
 	for _, e := range entries {
 		eOff := e.Offset
 		eLen := e.Bytes()
+		if eLen < 0 || eOff < 0 || pos > math.MaxInt64-eLen {
+			return nil, fmt.Errorf("%w: SLO %s/%s: entry %s/%s has a bad size or range", errManifest, container, object, e.Container, e.Object)
+		}
 		// Clip the entry to the window [off, off+n) of this manifest.
 		lo, hi := pos, pos+eLen
 		pos = hi
@@ -129,12 +185,15 @@ func flattenSLO(ctx context.Context, st ObjectStore, container, object string, o
 			continue
 		}
 		if e.SubSLO {
-			sub, err := flattenSLO(ctx, st, e.Container, e.Object, eOff+skip, take, depth+1)
+			sub, err := flattenSLO(ctx, st, e.Container, e.Object, eOff+skip, take, g)
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, sub...)
 			continue
+		}
+		if err := g.leaf(); err != nil {
+			return nil, err
 		}
 		out = append(out, Segment{Container: e.Container, Object: e.Object, ETag: e.ETag,
 			Offset: eOff + skip, Length: take, Size: e.Size})
@@ -163,8 +222,13 @@ func listDLO(ctx context.Context, st ObjectStore, manifest string) ([]Segment, e
 		return nil, err
 	}
 	var segs []Segment
+	var total int64
 	err = st.List(ctx, c, prefix, 0, func(in Info) error {
 		if in.Size > 0 {
+			if len(segs) >= maxLeafObjects || total > math.MaxInt64-in.Size {
+				return fmt.Errorf("%w: DLO %s has more than %d segments or bytes than a size can hold", errManifest, manifest, maxLeafObjects)
+			}
+			total += in.Size
 			segs = append(segs, Segment{Container: c, Object: in.Name, ETag: in.ETag, Length: in.Size, Size: in.Size})
 		}
 		return nil
@@ -202,16 +266,25 @@ func deleteGroups(ctx context.Context, st ObjectStore, groups map[string][]strin
 
 // sloObjects lists every object an SLO manifest references, nested
 // manifests included (but not the manifest itself), grouped by container.
-func sloObjects(ctx context.Context, st ObjectStore, container, object string, depth int) (map[string][]string, error) {
-	if depth >= maxNesting {
-		return nil, fmt.Errorf("SLO %s/%s nested more than %d levels", container, object, maxNesting)
-	}
-	entries, err := st.GetManifest(ctx, container, object)
-	if err != nil {
-		return nil, err
-	}
+func sloObjects(ctx context.Context, st ObjectStore, container, object string, _ int) (map[string][]string, error) {
 	out := map[string][]string{}
 	seen := map[string]bool{}
+	err := sloObjectsInto(ctx, st, container, object, &sloGuard{}, out, seen)
+	return out, err
+}
+
+func sloObjectsInto(ctx context.Context, st ObjectStore, container, object string, g *sloGuard, out map[string][]string, seen map[string]bool) error {
+	if err := g.enter(container, object); err != nil {
+		return err
+	}
+	defer g.leave()
+	entries, err := st.GetManifest(ctx, container, object)
+	if err != nil {
+		return err
+	}
+	if err := g.entries(len(entries)); err != nil {
+		return err
+	}
 	for _, e := range entries {
 		key := e.Container + "/" + e.Object
 		if seen[key] {
@@ -219,15 +292,13 @@ func sloObjects(ctx context.Context, st ObjectStore, container, object string, d
 		}
 		seen[key] = true
 		if e.SubSLO {
-			sub, err := sloObjects(ctx, st, e.Container, e.Object, depth+1)
-			if err != nil {
-				return nil, err
+			if err := sloObjectsInto(ctx, st, e.Container, e.Object, g, out, seen); err != nil {
+				return err
 			}
-			for c, objs := range sub {
-				out[c] = append(out[c], objs...)
-			}
+		} else if err := g.leaf(); err != nil {
+			return err
 		}
 		out[e.Container] = append(out[e.Container], e.Object)
 	}
-	return out, nil
+	return nil
 }

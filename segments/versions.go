@@ -300,6 +300,12 @@ type record struct {
 // are left out of the record and logged.
 func (v *Versions) Retire(ctx context.Context, in Info, why string) error {
 	ver, err := v.Describe(ctx, in)
+	if errors.Is(err, errManifest) {
+		// Cyclic, too deep, too wide: nothing it references can be known,
+		// so nothing is recorded; the name goes, anything left is gc's.
+		v.o.Log.Warn("retiring a version whose manifest cannot be read; its references are left alone", "object", in.Name, "why", why, "err", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("retire %s: read what it references: %w", in.Name, err)
 	}
