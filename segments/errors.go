@@ -26,7 +26,26 @@ var (
 	ErrCommitted = errors.New("file already committed")
 	// ErrTooLarge: the file exceeds what the configured limits can store.
 	ErrTooLarge = errors.New("file too large")
+	// ErrBadAnswer: Swift answered something that breaks its own rules (a
+	// HEAD without Content-Length, a manifest entry that is not
+	// /container/object, a listing that does not advance). It is not
+	// retried: asking again gets the same answer.
+	ErrBadAnswer = errors.New("bad answer from Swift")
 )
+
+// BadAnswerError is an answer of Swift that imagefs refuses to use.
+type BadAnswerError struct {
+	Op      string // "HEAD", "GET-MANIFEST", "LIST", ...
+	Object  string // container/object, or the container of a listing
+	Problem string // what is wrong with the answer
+}
+
+func (e *BadAnswerError) Error() string {
+	return fmt.Sprintf("%s %s: %v: %s", e.Op, e.Object, ErrBadAnswer, e.Problem)
+}
+
+// Unwrap makes errors.Is(err, ErrBadAnswer) true.
+func (e *BadAnswerError) Unwrap() error { return ErrBadAnswer }
 
 // StatusError is an HTTP error answer from Swift.
 type StatusError struct {

@@ -27,11 +27,9 @@ func (p RetryPolicy) backoff(n int, serverAsked time.Duration) time.Duration {
 	if d > p.Cap || d <= 0 {
 		d = p.Cap
 	}
-	d = time.Duration(rand.Int64N(int64(d)) + 1)
-	if serverAsked > d {
-		d = serverAsked
-	}
-	return d
+	d = time.Duration(rand.Int64N(int64(max(d, 1))) + 1)
+	// The parsers cap Retry-After already; this holds for any caller.
+	return max(d, min(serverAsked, maxRetryAfter))
 }
 
 // Do runs fn until it succeeds, fails permanently, the budget is spent or
@@ -191,7 +189,9 @@ func (r *Retrying) CreateContainer(ctx context.Context, container string) error 
 
 func (r *Retrying) Limits(ctx context.Context) (l Limits, err error) {
 	err = r.do(ctx, "GET", "/info", func(ctx context.Context) error {
-		l, err = r.ObjectStore.Limits(ctx)
+		actx, cancel := r.attemptCtx(ctx)
+		defer cancel()
+		l, err = r.ObjectStore.Limits(actx)
 		return err
 	})
 	return l, err

@@ -41,6 +41,9 @@ type Limits struct {
 	MaxFileSize         int64 // swift.max_file_size, bytes
 	SLO                 bool  // the slo middleware is present
 	BulkDelete          bool
+	// Problems names the limits /info gave that made no sense (and were
+	// replaced by Swift's defaults), for the caller to log.
+	Problems []string
 }
 
 // DefaultLimits are Swift's defaults, used when /info does not say.

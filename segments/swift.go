@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -105,7 +107,32 @@ func convertErr(op, obj string, err error) error {
 		}
 		return &StatusError{Op: op, Object: obj, Code: se.StatusCode, Body: trimBody(err.Error())}
 	}
+	if p := malformedHTTP(err); p != "" {
+		return &BadAnswerError{Op: op, Object: obj, Problem: p}
+	}
 	return &TransportError{Err: fmt.Errorf("%s %s: %w", op, obj, err)}
+}
+
+// malformedHTTP recognises the answers net/http itself refuses to parse
+// because of their Content-Length (negative, not a number, several
+// different ones), and says what was wrong; "" for any other error.
+// net/http has no type for these errors, only their text.
+func malformedHTTP(err error) string {
+	msg := err.Error()
+	for _, sig := range []string{"bad Content-Length", "invalid empty Content-Length", "multiple Content-Length"} {
+		if i := strings.Index(msg, sig); i >= 0 {
+			return "the answer's Content-Length header is malformed: " + clipRaw(msg[i:])
+		}
+	}
+	return ""
+}
+
+// clipRaw cuts s to a length a log line can carry.
+func clipRaw(s string) string {
+	if len(s) > 120 {
+		return s[:120] + "..."
+	}
+	return s
 }
 
 var errTimeout = errors.New("timeout waiting for Swift")
@@ -144,15 +171,29 @@ func (s *SwiftStore) call(ctx context.Context, op, container, object string, p s
 	return resp, h, nil
 }
 
-func parseRetryAfter(v string) time.Duration {
+// maxRetryAfter caps the pause a Retry-After header may ask for: a server
+// asking for an hour (or for year 9999) gets a minute, and the retry
+// budget decides whether even that fits.
+const maxRetryAfter = time.Minute
+
+func parseRetryAfter(v string) time.Duration { return parseRetryAfterAt(v, time.Now()) }
+
+// parseRetryAfterAt reads a Retry-After value, seconds or an HTTP date,
+// as a pause in [0, maxRetryAfter] from now; 0 if it is neither.
+func parseRetryAfterAt(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
-	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n >= 0 {
+	if strings.Trim(v, "0123456789") == "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n > int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter // more seconds than an int64 holds, or just many
+		}
 		return time.Duration(n) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		return time.Until(t)
+		return min(max(t.Sub(now), 0), maxRetryAfter)
 	}
 	return 0
 }
@@ -273,8 +314,27 @@ func (s *SwiftStore) Head(ctx context.Context, container, object string) (Info, 
 		return Info{}, err
 	}
 	_ = resp
+	in, err := headInfo(container, object, h)
+	if err != nil {
+		return Info{}, &BadAnswerError{Op: "HEAD", Object: objPath(container, object), Problem: err.Error()}
+	}
+	return in, nil
+}
+
+// headInfo is the Info of an object from the headers of its HEAD. A size
+// that is missing, not a number or negative, and an X-Object-Manifest that
+// is not container/prefix, are errors: the object cannot be used.
+func headInfo(container, object string, h swift.Headers) (Info, error) {
 	in := Info{Container: container, Name: object, Meta: map[string]string{}}
-	in.Size, _ = strconv.ParseInt(h["Content-Length"], 10, 64)
+	cl, ok := h["Content-Length"]
+	if !ok {
+		return Info{}, errors.New("no Content-Length header")
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(cl), 10, 64)
+	if err != nil || n < 0 {
+		return Info{}, fmt.Errorf("Content-Length %s is not a size", clip(cl))
+	}
+	in.Size = n
 	in.ETag = strings.Trim(h["Etag"], `"`)
 	in.ContentType = h["Content-Type"]
 	if t, err := http.ParseTime(h["Last-Modified"]); err == nil {
@@ -287,7 +347,12 @@ func (s *SwiftStore) Head(ctx context.Context, container, object string) (Info, 
 		}
 	}
 	in.SLO = strings.EqualFold(h["X-Static-Large-Object"], "true")
-	in.DLO = h["X-Object-Manifest"]
+	if v, ok := h["X-Object-Manifest"]; ok {
+		if _, _, err := parseDLOManifest(v); err != nil {
+			return Info{}, err
+		}
+		in.DLO = v
+	}
 	return in, nil
 }
 
@@ -341,6 +406,14 @@ type sloGetEntry struct {
 	SubSLO bool   `json:"sub_slo"`
 }
 
+// Bounds on what one manifest GET may bring: Swift stores manifests of at
+// most max_manifest_segments entries (1000 by default), and parseLimits
+// refuses a limit above maxManifestEntries.
+const (
+	maxManifestBody    = 64 << 20
+	maxManifestEntries = 100_000
+)
+
 // GetManifest implements ObjectStore.
 func (s *SwiftStore) GetManifest(ctx context.Context, container, object string) ([]ManifestEntry, error) {
 	resp, _, err := s.call(ctx, "GET", container, object, swift.RequestOpts{
@@ -350,33 +423,146 @@ func (s *SwiftStore) GetManifest(ctx context.Context, container, object string) 
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var raw []sloGetEntry
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&raw); err != nil {
-		return nil, fmt.Errorf("GET %s manifest: %w", objPath(container, object), err)
+	name := objPath(container, object)
+	body := &boundedBody{r: resp.Body, left: maxManifestBody + 1}
+	raw, err := decodeManifest(body)
+	if err == nil {
+		var es []ManifestEntry
+		if es, err = parseManifestEntries(raw); err == nil {
+			return es, nil
+		}
 	}
-	return parseManifestEntries(raw)
+	return nil, body.failure("GET-MANIFEST", name, maxManifestBody, err)
 }
 
+// decodeManifest decodes the JSON array of a multipart-manifest=get
+// answer, one entry at a time: at most maxManifestEntries of them.
+func decodeManifest(r io.Reader) ([]sloGetEntry, error) {
+	var raw []sloGetEntry
+	err := decodeArray(r, func(e sloGetEntry) error {
+		if len(raw) == maxManifestEntries {
+			return fmt.Errorf("the manifest has more than %d entries", maxManifestEntries)
+		}
+		raw = append(raw, e)
+		return nil
+	})
+	return raw, err
+}
+
+// parseManifestEntries checks and converts the entries of an SLO
+// manifest: each names /container/object, has a size that is not negative
+// and, if it has a range, one inside the segment; the entries together
+// hold no more than an int64 of bytes.
 func parseManifestEntries(raw []sloGetEntry) ([]ManifestEntry, error) {
 	out := make([]ManifestEntry, 0, len(raw))
+	var total int64
 	for _, r := range raw {
-		c, o, ok := strings.Cut(strings.TrimPrefix(r.Name, "/"), "/")
-		if !ok {
-			return nil, fmt.Errorf("manifest entry %q: not /container/object", r.Name)
+		rest, slash := strings.CutPrefix(r.Name, "/")
+		c, o, ok := strings.Cut(rest, "/")
+		if !slash || !ok || c == "" || o == "" || !validName(r.Name) {
+			return nil, fmt.Errorf("manifest entry %s: not /container/object", clip(r.Name))
+		}
+		if r.Bytes < 0 {
+			return nil, fmt.Errorf("manifest entry %s: negative size %d", clip(r.Name), r.Bytes)
 		}
 		e := ManifestEntry{Container: c, Object: o, ETag: r.Hash, Size: r.Bytes, SubSLO: r.SubSLO}
 		if r.Range != "" {
 			a, b, ok := strings.Cut(r.Range, "-")
 			first, err1 := strconv.ParseInt(a, 10, 64)
 			last, err2 := strconv.ParseInt(b, 10, 64)
-			if !ok || err1 != nil || err2 != nil || last < first {
-				return nil, fmt.Errorf("manifest entry %q: bad range %q", r.Name, r.Range)
+			// last-first+1 must fit too: first 0, last MaxInt64 does not.
+			if !ok || err1 != nil || err2 != nil || first < 0 || last < first || last-first == math.MaxInt64 {
+				return nil, fmt.Errorf("manifest entry %s: bad range %s", clip(r.Name), clip(r.Range))
+			}
+			if last >= r.Bytes {
+				return nil, fmt.Errorf("manifest entry %s: range %s beyond the segment's %d bytes", clip(r.Name), clip(r.Range), r.Bytes)
 			}
 			e.Offset, e.Length = first, last-first+1
 		}
+		if total > math.MaxInt64-e.Bytes() {
+			return nil, errors.New("the manifest's entries add up to more bytes than a file can have")
+		}
+		total += e.Bytes()
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// boundedBody reads at most left-1 bytes of an answer body (a read beyond
+// fails) and remembers the first read error, so that a caller can tell a
+// body cut by the network (retried) from one that is too large or does not
+// parse (a bad answer).
+type boundedBody struct {
+	r    io.Reader
+	left int64 // bytes that may still be read, one more than allowed
+	err  error // the first read error other than EOF
+}
+
+var errBodyTooLarge = errors.New("answer body too large")
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errBodyTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// failure turns the error of parsing the body into the caller's: the
+// network's error if reading failed, else a bad answer saying what was
+// wrong (more than max bytes, or err).
+func (b *boundedBody) failure(op, name string, max int64, err error) error {
+	switch {
+	case b.err != nil:
+		return convertErr(op, name, b.err)
+	case b.left <= 0:
+		return &BadAnswerError{Op: op, Object: name, Problem: fmt.Sprintf("the answer is larger than %d bytes", max)}
+	}
+	return &BadAnswerError{Op: op, Object: name, Problem: err.Error()}
+}
+
+// decodeArray decodes a JSON array from r, calling add for each element
+// as soon as it is decoded (add's error stops it), so that a bound in add
+// holds before the whole array is in memory. Only white space may follow
+// the array.
+func decodeArray[T any](r io.Reader, add func(T) error) error {
+	dec := json.NewDecoder(r)
+	if t, err := dec.Token(); err != nil {
+		return jsonErr(err)
+	} else if d, ok := t.(json.Delim); !ok || d != '[' {
+		return fmt.Errorf("not a JSON array but %s", clip(fmt.Sprint(t)))
+	}
+	for dec.More() {
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return jsonErr(err)
+		}
+		if err := add(v); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing ']'
+		return jsonErr(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("something follows the JSON array")
+	}
+	return nil
+}
+
+// jsonErr says what is wrong with a JSON answer.
+func jsonErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return errors.New("the JSON answer ends early")
+	}
+	return fmt.Errorf("not valid JSON: %w", err)
 }
 
 // Copy implements ObjectStore with a COPY request; multipart-manifest=get
@@ -449,27 +635,128 @@ func (s *SwiftStore) deleteEach(ctx context.Context, container string, objects [
 	return g.Wait()
 }
 
-// List implements ObjectStore.
+// Bounds on listings: a page of at most 1000 names of at most 1024 bytes
+// is well under maxListPage; maxListEntries stops a server that sends
+// pages for ever (a variable, for the tests).
+const (
+	listPageSize = 1000
+	maxListPage  = 16 << 20
+)
+
+var maxListEntries = 10_000_000
+
+// List implements ObjectStore. It asks for pages of listPageSize names
+// after the last name of the previous page (Swift may answer short pages)
+// until a page is empty. A page that does not go past the marker (a server
+// that repeats itself) and more than maxListEntries names in all are bad
+// answers, so a broken listing fails instead of running for ever.
 func (s *SwiftStore) List(ctx context.Context, container, prefix string, delimiter rune, fn func(Info) error) error {
-	opts := &swift.ObjectsOpts{Prefix: prefix, Delimiter: delimiter, Limit: 1000}
+	var marker string
+	total := 0
 	for {
-		objs, err := s.c.Objects(ctx, container, opts)
+		page, err := s.listPage(ctx, container, prefix, delimiter, marker)
 		if err != nil {
-			return convertErr("LIST", container, err)
+			return err
 		}
-		for _, o := range objs {
-			in := Info{Container: container, Name: o.Name, Size: o.Bytes, ETag: o.Hash,
-				ContentType: o.ContentType, LastModified: o.LastModified, Subdir: o.PseudoDirectory}
+		if len(page) == 0 {
+			return nil
+		}
+		last := page[len(page)-1].Name
+		total += len(page)
+		switch {
+		case last <= marker:
+			return &BadAnswerError{Op: "LIST", Object: container, Problem: fmt.Sprintf(
+				"the listing does not advance: the page after %s ends at %s", clip(marker), clip(last))}
+		case total > maxListEntries:
+			return &BadAnswerError{Op: "LIST", Object: container, Problem: fmt.Sprintf(
+				"the listing goes on past %d names", maxListEntries)}
+		}
+		for _, in := range page {
 			if err := fn(in); err != nil {
 				return err
 			}
 		}
-		if len(objs) == 0 {
-			return nil
-		}
-		// Swift may return short pages; only an empty page ends the listing.
-		opts.Marker = objs[len(objs)-1].Name
+		marker = last
 	}
+}
+
+// listPage GETs one page of a container listing.
+func (s *SwiftStore) listPage(ctx context.Context, container, prefix string, delimiter rune, marker string) ([]Info, error) {
+	q := url.Values{"format": {"json"}, "limit": {strconv.Itoa(listPageSize)}}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	if delimiter != 0 {
+		q.Set("delimiter", string(delimiter))
+	}
+	if marker != "" {
+		q.Set("marker", marker)
+	}
+	resp, _, err := s.call(ctx, "GET", container, "", swift.RequestOpts{Parameters: q})
+	if err != nil {
+		return nil, convertListErr(err)
+	}
+	defer resp.Body.Close()
+	body := &boundedBody{r: resp.Body, left: maxListPage + 1}
+	page, err := parseListing(body, container, prefix)
+	if err != nil {
+		return nil, body.failure("LIST", container, maxListPage, err)
+	}
+	return page, nil
+}
+
+// convertListErr names the operation of a failed listing request LIST,
+// as the logs always did.
+func convertListErr(err error) error {
+	var se *StatusError
+	if errors.As(err, &se) {
+		se.Op = "LIST"
+	}
+	return err
+}
+
+// listEntry is one entry of a JSON container listing: an object, or a
+// pseudo-directory (subdir) of a delimited one.
+type listEntry struct {
+	Name         string `json:"name"`
+	Subdir       string `json:"subdir"`
+	Bytes        int64  `json:"bytes"`
+	Hash         string `json:"hash"`
+	ContentType  string `json:"content_type"`
+	LastModified string `json:"last_modified"`
+}
+
+// parseListing decodes one page of a JSON container listing. Every entry
+// must have a name that starts with prefix, a size that is not negative
+// and, if any, a last_modified Swift's way ("2006-01-02T15:04:05.999999").
+func parseListing(r io.Reader, container, prefix string) ([]Info, error) {
+	var page []Info
+	err := decodeArray(r, func(e listEntry) error {
+		in := Info{Container: container, Name: e.Name, Size: e.Bytes, ETag: e.Hash, ContentType: e.ContentType}
+		if e.Subdir != "" {
+			in = Info{Container: container, Name: e.Subdir, Subdir: true, ContentType: "application/directory"}
+		}
+		switch {
+		case in.Name == "":
+			return errors.New("a listing entry without a name")
+		case !strings.HasPrefix(in.Name, prefix):
+			return fmt.Errorf("listing entry %s is not under the prefix %s", clip(in.Name), clip(prefix))
+		case in.Size < 0:
+			return fmt.Errorf("listing entry %s: negative size %d", clip(in.Name), in.Size)
+		}
+		if e.LastModified != "" {
+			// As ncw/swift: seconds are enough, with or without Z.
+			ts, _, _ := strings.Cut(strings.TrimSuffix(e.LastModified, "Z"), ".")
+			t, err := time.Parse(swift.TimeFormat, ts)
+			if err != nil {
+				return fmt.Errorf("listing entry %s: last_modified %s is not a time", clip(in.Name), clip(e.LastModified))
+			}
+			in.LastModified = t
+		}
+		page = append(page, in)
+		return nil
+	})
+	return page, err
 }
 
 // HeadContainer implements ObjectStore.
@@ -485,36 +772,102 @@ func (s *SwiftStore) CreateContainer(ctx context.Context, container string) erro
 	return err
 }
 
-// Limits implements ObjectStore.
+// maxInfoBody bounds the /info answer (Swift's is a few KiB).
+const maxInfoBody = 1 << 20
+
+// Limits implements ObjectStore. It reads /info, next to the account's
+// /v1 (no token needed), like ncw/swift's QueryInfo but with a bounded body.
 func (s *SwiftStore) Limits(ctx context.Context) (Limits, error) {
-	info, err := s.c.QueryInfo(ctx)
+	su, err := s.c.GetStorageUrl(ctx)
+	if err != nil {
+		return Limits{}, convertErr("AUTH", "", err)
+	}
+	u, err := url.Parse(su)
+	if err != nil {
+		return Limits{}, fmt.Errorf("storage URL %q: %w", su, err)
+	}
+	u.Path, u.RawPath, u.RawQuery = path.Join(u.Path, "..", "..", "info"), "", ""
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return Limits{}, err
+	}
+	req.Header.Set("User-Agent", s.c.UserAgent)
+	resp, err := (&http.Client{Transport: s.c.Transport}).Do(req)
 	if err != nil {
 		return Limits{}, convertErr("GET", "/info", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Limits{}, &StatusError{Op: "GET", Object: "/info", Code: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
+	}
+	body := &boundedBody{r: resp.Body, left: maxInfoBody + 1}
+	b, err := io.ReadAll(body)
+	if err == nil {
+		var l Limits
+		if l, err = parseInfo(b); err == nil {
+			return l, nil
+		}
+	}
+	return Limits{}, body.failure("GET", "/info", maxInfoBody, err)
+}
+
+// parseInfo reads the limits from the body of /info.
+func parseInfo(b []byte) (Limits, error) {
+	var info map[string]any
+	if err := json.Unmarshal(b, &info); err != nil {
+		return Limits{}, jsonErr(err)
 	}
 	return parseLimits(info), nil
 }
 
+// The ranges parseLimits accepts. Below two entries per manifest, nesting
+// manifests never ends; the upper bounds are far above any real cluster's
+// and keep the numbers clear of overflow.
+const (
+	maxSaneManifestSize = 1 << 30
+	maxSaneFileSize     = 1 << 60
+)
+
+// parseLimits reads the limits from /info. A limit that is absent is
+// Swift's default; one that is not a whole number in its sane range is
+// Swift's default too, and named in Problems, for the caller to log.
 func parseLimits(info map[string]any) Limits {
 	l := DefaultLimits
-	num := func(m any, key string) (float64, bool) {
-		mm, ok := m.(map[string]any)
+	section := func(name string) map[string]any {
+		v, ok := info[name]
 		if !ok {
-			return 0, false
+			return nil
 		}
-		v, ok := mm[key].(float64)
-		return v, ok
+		m, ok := v.(map[string]any)
+		if !ok {
+			l.Problems = append(l.Problems, fmt.Sprintf("%s is %s, not an object", name, jsonClip(v)))
+		}
+		return m
 	}
-	if v, ok := num(info["swift"], "max_file_size"); ok {
-		l.MaxFileSize = int64(v)
+	num := func(sec map[string]any, secName, key string, lo, hi, def int64) int64 {
+		v, ok := sec[key]
+		if !ok {
+			return def
+		}
+		f, isNum := v.(float64)
+		if !isNum || f != math.Trunc(f) || f < float64(lo) || f > float64(hi) {
+			l.Problems = append(l.Problems, fmt.Sprintf("%s.%s is %s, not a whole number in [%d, %d]: using Swift's default %d",
+				secName, key, jsonClip(v), lo, hi, def))
+			return def
+		}
+		return int64(f)
 	}
-	slo, ok := info["slo"]
-	l.SLO = ok
-	if v, ok := num(slo, "max_manifest_segments"); ok {
-		l.MaxManifestSegments = int(v)
-	}
-	if v, ok := num(slo, "max_manifest_size"); ok {
-		l.MaxManifestSize = int64(v)
-	}
+	l.MaxFileSize = num(section("swift"), "swift", "max_file_size", 1, maxSaneFileSize, DefaultLimits.MaxFileSize)
+	_, l.SLO = info["slo"]
+	slo := section("slo")
+	l.MaxManifestSegments = int(num(slo, "slo", "max_manifest_segments", 2, maxManifestEntries, int64(DefaultLimits.MaxManifestSegments)))
+	l.MaxManifestSize = num(slo, "slo", "max_manifest_size", 1, maxSaneManifestSize, DefaultLimits.MaxManifestSize)
 	_, l.BulkDelete = info["bulk_delete"]
 	return l
+}
+
+// jsonClip shows a JSON value for a message, cut short.
+func jsonClip(v any) string {
+	b, _ := json.Marshal(v)
+	return clipRaw(string(b))
 }

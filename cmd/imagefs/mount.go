@@ -58,6 +58,9 @@ func runMount(parent context.Context, cfg *Config) error {
 		log.Warn("could not read Swift's /info; assuming default limits", "err", err)
 		limits = segments.DefaultLimits
 	}
+	if len(limits.Problems) > 0 {
+		log.Warn("Swift's /info gives limits that make no sense; using Swift's defaults for them", "problems", limits.Problems)
+	}
 	if !limits.SLO {
 		return fmt.Errorf("the Swift cluster at %s has no slo middleware: imagefs stores large images as static large objects", keeper.Current().StorageURL)
 	}
