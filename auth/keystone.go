@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -86,26 +87,62 @@ type tokenBody struct {
 type ksTime struct{ time.Time }
 
 func (t *ksTime) UnmarshalJSON(b []byte) error {
-	s := strings.Trim(string(b), `"`)
-	if s == "" || s == "null" {
+	var s *string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("keystone time %s: not a string", clip(string(b)))
+	}
+	if s == nil || *s == "" {
 		return nil
 	}
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999", "2006-01-02T15:04:05"} {
-		if v, err := time.Parse(layout, s); err == nil {
+		if v, err := time.Parse(layout, *s); err == nil {
 			t.Time = v.UTC()
 			return nil
 		}
 	}
-	return fmt.Errorf("keystone time %q: unknown format", s)
+	return fmt.Errorf("keystone time %s: unknown format", clip(*s))
 }
 
-func (b *tokenBody) fill(t *token) {
-	t.issuedAt, t.expiresAt = b.IssuedAt.Time, b.ExpiresAt.Time
+// maxTokenLifetime is the longest token lifetime believed: Keystone's
+// default is an hour, deployments stretch it to days. A token said to live
+// longer (expires_at in year 9999) is a bad answer, not a reason never to
+// renew.
+const maxTokenLifetime = 366 * 24 * time.Hour
+
+// fill copies the token document into t. expires_at must be there; with
+// issued_at, it must come after it by at most maxTokenLifetime (both are
+// on Keystone's clock). Without issued_at, the local clock is all there
+// is: expires_at may be past (an expired user token read with
+// allow_expired), but not further ahead than maxTokenLifetime.
+func (b *tokenBody) fill(t *token, now time.Time) error {
+	iss, exp := b.IssuedAt.Time, b.ExpiresAt.Time
+	switch {
+	case exp.IsZero():
+		return fmt.Errorf("%w: token without expires_at", errBadAnswer)
+	case !iss.IsZero() && !exp.After(iss):
+		return fmt.Errorf("%w: token expires_at %s is not after its issued_at %s", errBadAnswer, ksFormat(exp), ksFormat(iss))
+	case !iss.IsZero() && exp.Sub(iss) > maxTokenLifetime:
+		return fmt.Errorf("%w: token expires_at %s is more than %v after its issued_at %s", errBadAnswer, ksFormat(exp), maxTokenLifetime, ksFormat(iss))
+	case iss.IsZero() && exp.Sub(now) > maxTokenLifetime:
+		return fmt.Errorf("%w: token expires_at %s is more than %v ahead", errBadAnswer, ksFormat(exp), maxTokenLifetime)
+	}
+	t.issuedAt, t.expiresAt = iss, exp
 	t.projectID, t.userID = b.Project.ID, b.User.ID
 	t.appCredID, t.trustID = b.AppCred.ID, b.Trust.ID
 	for _, r := range b.Roles {
 		t.roles = append(t.roles, r.Name)
 	}
+	return nil
+}
+
+func ksFormat(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// clip cuts a piece of an answer to a length a message can carry.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 // errBadAnswer: Keystone answered something the keeper cannot read.
@@ -183,6 +220,11 @@ func (ks keystone) create(ctx context.Context, opts tokens.AuthOptionsBuilder) (
 	if err := ks.read(r.Result, t); err != nil {
 		return nil, err
 	}
+	if t.lifetime() <= 0 {
+		// Only without issued_at (fill checked the rest): renewing a
+		// token that is already dead would be all the keeper did.
+		return nil, fmt.Errorf("%w: the new token's expires_at %s has passed already", errBadAnswer, ksFormat(t.expiresAt))
+	}
 	tokID, err := r.ExtractTokenID()
 	if err != nil || tokID == "" {
 		return nil, fmt.Errorf("%w: no X-Subject-Token (%v)", errBadAnswer, err)
@@ -222,9 +264,8 @@ func (ks keystone) read(r gophercloud.Result, t *token) error {
 	if err := r.ExtractIntoStructPtr(&body, "token"); err != nil {
 		return fmt.Errorf("%w: %v", errBadAnswer, err)
 	}
-	body.fill(t)
-	if t.expiresAt.IsZero() {
-		return fmt.Errorf("%w: token without expires_at", errBadAnswer)
+	if err := body.fill(t, time.Now()); err != nil {
+		return err
 	}
 	var cat tokens.ServiceCatalog
 	if err := r.ExtractIntoStructPtr(&cat, "token"); err == nil && len(cat.Entries) > 0 {
