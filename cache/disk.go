@@ -157,8 +157,8 @@ func (d *disk) scan() error {
 			return nil
 		}
 		k, ok := parseBlockName(name)
-		if !ok {
-			return nil // not ours: leave it alone
+		if !ok || d.path(k) != p {
+			return nil // not ours (or in the wrong directory): leave it alone
 		}
 		info, err := de.Info()
 		if err != nil {
@@ -188,6 +188,11 @@ func blockName(k diskKey) string {
 	return filepath.Join(h[:2], h+"-"+strconv.FormatInt(k.idx, 16))
 }
 
+// parseBlockName reads the key of a block file's name. Only the name
+// blockName gives is one (lower-case hex, no sign, no leading zeros): the
+// cache reaches a block by the name it computes, so a file under another
+// spelling of the same key ("-01" for "-1") could never be read nor
+// removed, only counted.
 func parseBlockName(name string) (diskKey, bool) {
 	h, idx, ok := strings.Cut(name, "-")
 	if !ok || len(h) != 32 {
@@ -202,6 +207,9 @@ func parseBlockName(name string) (diskKey, bool) {
 		return diskKey{}, false
 	}
 	k.idx = n
+	if filepath.Base(blockName(k)) != name {
+		return diskKey{}, false
+	}
 	return k, true
 }
 
@@ -263,13 +271,28 @@ func readBlockFile(p, key string, idx, blockSize, want int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	hl := int64(fixedHeader + len(key) + 4)
-	if st.Size() != hl+want {
+	// The size is checked before anything is read: a file cannot make
+	// the reader allocate more than the block it wants.
+	if hl := blockHeaderLen(key); st.Size() != hl+want {
 		return nil, fmt.Errorf("file has %d bytes, want %d", st.Size(), hl+want)
 	}
 	buf := make([]byte, st.Size())
 	if _, err := io.ReadFull(fh, buf); err != nil {
 		return nil, err
+	}
+	return parseBlockFile(buf, key, idx, blockSize, want)
+}
+
+// blockHeaderLen is the length of the header of a block file of key.
+func blockHeaderLen(key string) int64 { return int64(fixedHeader + len(key) + 4) }
+
+// parseBlockFile checks the bytes of a block file: it must hold exactly
+// want bytes of block idx of the version key, written by a cache of
+// blockSize blocks, its header and data intact. It returns the data.
+func parseBlockFile(buf []byte, key string, idx, blockSize, want int64) ([]byte, error) {
+	hl := blockHeaderLen(key)
+	if want < 0 || int64(len(buf)) != hl+want {
+		return nil, fmt.Errorf("file has %d bytes, want %d", len(buf), hl+want)
 	}
 	h := buf[:hl]
 	le := binary.LittleEndian
@@ -282,7 +305,7 @@ func readBlockFile(p, key string, idx, blockSize, want int64) ([]byte, error) {
 		return nil, errors.New("header checksum mismatch")
 	case int64(le.Uint32(h[12:])) != blockSize:
 		return nil, fmt.Errorf("block size %d, the cache uses %d", le.Uint32(h[12:]), blockSize)
-	case int64(le.Uint64(h[16:])) != idx:
+	case le.Uint64(h[16:]) != uint64(idx):
 		return nil, fmt.Errorf("holds block %d, want %d", le.Uint64(h[16:]), idx)
 	case int64(le.Uint32(h[24:])) != want:
 		return nil, fmt.Errorf("holds %d bytes, want %d", le.Uint32(h[24:]), want)
