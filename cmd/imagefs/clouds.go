@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 
+	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 
 	"github.com/imagefs/imagefs/auth"
@@ -17,15 +22,92 @@ import (
 // TLS configuration of the entry (cacert, cert, key, verify), with those of
 // o (flags, OS_* variables) taking precedence.
 func fromCloud(name string, cfg *auth.Config, id *auth.Identity, o auth.TLSOptions) (*tls.Config, error) {
-	opts := []clouds.ParseOption{clouds.WithCloudName(name), clouds.WithCACertPath(o.CACert),
-		clouds.WithClientCertPath(o.Cert), clouds.WithClientKeyPath(o.Key)}
+	bad := func(err error) error { return fmt.Errorf("clouds.yaml, cloud %q: %v", name, err) }
+	cloudsYAML, secureYAML, err := readCloudFiles()
+	if err != nil {
+		return nil, bad(err)
+	}
+	ao, eo, tc, err := parseCloud(name, cloudsYAML, secureYAML, o)
+	if err != nil {
+		return nil, bad(err)
+	}
+	applyCloud(cfg, id, ao, eo)
+	return tc, nil
+}
+
+// maxCloudsFile bounds clouds.yaml and secure.yaml: real ones have a few
+// KiB, and OS_CLIENT_CONFIG_FILE=/dev/zero must not eat the memory.
+const maxCloudsFile = 1 << 20
+
+// readCloudFiles reads clouds.yaml from the first place the OpenStack
+// tools look (OS_CLIENT_CONFIG_FILE, or ./, ~/.config/openstack/ or
+// $XDG_CONFIG_HOME/openstack/, /etc/openstack/), and secure.yaml next to
+// it if there is one (nil if not), each at most maxCloudsFile bytes.
+func readCloudFiles() (cloudsYAML, secureYAML []byte, err error) {
+	locations := []string{os.Getenv("OS_CLIENT_CONFIG_FILE")}
+	if locations[0] == "" {
+		cwd, err := os.Getwd()
+		if err != nil {
+			return nil, nil, err
+		}
+		conf := os.Getenv("XDG_CONFIG_HOME")
+		if conf == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return nil, nil, err
+			}
+			conf = filepath.Join(home, ".config")
+		}
+		locations = []string{filepath.Join(cwd, "clouds.yaml"), filepath.Join(conf, "openstack", "clouds.yaml"), "/etc/openstack/clouds.yaml"}
+	}
+	for _, p := range locations {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		cloudsYAML, err = readBounded(f, p)
+		if err != nil {
+			return nil, nil, err
+		}
+		if sf, err := os.Open(filepath.Join(filepath.Dir(p), "secure.yaml")); err == nil {
+			if secureYAML, err = readBounded(sf, sf.Name()); err != nil {
+				return nil, nil, err
+			}
+		}
+		return cloudsYAML, secureYAML, nil
+	}
+	return nil, nil, fmt.Errorf("no clouds.yaml in %v", locations)
+}
+
+// readBounded reads and closes f, an error if it has more than maxCloudsFile bytes.
+func readBounded(f *os.File, name string) ([]byte, error) {
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxCloudsFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(b) > maxCloudsFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: is it a clouds.yaml?", name, maxCloudsFile)
+	}
+	return b, nil
+}
+
+// parseCloud reads entry name of a clouds.yaml (and secure.yaml, nil if
+// none) with gophercloud, and the TLS settings of o over the entry's.
+func parseCloud(name string, cloudsYAML, secureYAML []byte, o auth.TLSOptions) (gophercloud.AuthOptions, gophercloud.EndpointOpts, *tls.Config, error) {
+	opts := []clouds.ParseOption{clouds.WithCloudName(name), clouds.WithCloudsYAML(bytes.NewReader(cloudsYAML)),
+		clouds.WithCACertPath(o.CACert), clouds.WithClientCertPath(o.Cert), clouds.WithClientKeyPath(o.Key)}
+	if secureYAML != nil {
+		opts = append(opts, clouds.WithSecureYAML(bytes.NewReader(secureYAML)))
+	}
 	if o.Insecure {
 		opts = append(opts, clouds.WithInsecure(true))
 	}
-	ao, eo, tc, err := clouds.Parse(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("clouds.yaml, cloud %q: %v", name, err)
-	}
+	return clouds.Parse(opts...)
+}
+
+// applyCloud fills the empty fields of cfg and id from a parsed entry.
+func applyCloud(cfg *auth.Config, id *auth.Identity, ao gophercloud.AuthOptions, eo gophercloud.EndpointOpts) {
 	fill := func(dst *string, v string) {
 		if *dst == "" {
 			*dst = v
@@ -61,5 +143,4 @@ func fromCloud(name string, cfg *auth.Config, id *auth.Identity, o auth.TLSOptio
 	if eo.Availability != "" {
 		fill(&cfg.Interface, string(eo.Availability))
 	}
-	return tc, nil
 }

@@ -7,7 +7,11 @@ import (
 
 func splitLines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
 
-func fields(s string) []string { return strings.Fields(s) }
+// fields splits a line of /proc/self/mountinfo into its fields. The kernel
+// separates them with one space and escapes only space, tab, newline and
+// backslash in paths: strings.Fields would also split a mountpoint at a
+// carriage return or a no-break space.
+func fields(s string) []string { return strings.Split(s, " ") }
 
 // unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
 func unescapeMount(s string) string {
