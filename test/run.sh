@@ -40,6 +40,26 @@ if [ -n "$bad" ]; then echo "gofmt would change: $bad"; exit 1; fi
 say "unit tests (race detector, real FUSE over the in-memory store)"
 IMAGEFS_REQUIRE_FUSE=1 go test -race -count=1 -timeout 20m ./...
 
+say "fuzzing every parser of outside input, 10 s each on top of its seed corpus"
+# One target per -fuzz run (go test refuses more), one worker each, as many
+# runs at once as there are CPUs. A failure prints the input, which go test
+# saved under the package's testdata/fuzz.
+fuzz_targets=(
+  "./segments FuzzManifest" "./segments FuzzInfo" "./segments FuzzHeadInfo" "./segments FuzzRetryAfter"
+  "./segments FuzzListing" "./segments FuzzDLOManifest" "./segments FuzzUploadOf"
+  "./auth FuzzTokenBody" "./cache FuzzBlockFile" "./cmd/imagefs FuzzCloudsYAML" "./cmd/imagefs FuzzUnescapeMount"
+)
+fuzz_one() { # package target
+  local out
+  if ! out=$(go test -run '^$' -fuzz "^$2\$" -fuzztime 10s -parallel 1 "$1" 2>&1); then
+    printf '%s (%s) FAILED:\n%s\n' "$2" "$1" "$out"
+    return 1
+  fi
+  echo "$2 ($1): $(grep -o 'execs: [0-9]*' <<<"$out" | tail -n 1)"
+}
+export -f fuzz_one
+printf '%s\n' "${fuzz_targets[@]}" | xargs -P "$(nproc)" -L 1 bash -c 'fuzz_one "$@"' _
+
 say "integration tests (real binary, real mounts, the lab)"
 go test -tags integration -count=1 -timeout 70m ./test/... 
 
