@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -91,16 +90,12 @@ func (r *Root) findDLOs(ctx context.Context, prefix string, zero []string) []dlo
 	for i, name := range zero {
 		g.Go(func() error {
 			in, err := r.head(gctx, name)
-			if err != nil || in.DLO == "" {
-				return nil
-			}
-			v, err := url.PathUnescape(in.DLO)
 			if err != nil {
-				v = in.DLO
+				return nil
 			}
 			// Only parts in this container below this directory can be
 			// in its listing or take its names.
-			if c, p, ok := strings.Cut(v, "/"); ok && c == r.o.Container && strings.HasPrefix(p, prefix) && p != name {
+			if c, p, ok := segments.DLOTarget(in); ok && c == r.o.Container && p != "" && strings.HasPrefix(p, prefix) && p != name {
 				refs[i] = dloRef{manifest: name, prefix: p}
 			}
 			return nil

@@ -53,7 +53,12 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	r.meta.Put(f.object(), in)
 	rd := segments.NewReader(r.o.Store, m, segments.ReaderOptions{Retry: r.o.Retry, Log: r.o.Log, StallTimeout: r.o.StallTimeout})
 	key := versionKey(r.o.Container, f.object(), m)
-	h := &readHandle{f: f, s: r.blocks.Open(key, m.Size(), rd).NewStream(r.o.ReadAhead), hold: r.versions.Hold(m)}
+	h := &readHandle{f: f, s: r.blocks.Open(key, m.Size(), rd).NewStream(r.o.ReadAhead)}
+	if in.SLO || in.DLO != "" {
+		// Its segments outlive an overwrite while it is held; a plain
+		// object is replaced in place, so there is nothing to hold.
+		h.hold = r.versions.Hold(m)
+	}
 	f.mu.Lock()
 	keep := key != "" && f.readVersion == key
 	f.readVersion = key

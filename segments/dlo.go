@@ -42,6 +42,17 @@ func parseDLOManifest(v string) (container, prefix string, err error) {
 	return c, p, nil
 }
 
+// DLOTarget returns the container and prefix of the parts of the DLO
+// manifest in (ok false if in is not one, or its X-Object-Manifest is not
+// usable).
+func DLOTarget(in Info) (container, prefix string, ok bool) {
+	if in.DLO == "" {
+		return "", "", false
+	}
+	c, p, err := parseDLOManifest(in.DLO)
+	return c, p, err == nil
+}
+
 // validName reports whether s may be (part of) a Swift name: valid UTF-8
 // without NUL, as Swift's proxy demands of every path.
 func validName(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }

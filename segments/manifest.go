@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
 	"sort"
 	"strings"
 )
@@ -201,23 +200,10 @@ func flattenSLO(ctx context.Context, st ObjectStore, container, object string, o
 	return out, nil
 }
 
-// parseDLO splits an X-Object-Manifest value into container and prefix.
-func parseDLO(manifest string) (container, prefix string, err error) {
-	v, err := url.PathUnescape(manifest)
-	if err != nil {
-		v = manifest
-	}
-	c, prefix, ok := strings.Cut(v, "/")
-	if !ok || c == "" {
-		return "", "", fmt.Errorf("bad X-Object-Manifest %q: want container/prefix", manifest)
-	}
-	return c, prefix, nil
-}
-
 // listDLO lists a DLO's segments: every object under the manifest's prefix,
 // in name order (which is what Swift concatenates).
 func listDLO(ctx context.Context, st ObjectStore, manifest string) ([]Segment, error) {
-	c, prefix, err := parseDLO(manifest)
+	c, prefix, err := parseDLOManifest(manifest)
 	if err != nil {
 		return nil, err
 	}

@@ -222,7 +222,7 @@ func (v *Versions) Describe(ctx context.Context, in Info) (*Version, error) {
 			}
 		}
 	case in.DLO != "":
-		c, prefix, err := parseDLO(in.DLO)
+		c, prefix, err := parseDLOManifest(in.DLO)
 		if err != nil {
 			return nil, err
 		}

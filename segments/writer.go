@@ -129,6 +129,7 @@ type Writer struct {
 	holes     int64   // bytes of holes sealed (zeros to hash)
 	stage     *staged // non-nil once the file is staged on disk
 	holds     []*Hold // this upload's segments and Under's, while it runs
+	heldOwn   bool    // holds has the upload's own prefix
 
 	created atomic.Bool // segment container checked
 }
@@ -193,11 +194,8 @@ func NewWriter(ctx context.Context, st ObjectStore, object string, o WriterOptio
 		w.underSize = o.Under.Size()
 		w.size.Store(w.underSize)
 	}
-	if v := o.Versions; v != nil {
-		w.holds = append(w.holds, v.HoldPrefix(o.SegmentContainer, w.SegmentPrefix()))
-		if o.Under != nil {
-			w.holds = append(w.holds, v.HoldBase(o.Under))
-		}
+	if v := o.Versions; v != nil && o.Under != nil {
+		w.holds = append(w.holds, v.HoldBase(o.Under))
 	}
 	o.Pool.register(w)
 	return w
@@ -474,7 +472,17 @@ func (w *Writer) sealFirst(n int64) {
 	w.fill(start+pos, start+n)
 }
 
+// holdOwn holds the upload's own objects, from the first one it names
+// on (a small file has none, and needs no lease). Called with w.mu held.
+func (w *Writer) holdOwn() {
+	if !w.heldOwn && w.o.Versions != nil {
+		w.heldOwn = true
+		w.holds = append(w.holds, w.o.Versions.HoldPrefix(w.o.SegmentContainer, w.SegmentPrefix()))
+	}
+}
+
 func (w *Writer) segmentName() string {
+	w.holdOwn()
 	name := w.SegmentPrefix() + fmt.Sprintf("%08d", w.nseg)
 	w.nseg++
 	w.own = append(w.own, name)
@@ -771,6 +779,7 @@ func (w *Writer) entries(ctx context.Context) ([]ManifestEntry, error) {
 	zeroObj := w.SegmentPrefix() + zeroSegment
 	zeroTag := ""
 	if zeroLen > 0 {
+		w.holdOwn()
 		if err := w.ensureSegmentContainer(); err != nil {
 			return nil, err
 		}
