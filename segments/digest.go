@@ -213,6 +213,60 @@ func (v *verifier) Write(p []byte) (int, error) {
 	return total, nil
 }
 
+// ReadFrom reads the body straight into the block being checked (one copy
+// fewer than io.Copy's buffer): io.Copy uses it.
+func (v *verifier) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		var room int64
+		switch {
+		case v.md5 != nil:
+			room = max(v.size-v.pos, 1)
+		case v.block == 0:
+			room = 256 << 10
+		default:
+			if len(v.buf) == 0 {
+				v.bufAt = v.pos
+			}
+			room = (v.pos/v.block+1)*v.block - v.pos
+		}
+		if v.block == 0 && v.md5 == nil {
+			v.buf = v.buf[:0]
+		}
+		at := len(v.buf)
+		if need := at + int(room); cap(v.buf) < need {
+			v.buf = append(v.buf[:cap(v.buf)], make([]byte, need-cap(v.buf))...)
+		}
+		n, err := r.Read(v.buf[at : at+int(room)])
+		v.buf = v.buf[:at+n]
+		total += int64(n)
+		switch {
+		case n == 0:
+		case v.md5 != nil:
+			v.md5.Write(v.buf[at : at+n])
+			v.pos += int64(n)
+		case v.block == 0:
+			if werr := v.forward(v.buf[at:at+n], v.pos); werr != nil {
+				return total, werr
+			}
+			v.pos += int64(n)
+		default:
+			v.pos += int64(n)
+			if k := (v.pos - 1) / v.block; v.pos == (k+1)*v.block {
+				if cerr := v.checkBlock(k); cerr != nil {
+					return total, cerr
+				}
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 // checkBlock verifies the block in buf (block k) and forwards it. Only a
 // whole block can be checked; a part of one (a range that was not widened
 // to whole blocks) goes through unchecked.

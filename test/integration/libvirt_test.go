@@ -180,3 +180,29 @@ func TestLibvirtWritableRawDisk(t *testing.T) {
 	}
 	checkImageIntact(t, c, "disk.raw", sum)
 }
+
+// TestLibvirtStopWhileVMRuns: `systemctl stop` (SIGTERM) of imagefs while a
+// VM started by libvirt reads its disk from the mount: the daemon names
+// the qemu process that still holds the mount (in its own mount
+// namespace), serves it until --shutdown-timeout, then exits, cleanly and
+// within that timeout and a few seconds.
+func TestLibvirtStopWhileVMRuns(t *testing.T) {
+	t.Parallel()
+	l := labtest.StartLibvirt(t)
+	c := labtest.NewContainer(t)
+	root := t.TempDir()
+	u := loadUnit(t, c, root)
+	argv := u.start[0]
+	flags := append(append([]string{}, argv[2:len(argv)-2]...), "--shutdown-timeout", "5s")
+	d := labtest.Mount(t, c, labtest.MountOpts{Args: flags, Env: u.env})
+	labtest.MakeReachable(t, d.Dir)
+	img, _ := libvirtImage(t, d, 64)
+	dom := startAndRead(t, l, labtest.Disk{Path: img, Format: "raw", ReadOnly: true})
+	defer dom.Destroy()
+	took := stopWithin(t, d, 20*time.Second)
+	t.Logf("imagefs stopped in %v with a VM running", took)
+	log := d.LogText()
+	if !strings.Contains(log, "other mount namespaces still use the mount") || !strings.Contains(log, "qemu") {
+		t.Errorf("the log does not name the VM's qemu as the holder:\n%s", log)
+	}
+}
