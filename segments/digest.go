@@ -49,6 +49,10 @@ const (
 	digestChunk    = 240 // base64 characters per header
 )
 
+// maxDigestedSize bounds the objects whose ranges a Reader widens to
+// whole digest blocks (Swift's objects are at most 5 GiB by default).
+const maxDigestedSize = 1 << 40
+
 // maxWholeVerify bounds the segments of other tools whose MD5 a read
 // checks: the bytes are held back until the whole segment is in.
 const maxWholeVerify = 8 << 20
@@ -59,10 +63,19 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // bytes: 256 KiB, doubled until at most maxDigests blocks cover it.
 func digestBlock(size int64) int64 {
 	b := int64(minDigestBlock)
-	for (size+b-1)/b > maxDigests {
+	for blocks(size, b) > maxDigests && b < 1<<50 {
 		b *= 2
 	}
 	return b
+}
+
+// blocks is how many blocks of b bytes cover size bytes (no overflow).
+func blocks(size, b int64) int64 {
+	n := size / b
+	if size%b != 0 {
+		n++
+	}
+	return n
 }
 
 // blockDigests computes the digests of the size bytes that hashRange
@@ -143,7 +156,7 @@ func parseDigestMeta(meta map[string]string, size int64) (block int64, crcs []ui
 	for i := range crcs {
 		crcs[i] = binary.BigEndian.Uint32(raw[4*i:])
 	}
-	if int64(len(crcs)) != (size+block-1)/block {
+	if int64(len(crcs)) != blocks(size, block) {
 		return 0, nil, false
 	}
 	return block, crcs, true

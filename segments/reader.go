@@ -200,7 +200,7 @@ func (r *Reader) attempt(ctx context.Context, w io.Writer, s Segment, off, n int
 	}
 	name := objPath(s.Container, s.Object)
 	lo, hi := off, off+n
-	if s.Size > 0 && r.mayHaveDigests(s) {
+	if s.Size > 0 && s.Size <= maxDigestedSize && r.mayHaveDigests(s) {
 		b := digestBlock(s.Size)
 		lo, hi = off-off%b, min((off+n+b-1)/b*b, s.Size)
 	}

@@ -803,10 +803,59 @@ func (v *Versions) readRecord(ctx context.Context, name string) (record, error) 
 	if err != nil {
 		return rec, err
 	}
-	if err := json.Unmarshal(b, &rec); err != nil || rec.V != 1 || rec.Retired.IsZero() {
+	rec, err = parseRecord(b)
+	if err != nil {
 		return rec, fmt.Errorf("retirement record %s/%s is not readable (%v): nothing is reaped until it is fixed or removed", v.o.SegmentContainer, name, err)
 	}
 	return rec, nil
+}
+
+// parseRecord decodes a retirement record.
+func parseRecord(b []byte) (record, error) {
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return record{}, err
+	}
+	if rec.V != 1 || rec.Retired.IsZero() {
+		return record{}, fmt.Errorf("version %d, retired %v: not a record of this imagefs", rec.V, rec.Retired)
+	}
+	for c, refs := range rec.Objects {
+		if c == "" {
+			return record{}, errors.New("an object without a container")
+		}
+		for _, r := range refs {
+			if r.Name == "" {
+				return record{}, errors.New("an object without a name")
+			}
+		}
+	}
+	return rec, nil
+}
+
+// maxLeaseTTL bounds what a lease may claim: a longer TTL (a bug, or a
+// lease written by hand) would protect its pins for ever.
+const maxLeaseTTL = 7 * 24 * time.Hour
+
+// parseLease decodes a lease; ttl is its validity (fallback when it names
+// none that makes sense).
+func parseLease(b []byte, fallback time.Duration) (lease, time.Duration, error) {
+	var l lease
+	if err := json.Unmarshal(b, &l); err != nil {
+		return lease{}, 0, err
+	}
+	if l.V != 1 {
+		return lease{}, 0, fmt.Errorf("version %d: not a lease of this imagefs", l.V)
+	}
+	for _, p := range l.Pins {
+		if p.C == "" {
+			return lease{}, 0, errors.New("a pin without a container")
+		}
+	}
+	ttl := fallback
+	if l.TTL > 0 && l.TTL <= maxLeaseTTL.Seconds() { // false for NaN too
+		ttl = time.Duration(l.TTL * float64(time.Second))
+	}
+	return l, ttl, nil
 }
 
 // maxStateSize bounds a state object read (a record of a 2 TiB image is
@@ -858,13 +907,9 @@ func (v *Versions) readLeases(ctx context.Context, rep *ReapReport) ([]pin, erro
 		if err != nil {
 			return nil, fmt.Errorf("read lease %s: %w", in.Name, err)
 		}
-		var l lease
-		if err := json.Unmarshal(b, &l); err != nil || l.V != 1 {
+		l, ttl, err := parseLease(b, v.o.LeaseTTL)
+		if err != nil {
 			return nil, fmt.Errorf("lease %s/%s is not readable (%v): nothing is reaped until it is fixed or removed", v.o.SegmentContainer, in.Name, err)
-		}
-		ttl := time.Duration(l.TTL * float64(time.Second))
-		if ttl <= 0 {
-			ttl = v.o.LeaseTTL
 		}
 		fresh := l.Written
 		if in.LastModified.After(fresh) {
