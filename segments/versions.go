@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -323,12 +324,28 @@ func (v *Versions) Retire(ctx context.Context, in Info, why string) error {
 	if err != nil {
 		return err
 	}
-	name := fmt.Sprintf("%s%020d-%s-%s", recordPrefix, now.UnixNano(), v.o.Host, randomID())
+	name := fmt.Sprintf("%s%020d-%s-%s", recordPrefix, now.UnixNano(), v.o.Host, randomID()) // see recordName
 	if err := v.putState(ctx, name, body); err != nil {
 		return fmt.Errorf("retire %s: write the retirement record: %w", in.Name, err)
 	}
 	v.o.Log.Debug("version retired", "object", in.Name, "why", why, "record", name, "objects", countRefs(mine))
 	return nil
+}
+
+// recordName reads the host and the retirement time from a record's name
+// (<recordPrefix><unix nanoseconds, 20 digits>-<host>-<random>; hosts have
+// no "-").
+func recordName(name string) (host string, at time.Time, ok bool) {
+	rest, found := strings.CutPrefix(name, recordPrefix)
+	if !found || len(rest) < 22 || rest[20] != '-' {
+		return "", time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(rest[:20], 10, 64)
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	host, _, found = strings.Cut(rest[21:], "-")
+	return host, time.Unix(0, ns), found
 }
 
 func countRefs(m map[string][]ObjectRef) int {
@@ -666,6 +683,13 @@ func (v *Versions) Reap(ctx context.Context, ro ReapOptions) (*ReapReport, error
 		return nil, fmt.Errorf("list retirement records: %w", err)
 	}
 	for _, name := range names {
+		if ro.OnlyHost != "" {
+			// A mount's own reap reads only its own due records: the name
+			// says whose and when.
+			if host, at, ok := recordName(name); ok && (host != ro.OnlyHost || now.Sub(at) < ro.MinAge) {
+				continue
+			}
+		}
 		rec, err := v.readRecord(ctx, name)
 		if errors.Is(err, ErrNotFound) {
 			continue // reaped meanwhile by another host

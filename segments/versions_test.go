@@ -451,3 +451,26 @@ func TestVersionsManyRounds(t *testing.T) {
 		t.Errorf("%d segments left, the current versions reference %d", left, refs)
 	}
 }
+
+// TestVersionsReapOwnRecords: a mount's own reap (OnlyHost) deletes what it
+// retired and leaves another host's retirements to that host (or gc).
+func TestVersionsReapOwnRecords(t *testing.T) {
+	st, clk := newFake(t), newClock()
+	a, b := host(st, "a", clk), host(st, "b", clk)
+	wa := commit(t, st, a, "x", randBytes(3*mib, 1), nil)
+	wb := commit(t, st, b, "y", randBytes(3*mib, 2), nil)
+	commit(t, st, a, "x", randBytes(2*mib, 3), nil) // a retires x's first version
+	commit(t, st, b, "y", randBytes(2*mib, 4), nil) // b retires y's
+	clk.add(time.Hour)
+	rep, err := a.Reap(t.Context(), segments.ReapOptions{MinAge: time.Minute, OnlyHost: "a", Delete: true})
+	if err != nil || rep.Done != 1 {
+		t.Fatalf("a's own reap: %+v %v", rep, err)
+	}
+	if segmentsUnder(st, wa.SegmentPrefix()) != 0 || segmentsUnder(st, wb.SegmentPrefix()) != 3 {
+		t.Errorf("after a's reap: x's old version %d segments, y's %d", segmentsUnder(st, wa.SegmentPrefix()), segmentsUnder(st, wb.SegmentPrefix()))
+	}
+	reap(t, b) // gc-style, every host's
+	if segmentsUnder(st, wb.SegmentPrefix()) != 0 {
+		t.Error("y's old version survived a reap of every host's records")
+	}
+}

@@ -98,7 +98,7 @@ func runMount(parent context.Context, cfg *Config) error {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	versions := newVersions(store, cfg.Container, prefix, cfg.Versions, log)
+	versions := newVersions(store, cfg.Container, prefix, cfg.Mountpoint, cfg.Versions, log)
 	fileMode, dirMode := cfg.Files.modes()
 	root := fs.NewRoot(life, fs.Options{
 		Store:     store,

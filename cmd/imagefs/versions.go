@@ -1,11 +1,12 @@
 package main
 
 import (
-	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -97,11 +98,11 @@ func (v *VersionsConfig) validate() []error {
 }
 
 // newVersions builds the owner of the mount's versions.
-func newVersions(st segments.ObjectStore, container, prefix string, v VersionsConfig, log *slog.Logger) *segments.Versions {
+func newVersions(st segments.ObjectStore, container, prefix, mountpoint string, v VersionsConfig, log *slog.Logger) *segments.Versions {
 	return segments.NewVersions(st, segments.VersionsOptions{
 		Container:    container,
 		Scope:        prefix,
-		Host:         hostID(),
+		Host:         hostID(container, prefix, mountpoint),
 		Grace:        v.Grace,
 		LeaseTTL:     v.LeaseTTL,
 		ReapInterval: v.ReapInterval,
@@ -110,13 +111,18 @@ func newVersions(st segments.ObjectStore, container, prefix string, v VersionsCo
 	})
 }
 
-// hostID names this process's lease: the host name and a random part
-// (one host may mount a container twice).
-func hostID() string {
+// hostID names this mount's lease and retirement records: the host name
+// and a hash of what it mounts where (one host may mount a container
+// twice). It is the same after a restart, so that a mount reaps what it
+// retired before it restarted (and replaces its own dead lease).
+func hostID(container, prefix, mountpoint string) string {
 	h, _ := os.Hostname()
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return h + "." + hex.EncodeToString(b[:])
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		abs = mountpoint
+	}
+	sum := sha256.Sum256([]byte(container + "\x00" + prefix + "\x00" + abs))
+	return h + "." + hex.EncodeToString(sum[:3])
 }
 
 // failpoint returns the crash hook of the tests: IMAGEFS_FAILPOINT names
