@@ -37,7 +37,7 @@ const dirMarkerType = "application/directory"
 // listPrefix is the object prefix of the directory's entries.
 func (d *dirNode) listPrefix() string {
 	if d.rel == "" {
-		return d.root.o.Prefix
+		return d.root.c.Prefix()
 	}
 	return d.root.object(d.rel) + "/"
 }
@@ -51,7 +51,7 @@ var errStop = errors.New("stop")
 // object or files).
 func (d *dirNode) dirExists(ctx context.Context, rel string) (bool, error) {
 	found := false
-	err := d.root.o.Store.List(ctx, d.root.o.Container, d.root.object(rel)+"/", '/', func(segments.Info) error {
+	err := d.root.c.List(ctx, d.root.object(rel)+"/", '/', func(segments.Info) error {
 		found = true
 		return errStop
 	})
@@ -146,7 +146,7 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: mode, Ino: r.inos.get(rel, mode == syscall.S_IFDIR)})
 	}
 	var zero []string // zero-byte files: maybe DLO manifests
-	err := r.o.Store.List(ctx, r.o.Container, prefix, '/', func(in segments.Info) error {
+	err := r.c.List(ctx, prefix, '/', func(in segments.Info) error {
 		name := strings.TrimPrefix(in.Name, prefix)
 		switch {
 		case in.Subdir || strings.HasSuffix(name, "/"):
@@ -188,8 +188,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, syscall.EEXIST
 	}
 	marker := r.object(rel) + "/"
-	_, err := r.o.Store.Put(ctx, r.o.Container, marker, strings.NewReader(""), 0, "", segments.PutOptions{ContentType: dirMarkerType})
-	if err != nil {
+	if err := r.c.PutMarker(ctx, marker, dirMarkerType); err != nil {
 		return nil, r.errnoOf("mkdir", rel, err)
 	}
 	r.dirAttr(&out.Attr)
@@ -201,7 +200,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	r := d.root
 	prefix := r.object(rel) + "/"
 	marker, other := false, false
-	err := r.o.Store.List(ctx, r.o.Container, prefix, '/', func(in segments.Info) error {
+	err := r.c.List(ctx, prefix, '/', func(in segments.Info) error {
 		if in.Name == prefix && !in.Subdir {
 			marker = true
 			return nil
@@ -218,7 +217,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if !marker {
 		return syscall.ENOENT
 	}
-	if err := r.o.Store.Delete(ctx, r.o.Container, prefix); err != nil {
+	if err := r.c.DeleteMarker(ctx, prefix); err != nil {
 		return r.errnoOf("rmdir", rel, err)
 	}
 	return 0
@@ -238,11 +237,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	// Not interruptible: a half-done unlink helps nobody. The objects of
 	// the version go at a later reap, so this is two small requests.
 	ctx = context.WithoutCancel(ctx)
-	in, err := r.o.Store.Head(ctx, r.o.Container, obj)
-	if err == nil {
-		err = r.versions.Remove(ctx, in)
-	}
-	if err != nil {
+	if err := r.c.Remove(ctx, obj); err != nil {
 		return r.errnoOf("unlink", rel, err)
 	}
 	if f := d.fileChild(name); f != nil {
@@ -312,7 +307,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 		return errno
 	}
 	ctx = context.WithoutCancel(ctx) // see Unlink
-	in, err := r.o.Store.Head(ctx, r.o.Container, srcObj)
+	in, err := r.c.Head(ctx, srcObj)
 	if isNotFound(err) {
 		// Directories are prefixes: renaming one means copying every
 		// object below it. mv falls back to copy and delete on EXDEV.
@@ -328,7 +323,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 	defer r.meta.Forget(dstObj)
 	defer r.forgetDLOs(srcObj)
 	defer r.forgetDLOs(dstObj)
-	if err := r.versions.Rename(ctx, in, dstObj); err != nil {
+	if err := r.c.Rename(ctx, in, dstObj); err != nil {
 		return r.errnoOf("rename", src, err)
 	}
 	// go-fuse moves the node to the new name when this returns; from now

@@ -68,7 +68,7 @@ func (r *Root) dlosIn(ctx context.Context, prefix string, fresh bool) ([]dloRef,
 		return e.refs, nil
 	}
 	var zero []string
-	err := r.o.Store.List(ctx, r.o.Container, prefix, '/', func(in segments.Info) error {
+	err := r.c.List(ctx, prefix, '/', func(in segments.Info) error {
 		if !in.Subdir && in.Size == 0 && !strings.HasSuffix(in.Name, "/") {
 			zero = append(zero, in.Name)
 		}
@@ -95,7 +95,7 @@ func (r *Root) findDLOs(ctx context.Context, prefix string, zero []string) []dlo
 			}
 			// Only parts in this container below this directory can be
 			// in its listing or take its names.
-			if c, p, ok := segments.DLOTarget(in); ok && c == r.o.Container && p != "" && strings.HasPrefix(p, prefix) && p != name {
+			if c, p, ok := segments.DLOTarget(in); ok && c == r.c.Name() && p != "" && strings.HasPrefix(p, prefix) && p != name {
 				refs[i] = dloRef{manifest: name, prefix: p}
 			}
 			return nil
@@ -182,7 +182,7 @@ func (r *Root) hideParts(ctx context.Context, prefix string, entries []fuse.DirE
 		}
 		// Directories stay: a DLO's parts are files next to it, and a
 		// prefix that takes in a whole directory is not Glance's.
-		if e.Mode&syscall.S_IFDIR == 0 && (partOf(refs, full) != "" || r.hidden(strings.TrimPrefix(full, r.o.Prefix))) {
+		if e.Mode&syscall.S_IFDIR == 0 && (partOf(refs, full) != "" || r.hidden(strings.TrimPrefix(full, r.c.Prefix()))) {
 			continue
 		}
 		out = append(out, e)

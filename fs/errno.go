@@ -28,6 +28,8 @@ func toErrno(log *slog.Logger, op, path string, err error) syscall.Errno {
 		return syscall.ENOENT
 	case errors.Is(err, segments.ErrNonSequential):
 		e = syscall.ESPIPE
+	case errors.Is(err, segments.ErrNotReopenable):
+		return syscall.EOPNOTSUPP // Container.Reopen logged why
 	case errors.Is(err, segments.ErrNoSpace):
 		e = syscall.ENOSPC
 	case errors.Is(err, segments.ErrAuth):

@@ -173,72 +173,52 @@ func (f *fileNode) Release(ctx context.Context, fh fusefs.FileHandle) syscall.Er
 	return 0
 }
 
-// startWrite begins a new version of the file: empty, or with keep a copy
-// of the current version (file opened for writing without O_TRUNC).
+// startWrite begins a new version of the file: empty, or with keep one
+// that starts from the current version (file opened for writing without
+// O_TRUNC). One upload per file at a time: another gets EBUSY.
 func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer, syscall.Errno) {
 	r := f.root
 	obj := f.object()
-	var under, load *segments.Manifest
-	if keep {
-		// Not interruptible: see Root.head.
-		m, in, err := segments.Resolve(context.WithoutCancel(ctx), r.o.Store, r.o.Container, obj)
-		switch {
-		case isNotFound(err):
-		case err != nil:
-			return nil, r.errnoOf("open", f.path(), err)
-		case in.SLO || in.DLO != "":
-			under = m
-		case in.Size > r.o.Pool.SegmentSize():
-			// A plain object is replaced by the commit, so the new version
-			// cannot reference it: it would have to be copied in whole.
-			r.o.Log.Error("opening a large plain object for writing needs O_TRUNC; rewrite it instead",
-				"path", f.path(), "size", in.Size)
-			return nil, syscall.EOPNOTSUPP
-		default:
-			load = m
-		}
-	}
-	f.mu.Lock()
-	if f.w != nil {
-		f.mu.Unlock()
+	if r.busy(f, obj) {
 		r.o.Log.Error("file is already being written", "path", f.path())
 		return nil, syscall.EBUSY
 	}
+	var w *segments.Writer
+	if keep {
+		var err error
+		// Not interruptible: see Root.head.
+		if w, err = r.c.Reopen(context.WithoutCancel(ctx), r.ctx, obj); err != nil {
+			return nil, r.errnoOf("open", f.path(), err)
+		}
+	} else {
+		w = r.c.Create(r.ctx, obj)
+	}
+	f.mu.Lock()
 	r.mu.Lock()
-	if _, busy := r.writing[obj]; busy {
+	_, taken := r.writing[obj]
+	if f.w != nil || taken {
 		r.mu.Unlock()
 		f.mu.Unlock()
+		w.Abort(context.WithoutCancel(ctx)) // another open got there first
+		r.o.Log.Error("file is already being written", "path", f.path())
 		return nil, syscall.EBUSY
 	}
-	w := segments.NewWriter(r.ctx, r.o.Store, obj, segments.WriterOptions{
-		Container:   r.o.Container,
-		Pool:        r.o.Pool,
-		MaxSegments: r.o.Limits.MaxManifestSegments,
-		Log:         r.o.Log,
-		Under:       under,
-		Staging:     r.o.Staging,
-		NoSHA256:    r.o.NoSHA256,
-		Retry:       r.o.Retry,
-		Versions:    r.versions,
-	})
 	f.w = w
 	r.writing[obj] = f
 	r.mu.Unlock()
 	f.mu.Unlock()
 	r.meta.Forget(obj)
-	if load != nil && load.Size() > 0 {
-		buf := make([]byte, load.Size())
-		rd := segments.NewReader(r.o.Store, load, segments.ReaderOptions{Retry: r.o.Retry, Log: r.o.Log})
-		_, err := rd.ReadAt(ctx, buf, 0)
-		if err == nil {
-			_, err = w.WriteAt(ctx, buf, 0)
-		}
-		if err != nil {
-			f.abort(context.WithoutCancel(ctx), w, "could not copy the current version")
-			return nil, r.errnoOf("open", f.path(), err)
-		}
-	}
 	return w, 0
+}
+
+// busy reports whether f (object obj) has an upload in progress.
+func (r *Root) busy(f *fileNode, obj string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, taken := r.writing[obj]
+	return f.w != nil || taken
 }
 
 // finishWrite detaches the upload w after its commit or abort.

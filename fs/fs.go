@@ -15,7 +15,6 @@ import (
 	"context"
 	"log/slog"
 	"path"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,18 +28,10 @@ import (
 
 // Options configure the filesystem.
 type Options struct {
-	Store     segments.ObjectStore
-	Container string
-	Prefix    string // object name prefix of the mount, "" or ending in "/"
-	Pool      *segments.Pool
-	// Staging, if set, takes files written out of order (see
-	// segments.WriterOptions.Staging).
-	Staging *segments.Staging
-	// NoSHA256: see segments.WriterOptions.NoSHA256.
-	NoSHA256 bool
-	Limits   segments.Limits
-	Retry    segments.RetryPolicy
-	Log      *slog.Logger
+	// Objects is the container (below the mount's prefix) the mount
+	// shows; it decides every storage rule and owns the versions.
+	Objects *segments.Container
+	Log     *slog.Logger
 	// AttrTTL is how long metadata (HEAD answers) is trusted, in the
 	// daemon and in the kernel.
 	AttrTTL time.Duration
@@ -50,32 +41,24 @@ type Options struct {
 	UID, GID          uint32
 	FileMode, DirMode uint32
 
-	// Versions owns the versions of the container's objects: every
-	// overwrite, unlink and rename retires through it, and open files
-	// hold their version. nil gives one with default options that never
-	// reaps (unit tests); the caller runs and closes its own.
-	Versions *segments.Versions
-
 	// Blocks is the block cache reads go through; nil gives a small
 	// memory-only one. The caller closes it after unmounting.
 	Blocks *cache.Blocks
 	// ReadAhead tunes the prefetch of each open file.
 	ReadAhead cache.StreamOptions
-	// StallTimeout cuts a GET whose body stops (segments.ReaderOptions).
-	StallTimeout time.Duration
 }
 
 // Root is the root directory of a mount. It owns the uploads in progress.
 type Root struct {
 	dirNode
 	o      Options
+	c      *segments.Container
 	ctx    context.Context // mount lifetime: uploads run on it
 	meta   *cache.Meta[string, segments.Info]
 	blocks *cache.Blocks
 
-	inos     *inodes
-	dlos     dloCache
-	versions *segments.Versions
+	inos *inodes
+	dlos dloCache
 
 	mu      sync.Mutex           // guards writing
 	writing map[string]*fileNode // object name -> file with an upload in progress
@@ -87,21 +70,14 @@ func NewRoot(ctx context.Context, o Options) *Root {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	if o.Prefix != "" && !strings.HasSuffix(o.Prefix, "/") {
-		o.Prefix += "/"
-	}
 	if o.FileMode == 0 {
 		o.FileMode = DefaultFileMode
 	}
 	if o.DirMode == 0 {
 		o.DirMode = DefaultDirMode
 	}
-	r := &Root{o: o, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), inos: newInodes(),
+	r := &Root{o: o, c: o.Objects, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), inos: newInodes(),
 		dlos: dloCache{dirs: map[string]dloEntry{}}, writing: map[string]*fileNode{}}
-	r.versions = o.Versions
-	if r.versions == nil {
-		r.versions = segments.NewVersions(o.Store, segments.VersionsOptions{Container: o.Container, Scope: o.Prefix, Log: o.Log})
-	}
 	r.blocks = o.Blocks
 	if r.blocks == nil {
 		r.blocks, _ = cache.New(cache.Options{Memory: 64 << 20}) // memory only: cannot fail
@@ -170,7 +146,7 @@ func (r *Root) Uploads() int {
 }
 
 // object is the object name of a path relative to the mount.
-func (r *Root) object(rel string) string { return r.o.Prefix + rel }
+func (r *Root) object(rel string) string { return r.c.Prefix() + rel }
 
 // head returns an object's metadata through the metadata cache.
 func (r *Root) head(ctx context.Context, name string) (segments.Info, error) {
@@ -182,7 +158,7 @@ func (r *Root) head(ctx context.Context, name string) (segments.Info, error) {
 	}
 	// A HEAD is short: a signal that interrupts the request (qemu-img gets
 	// some while it opens its images) must not fail the lookup with EINTR.
-	in, err := r.o.Store.Head(context.WithoutCancel(ctx), r.o.Container, name)
+	in, err := r.c.Head(context.WithoutCancel(ctx), name)
 	switch {
 	case err == nil:
 		r.meta.Put(name, in)

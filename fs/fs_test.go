@@ -65,9 +65,11 @@ func mountWith(t *testing.T, segSize int64, tune func(o *fs.Options, mo *fusefs.
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	o := fs.Options{
-		Store: st, Container: "c", Pool: segments.NewPool(segSize, 2),
-		Limits: segments.DefaultLimits, Log: log, AttrTTL: 0,
-		Retry: segments.RetryPolicy{Base: time.Millisecond, Cap: time.Millisecond, Budget: 10 * time.Millisecond},
+		Objects: segments.NewContainer(segments.ContainerOptions{
+			Store: st, Name: "c", Pool: segments.NewPool(segSize, 2), Limits: segments.DefaultLimits, Log: log,
+			Retry: segments.RetryPolicy{Base: time.Millisecond, Cap: time.Millisecond, Budget: 10 * time.Millisecond},
+		}),
+		Log: log, AttrTTL: 0,
 	}
 	var mo fusefs.Options
 	if tune != nil {

@@ -2,8 +2,6 @@ package fs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,12 +22,12 @@ import (
 // cache.Stream that prefetches sequential reads. segments.Reader is the
 // cache's source: one ranged GET per segment piece, resumed on errors.
 
-// readHandle reads one version of a file, which it holds (segments.Hold)
-// so that no host deletes it while it is open.
+// readHandle reads one version of a file, which it holds open
+// (segments.Object) so that no host deletes it meanwhile.
 type readHandle struct {
-	f    *fileNode
-	s    *cache.Stream
-	hold *segments.Hold
+	f   *fileNode
+	s   *cache.Stream
+	obj *segments.Object
 }
 
 var (
@@ -45,20 +43,14 @@ var (
 func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, syscall.Errno) {
 	r := f.root
 	ctx = r.uninterruptible(ctx)
-	m, in, err := segments.Resolve(ctx, r.o.Store, r.o.Container, f.object())
+	obj, err := r.c.Open(ctx, f.object())
 	if err != nil {
 		return nil, 0, r.errnoOf("open", f.path(), err)
 	}
-	f.setInfo(in)
-	r.meta.Put(f.object(), in)
-	rd := segments.NewReader(r.o.Store, m, segments.ReaderOptions{Retry: r.o.Retry, Log: r.o.Log, StallTimeout: r.o.StallTimeout})
-	key := versionKey(r.o.Container, f.object(), m)
-	h := &readHandle{f: f, s: r.blocks.Open(key, m.Size(), rd).NewStream(r.o.ReadAhead)}
-	if in.SLO || in.DLO != "" {
-		// Its segments outlive an overwrite while it is held; a plain
-		// object is replaced in place, so there is nothing to hold.
-		h.hold = r.versions.Hold(m)
-	}
+	f.setInfo(obj.Info)
+	r.meta.Put(f.object(), obj.Info)
+	key := obj.Manifest.Version
+	h := &readHandle{f: f, s: r.blocks.Open(key, obj.Size(), obj.Reader).NewStream(r.o.ReadAhead), obj: obj}
 	f.mu.Lock()
 	keep := key != "" && f.readVersion == key
 	f.readVersion = key
@@ -90,26 +82,8 @@ func (r *Root) uninterruptible(context.Context) context.Context { return r.ctx }
 // Release drops the handle's prefetches and its hold.
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 	h.s.Close()
-	h.hold.Release()
+	h.obj.Close()
 	return 0
-}
-
-// versionKey names one version of an object for the block cache: the
-// object's name and every segment it is made of, with their ETags. Two
-// opens of an unchanged object get the same key (and share cached blocks,
-// across remounts too); any change to the object or its segments gives
-// another. "" if a segment has no ETag: such an object cannot be pinned,
-// so nothing of it is shared.
-func versionKey(container, object string, m *segments.Manifest) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "imagefs-version-1\x00%s\x00%s\x00%d\x00", container, object, m.Size())
-	for _, s := range m.Segments {
-		if s.ETag == "" {
-			return ""
-		}
-		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00%d\x00", s.Container, s.Object, s.ETag, s.Offset, s.Length)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // SetKernelReadahead sets the kernel's readahead for the mount at dir

@@ -24,8 +24,6 @@ var (
 	ErrAuth = errors.New("not authorised")
 	// ErrCommitted: a write arrived after the file was committed.
 	ErrCommitted = errors.New("file already committed")
-	// ErrTooLarge: the file exceeds what the configured limits can store.
-	ErrTooLarge = errors.New("file too large")
 	// ErrBadAnswer: Swift answered something that breaks its own rules (a
 	// HEAD without Content-Length, a manifest entry that is not
 	// /container/object, a listing that does not advance). It is not

@@ -2,6 +2,8 @@ package segments
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -24,8 +26,12 @@ type Segment struct {
 // object. It is immutable once built and safe for concurrent use.
 type Manifest struct {
 	Segments []Segment
-	// Version identifies the object version the manifest was read from
-	// (its ETag); caches key blocks on it.
+	// Version names the version the manifest was read from, for caches
+	// (the block cache keys blocks on it, in memory and on disk): the
+	// object's name and every segment with its ETag (VersionKey), so two
+	// opens of an unchanged object share it, and any change to the object
+	// or its segments gives another. "" if some segment has no ETag: such
+	// a version cannot be pinned, so nothing of it may be shared.
 	Version string
 	starts  []int64 // starts[i] is the object offset of Segments[i]
 	size    int64
@@ -39,6 +45,21 @@ func NewManifest(segs []Segment, version string) *Manifest {
 		m.size += s.Length
 	}
 	return m
+}
+
+// VersionKey is Manifest.Version for object of container made of m's
+// segments (the formula is part of the disk cache's format: changing it
+// drops every cached block).
+func VersionKey(container, object string, m *Manifest) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "imagefs-version-1\x00%s\x00%s\x00%d\x00", container, object, m.Size())
+	for _, s := range m.Segments {
+		if s.ETag == "" {
+			return ""
+		}
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00%d\x00", s.Container, s.Object, s.ETag, s.Offset, s.Length)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Size is the object's size in bytes.
@@ -134,7 +155,8 @@ func ResolveInfo(ctx context.Context, st ObjectStore, in Info) (*Manifest, error
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s/%s: %w", in.Container, in.Name, err)
 	}
-	m := NewManifest(segs, in.ETag)
+	m := NewManifest(segs, "")
+	m.Version = VersionKey(in.Container, in.Name, m)
 	if in.SLO || in.DLO != "" {
 		if m.Size() != in.Size && !(in.DLO != "" && in.Size == 0) {
 			return nil, fmt.Errorf("resolve %s/%s: %w: segments hold %d bytes, object says %d",

@@ -100,26 +100,29 @@ func runMount(parent context.Context, cfg *Config) error {
 	}
 	versions := newVersions(store, cfg.Container, prefix, cfg.Mountpoint, cfg.Versions, log)
 	fileMode, dirMode := cfg.Files.modes()
+	objects := segments.NewContainer(segments.ContainerOptions{
+		Store:        store,
+		Name:         cfg.Container,
+		Prefix:       prefix,
+		Pool:         pool,
+		Staging:      staging,
+		Limits:       limits,
+		Retry:        retry,
+		NoSHA256:     !cfg.Write.SHA256,
+		StallTimeout: cfg.Read.StallTimeout,
+		Versions:     versions,
+		Log:          log,
+	})
 	root := fs.NewRoot(life, fs.Options{
-		Store:     store,
-		Container: cfg.Container,
-		Prefix:    cfg.Prefix,
-		Pool:      pool,
-		Staging:   staging,
-		NoSHA256:  !cfg.Write.SHA256,
-		Limits:    limits,
-		Retry:     retry,
+		Objects:   objects,
 		Log:       log,
 		AttrTTL:   cfg.AttrTTL,
 		UID:       uint32(cfg.UID),
 		GID:       uint32(cfg.GID),
 		FileMode:  fileMode,
 		DirMode:   dirMode,
-		Versions:  versions,
-
-		Blocks:       blocks,
-		ReadAhead:    cache.StreamOptions{Max: readAhead},
-		StallTimeout: cfg.Read.StallTimeout,
+		Blocks:    blocks,
+		ReadAhead: cache.StreamOptions{Max: readAhead},
 	})
 	fsName := "imagefs:" + cfg.Container
 	if cfg.Prefix != "" {

@@ -1,3 +1,6 @@
+// Tests of the Writer beyond plain streaming (writer_test.go): the shared
+// memory budget, reading back what was written, a version built on the
+// previous one (Under), staging on local disk, and aborting.
 package segments_test
 
 import (
