@@ -88,6 +88,7 @@ func (d *dirNode) newDir(ctx context.Context, rel string) *fusefs.Inode {
 func (d *dirNode) OnForget() { d.root.inos.drop(d.rel, true, d.StableAttr().Ino) }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	work := d.root.lifetime() // see the package doc
 	rel := join(d.rel, name)
 	r := d.root
 	if r.hidden(rel) {
@@ -97,9 +98,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		f.fillAttr(&out.Attr)
 		return d.newFile(ctx, f), 0
 	}
-	in, err := r.head(ctx, r.object(rel))
+	in, err := r.head(work, r.object(rel))
 	if err == nil && !isDirMarker(in) {
-		if part, perr := r.isPart(ctx, in.Name); perr != nil {
+		if part, perr := r.isPart(work, in.Name); perr != nil {
 			return nil, r.errnoOf("lookup", rel, perr)
 		} else if part {
 			return nil, syscall.ENOENT // a part of another image
@@ -117,7 +118,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err != nil && !isNotFound(err) {
 		return nil, r.errnoOf("lookup", rel, err)
 	}
-	ok, err := d.dirExists(ctx, rel)
+	ok, err := d.dirExists(work, rel)
 	if err != nil {
 		return nil, r.errnoOf("lookup", rel, err)
 	}
@@ -133,6 +134,7 @@ func isDirMarker(in segments.Info) bool {
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	work := d.root.lifetime() // see the package doc
 	r := d.root
 	prefix := d.listPrefix()
 	seen := map[string]bool{}
@@ -146,7 +148,7 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: mode, Ino: r.inos.get(rel, mode == syscall.S_IFDIR)})
 	}
 	var zero []string // zero-byte files: maybe DLO manifests
-	err := r.c.List(ctx, prefix, '/', func(in segments.Info) error {
+	err := r.c.List(work, prefix, '/', func(in segments.Info) error {
 		name := strings.TrimPrefix(in.Name, prefix)
 		switch {
 		case in.Subdir || strings.HasSuffix(name, "/"):
@@ -164,7 +166,7 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 	if err != nil {
 		return nil, r.errnoOf("readdir", d.rel, err)
 	}
-	entries = r.hideParts(ctx, prefix, entries, zero)
+	entries = r.hideParts(work, prefix, entries, zero)
 	// Files being written here are visible on this host before commit.
 	for _, name := range r.uploadingIn(prefix) {
 		add(name, syscall.S_IFREG)
@@ -174,21 +176,22 @@ func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno)
 }
 
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	work := d.root.lifetime() // see the package doc
 	rel := join(d.rel, name)
 	r := d.root
-	if _, err := r.head(ctx, r.object(rel)); err == nil {
+	if _, err := r.head(work, r.object(rel)); err == nil {
 		return nil, syscall.EEXIST
 	}
-	if errno := r.mayCreate(ctx, "mkdir", rel); errno != 0 {
+	if errno := r.mayCreate(work, "mkdir", rel); errno != 0 {
 		return nil, errno
 	}
-	if ok, err := d.dirExists(ctx, rel); err != nil {
+	if ok, err := d.dirExists(work, rel); err != nil {
 		return nil, r.errnoOf("mkdir", rel, err)
 	} else if ok {
 		return nil, syscall.EEXIST
 	}
 	marker := r.object(rel) + "/"
-	if err := r.c.PutMarker(ctx, marker, dirMarkerType); err != nil {
+	if err := r.c.PutMarker(work, marker, dirMarkerType); err != nil {
 		return nil, r.errnoOf("mkdir", rel, err)
 	}
 	r.dirAttr(&out.Attr)
@@ -196,11 +199,12 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 }
 
 func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	work := d.root.lifetime() // see the package doc
 	rel := join(d.rel, name)
 	r := d.root
 	prefix := r.object(rel) + "/"
 	marker, other := false, false
-	err := r.c.List(ctx, prefix, '/', func(in segments.Info) error {
+	err := r.c.List(work, prefix, '/', func(in segments.Info) error {
 		if in.Name == prefix && !in.Subdir {
 			marker = true
 			return nil
@@ -217,7 +221,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if !marker {
 		return syscall.ENOENT
 	}
-	if err := r.c.DeleteMarker(ctx, prefix); err != nil {
+	if err := r.c.DeleteMarker(work, prefix); err != nil {
 		return r.errnoOf("rmdir", rel, err)
 	}
 	return 0
@@ -229,14 +233,14 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	obj := r.object(rel)
 	if f := r.uploading(obj); f != nil {
 		// Removing a file that is still being written abandons the upload.
-		f.abort(ctx, nil, "unlinked while being written")
+		f.abort(r.lifetime(), nil, "unlinked while being written")
 		return 0
 	}
 	defer r.meta.Forget(obj)
 	defer r.forgetDLOs(obj)
-	// Not interruptible: a half-done unlink helps nobody. The objects of
-	// the version go at a later reap, so this is two small requests.
-	ctx = context.WithoutCancel(ctx)
+	// The objects of the version go at a later reap, so this is two small
+	// requests.
+	ctx = r.lifetime()
 	if err := r.c.Remove(ctx, obj); err != nil {
 		return r.errnoOf("unlink", rel, err)
 	}
@@ -257,6 +261,7 @@ func (d *dirNode) fileChild(name string) *fileNode {
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	work := d.root.lifetime() // see the package doc
 	rel := join(d.rel, name)
 	r := d.root
 	// If the kernel still knows a file of that name, the upload must hang
@@ -267,7 +272,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		f, _ = ch.Operations().(*fileNode)
 	}
 	if f == nil {
-		if errno := r.mayCreate(ctx, "create", rel); errno != 0 {
+		if errno := r.mayCreate(work, "create", rel); errno != 0 {
 			return nil, nil, 0, errno
 		}
 		f = newFileNode(r, rel)
@@ -303,10 +308,10 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 	if r.uploading(srcObj) != nil || r.uploading(dstObj) != nil {
 		return syscall.EBUSY
 	}
-	if errno := r.mayCreate(ctx, "rename", dst); errno != 0 {
+	if errno := r.mayCreate(r.lifetime(), "rename", dst); errno != 0 {
 		return errno
 	}
-	ctx = context.WithoutCancel(ctx) // see Unlink
+	ctx = r.lifetime()
 	in, err := r.c.Head(ctx, srcObj)
 	if isNotFound(err) {
 		// Directories are prefixes: renaming one means copying every

@@ -160,9 +160,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		}
 		return &writeHandle{f: f, w: w, kept: keep, opener: processOf(callerPid(ctx))}, fuse.FOPEN_DIRECT_IO, 0
 	}
-	// Opening is short: a signal that interrupts the request (qemu-img
-	// gets some while it opens its images) must not fail it with EINTR.
-	return f.openRead(context.WithoutCancel(ctx))
+	return f.openRead(ctx)
 }
 
 // Release forwards to the handle.
@@ -186,8 +184,7 @@ func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer,
 	var w *segments.Writer
 	if keep {
 		var err error
-		// Not interruptible: see Root.head.
-		if w, err = r.c.Reopen(context.WithoutCancel(ctx), r.ctx, obj); err != nil {
+		if w, err = r.c.Reopen(r.lifetime(), r.ctx, obj); err != nil {
 			return nil, r.errnoOf("open", f.path(), err)
 		}
 	} else {
@@ -199,7 +196,7 @@ func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer,
 	if f.w != nil || taken {
 		r.mu.Unlock()
 		f.mu.Unlock()
-		w.Abort(context.WithoutCancel(ctx)) // another open got there first
+		w.Abort(r.lifetime()) // another open got there first
 		r.o.Log.Error("file is already being written", "path", f.path())
 		return nil, syscall.EBUSY
 	}

@@ -8,6 +8,21 @@
 // previous version. Reads go through a segments.Reader pinned to the
 // version that was opened.
 //
+// The filesystem is a thin adapter: segments.Container decides how objects
+// are stored, versioned, read and written; this package maps FUSE
+// operations onto it (names, inodes, permissions, handles).
+//
+// Cancellation, one rule: a request's work runs under the mount's lifetime
+// (Root.lifetime), never under the request's context. The kernel sends an
+// INTERRUPT for any signal the caller gets, even one whose handler asks for
+// restarted system calls (SIGCHLD, qemu's timer signals, Go's SIGURG), and
+// a local disk never fails open, read, close or unlink with EINTR; nor may
+// a half-done unlink, rename or commit be left behind. A fatal signal ends
+// the caller's wait in the kernel anyway, and the work stops when the
+// mount does. The one exception: a write that waits for upload memory
+// waits under the request's context, so that a writer can be interrupted
+// (EINTR) while Swift is slow.
+//
 // Errors become errno values only in errno.go.
 package fs
 
@@ -145,6 +160,10 @@ func (r *Root) Uploads() int {
 	return len(r.writing)
 }
 
+// lifetime is the context a request's work runs under: the mount's (see
+// the package doc).
+func (r *Root) lifetime() context.Context { return r.ctx }
+
 // object is the object name of a path relative to the mount.
 func (r *Root) object(rel string) string { return r.c.Prefix() + rel }
 
@@ -158,7 +177,7 @@ func (r *Root) head(ctx context.Context, name string) (segments.Info, error) {
 	}
 	// A HEAD is short: a signal that interrupts the request (qemu-img gets
 	// some while it opens its images) must not fail the lookup with EINTR.
-	in, err := r.c.Head(context.WithoutCancel(ctx), name)
+	in, err := r.c.Head(r.lifetime(), name)
 	switch {
 	case err == nil:
 		r.meta.Put(name, in)

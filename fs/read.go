@@ -42,8 +42,7 @@ var (
 // while they do not change.
 func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, syscall.Errno) {
 	r := f.root
-	ctx = r.uninterruptible(ctx)
-	obj, err := r.c.Open(ctx, f.object())
+	obj, err := r.c.Open(r.lifetime(), f.object())
 	if err != nil {
 		return nil, 0, r.errnoOf("open", f.path(), err)
 	}
@@ -63,21 +62,12 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 }
 
 func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := h.s.ReadAt(h.f.root.uninterruptible(ctx), dest, off)
+	n, err := h.s.ReadAt(h.f.root.lifetime(), dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.f.root.errnoOf("read", h.f.path(), err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
-
-// uninterruptible is the context opens and reads wait under: the mount's
-// lifetime rather than the request's. The kernel sends FUSE an INTERRUPT
-// for any signal the caller gets, even one whose handler asks for
-// restarted system calls (SIGCHLD, qemu's timer and IPI signals); EINTR
-// from open or read then fails programs that never see it from a local
-// disk (qemu-img failed to open images that way). A disk read is not
-// interruptible either, and a fatal signal ends the wait in the kernel.
-func (r *Root) uninterruptible(context.Context) context.Context { return r.ctx }
 
 // Release drops the handle's prefetches and its hold.
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {

@@ -92,7 +92,7 @@ func (h *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	h.mu.Lock()
 	w := h.w
 	h.mu.Unlock()
-	n, err := w.ReadAt(ctx, dest, off)
+	n, err := w.ReadAt(h.f.root.lifetime(), dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.f.root.errnoOf("read", h.f.path(), err)
 	}
@@ -129,7 +129,7 @@ func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 		h.killed = true
 		w := h.w
 		h.mu.Unlock()
-		h.f.abort(context.WithoutCancel(ctx), w, "writer killed by a signal")
+		h.f.abort(h.f.root.lifetime(), w, "writer killed by a signal")
 		return syscall.EINTR
 	}
 	h.mu.Lock()
@@ -140,14 +140,14 @@ func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 		// the kernel sends later, so that the next open for writing (libvirt
 		// closes and reopens a disk) is not refused as busy. A write
 		// through a duplicate starts again from the current version.
-		h.f.abort(context.WithoutCancel(ctx), h.w, "")
+		h.f.abort(h.f.root.lifetime(), h.w, "")
 		h.committed = true
 		return 0
 	}
 	if !h.wrote && !h.created {
 		return 0 // keep the existing version until something is written
 	}
-	return h.commit(context.WithoutCancel(ctx))
+	return h.commit(h.f.root.lifetime())
 }
 
 // commit commits the current upload. Called with h.mu held.
@@ -172,7 +172,7 @@ func (h *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if committed {
 		return 0
 	}
-	return h.f.root.errnoOf("fsync", h.f.path(), w.Sync(ctx))
+	return h.f.root.errnoOf("fsync", h.f.path(), w.Sync(h.f.root.lifetime()))
 }
 
 // Release finishes what Flush left: a truncated file that nothing was
