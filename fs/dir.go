@@ -285,7 +285,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	h := &writeHandle{f: f, w: w, created: true, opener: processOf(callerPid(ctx))}
+	h := &writeHandle{f: f, w: w, start: startCreated, opener: processOf(callerPid(ctx))}
 	f.fillAttr(&out.Attr)
 	return ch, h, fuse.FOPEN_DIRECT_IO, 0
 }

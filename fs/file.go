@@ -158,7 +158,11 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		if errno != 0 {
 			return nil, 0, errno
 		}
-		return &writeHandle{f: f, w: w, kept: keep, opener: processOf(callerPid(ctx))}, fuse.FOPEN_DIRECT_IO, 0
+		start := startTruncated
+		if keep {
+			start = startKept
+		}
+		return &writeHandle{f: f, w: w, start: start, opener: processOf(callerPid(ctx))}, fuse.FOPEN_DIRECT_IO, 0
 	}
 	return f.openRead(ctx)
 }

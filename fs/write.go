@@ -27,19 +27,41 @@ import (
 type writeHandle struct {
 	f *fileNode
 
-	mu        sync.Mutex // guards the fields below
-	w         *segments.Writer
-	wrote     bool // data or a size change arrived for w
-	committed bool // w is committed
-	kept      bool // opened without O_TRUNC: w started from the current version
-	created   bool // the file did not exist before this handle
-	killed    bool // the writing process died of a signal
+	mu    sync.Mutex // guards the fields below
+	w     *segments.Writer
+	state writeState
+	start writeStart
 	// openerClosed: the opener's close (flush) came; the file lives on in
 	// processes it was passed to.
 	openerClosed bool
 
 	opener int // the process that opened the handle (0: unknown); see caller.go
 }
+
+// writeState is where a write handle's current upload (w) is in its life:
+//
+//	opened --write/truncate--> written --flush--> committed --write--> written (a new w)
+//	   |                                              ^
+//	   +--flush: a created file is committed (touch) -+
+//	   +--flush: kept and unchanged, w given back ----+
+//	any --flush of a writer killed by a signal--> abandoned (final)
+type writeState int
+
+const (
+	opened    writeState = iota // nothing written to w yet
+	written                     // data or a size change went to w
+	committed                   // w is committed (or given back unchanged)
+	abandoned                   // the writer died of a signal: w aborted
+)
+
+// writeStart is how w began: what an unchanged handle means at close.
+type writeStart int
+
+const (
+	startCreated   writeStart = iota // the file did not exist: close commits it empty
+	startTruncated                   // O_TRUNC of an existing file: unchanged, the old version stays
+	startKept                        // without O_TRUNC: w starts from the current version
+)
 
 var (
 	_ fusefs.FileWriter   = (*writeHandle)(nil)
@@ -54,14 +76,17 @@ var (
 func (h *writeHandle) writer(ctx context.Context) (*segments.Writer, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.committed && !h.killed {
+	switch h.state {
+	case abandoned:
+		return h.w, 0 // aborted: its writes fail with ErrAborted
+	case committed:
 		w, errno := h.f.startWrite(ctx, true)
 		if errno != 0 {
 			return nil, errno
 		}
-		h.w, h.committed, h.kept = w, false, true
+		h.w, h.start = w, startKept
 	}
-	h.wrote = true
+	h.state = written
 	return h.w, 0
 }
 
@@ -126,7 +151,7 @@ func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	}
 	if killedBySignal(pid) {
 		h.mu.Lock()
-		h.killed = true
+		h.state = abandoned
 		w := h.w
 		h.mu.Unlock()
 		h.f.abort(h.f.root.lifetime(), w, "writer killed by a signal")
@@ -134,17 +159,19 @@ func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.wrote && h.kept && !h.committed {
+	switch {
+	case h.state == abandoned:
+		return syscall.EIO
+	case h.state == opened && h.start == startKept:
 		// Opened for writing (O_RDWR, no O_TRUNC) and nothing changed:
 		// give the file's write slot back now rather than at RELEASE, which
 		// the kernel sends later, so that the next open for writing (libvirt
 		// closes and reopens a disk) is not refused as busy. A write
 		// through a duplicate starts again from the current version.
 		h.f.abort(h.f.root.lifetime(), h.w, "")
-		h.committed = true
+		h.state = committed
 		return 0
-	}
-	if !h.wrote && !h.created {
+	case h.state == opened && h.start == startTruncated:
 		return 0 // keep the existing version until something is written
 	}
 	return h.commit(h.f.root.lifetime())
@@ -152,13 +179,12 @@ func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 
 // commit commits the current upload. Called with h.mu held.
 func (h *writeHandle) commit(ctx context.Context) syscall.Errno {
-	if h.committed {
+	if h.state == committed {
 		return 0
 	}
 	err := h.w.Commit(ctx)
 	h.f.finishWrite(h.w, err == nil)
-	h.committed = true
-	h.created = false
+	h.state = committed
 	if errors.Is(err, segments.ErrAborted) {
 		return syscall.EIO
 	}
@@ -167,9 +193,9 @@ func (h *writeHandle) commit(ctx context.Context) syscall.Errno {
 
 func (h *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	h.mu.Lock()
-	w, committed := h.w, h.committed
+	w, state := h.w, h.state
 	h.mu.Unlock()
-	if committed {
+	if state == committed {
 		return 0
 	}
 	return h.f.root.errnoOf("fsync", h.f.path(), w.Sync(h.f.root.lifetime()))
@@ -182,13 +208,13 @@ func (h *writeHandle) Release(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
-	case h.committed:
-	case h.killed:
-		h.f.abort(h.f.root.ctx, h.w, "writer killed by a signal")
-	case !h.wrote && h.kept:
-		h.f.abort(h.f.root.ctx, h.w, "") // opened for writing, nothing changed
+	case h.state == committed:
+	case h.state == abandoned:
+		h.f.abort(h.f.root.lifetime(), h.w, "writer killed by a signal")
+	case h.state == opened && h.start == startKept:
+		h.f.abort(h.f.root.lifetime(), h.w, "") // opened for writing, nothing changed
 	default:
-		h.commit(h.f.root.ctx)
+		h.commit(h.f.root.lifetime())
 	}
 	return 0
 }
