@@ -1,0 +1,246 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// errCancelled ends the waits on a fetch nobody wants any more. Only
+// waiters that gave up themselves can see it.
+var errCancelled = errors.New("fetch cancelled")
+
+// fetch is a run of blocks [first, first+len(blocks)) of one file being
+// fetched by one goroutine.
+type fetch struct {
+	f        *File
+	first    int64
+	blocks   []*pending // nil once published or failed
+	left     int        // blocks not published or failed yet
+	from     int64      // byte of the first block the fetch begins at
+	budget   int64      // bytes counted in Blocks.ahead while it runs (prefetch)
+	refs     int        // waits and stream holds on the fetch
+	done     bool       // finished, failed or cancelled
+	cancel   context.CancelFunc
+	prefetch bool
+}
+
+// pending is a block being fetched.
+type pending struct {
+	fe   *fetch
+	k    bkey
+	size int64
+	done chan struct{} // closed when data or err is set
+	data []byte
+	err  error
+	// While it is filled (guarded by Blocks.mu): the buffer, which holds
+	// bytes [from, from+got) so far, and the readers waiting for a part
+	// of it. A fetch that starts in the middle of a block (a random read)
+	// fills [from, size) first and the head [0, from) last, so that the
+	// reader that asked waits for its own bytes only.
+	buf     []byte
+	from    int64
+	got     int64
+	partial []partialWait
+}
+
+// partialWait is a reader waiting for bytes [from, end) of a block.
+type partialWait struct {
+	end int64
+	ch  chan struct{}
+}
+
+// wait waits for bytes [lo, hi) of a pending block and returns them (one
+// interest in its fetch, dropped here). The bytes may come from the
+// buffer being filled: bytes once written there never change.
+func (b *Blocks) wait(ctx context.Context, pd *pending, lo, hi int64) (part []byte, err error) {
+	defer func() {
+		b.mu.Lock()
+		if err == nil {
+			pd.fe.refs-- // served: the fetch goes on for the cache
+		} else {
+			b.unrefLocked(pd.fe)
+		}
+		b.mu.Unlock()
+	}()
+	b.mu.Lock()
+	if pd.data == nil && pd.err == nil && lo >= pd.from {
+		if pd.buf != nil && hi <= pd.from+pd.got {
+			part := pd.buf[lo:hi]
+			b.mu.Unlock()
+			return part, nil
+		}
+		// Coming in this pass: wait for just these bytes.
+		pw := partialWait{end: hi, ch: make(chan struct{})}
+		pd.partial = append(pd.partial, pw)
+		b.mu.Unlock()
+		select {
+		case <-pw.ch:
+			return pd.buf[lo:hi], nil
+		case <-pd.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	} else {
+		b.mu.Unlock()
+	}
+	select {
+	case <-pd.done:
+		if pd.err != nil {
+			return nil, pd.err
+		}
+		return pd.data[lo:hi], nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// unwait drops one interest in pd's fetch; the last one cancels it: a
+// fetch is cancelled only when all who wanted it gave up.
+func (b *Blocks) unwait(pd *pending) {
+	b.mu.Lock()
+	b.unrefLocked(pd.fe)
+	b.mu.Unlock()
+}
+
+func (b *Blocks) unrefLocked(fe *fetch) {
+	fe.refs--
+	if fe.refs > 0 || fe.done {
+		return
+	}
+	fe.done = true
+	if fe.left == 0 {
+		return // every block is in; the goroutine is just finishing
+	}
+	b.stats.Cancelled++
+	b.failLocked(fe, errCancelled)
+	fe.cancel()
+}
+
+// failLocked ends the waits on the blocks of fe not published yet.
+func (b *Blocks) failLocked(fe *fetch, err error) {
+	for i := range fe.blocks {
+		if pd := b.settleLocked(fe, i); pd != nil {
+			pd.err = err
+			close(pd.done)
+		}
+	}
+}
+
+// settleLocked takes block i off its fetch and off the blocks in flight,
+// and returns it (nil if it was settled already).
+func (b *Blocks) settleLocked(fe *fetch, i int) *pending {
+	pd := fe.blocks[i]
+	if pd == nil {
+		return nil
+	}
+	fe.blocks[i] = nil
+	fe.left--
+	delete(b.inflight, pd.k)
+	b.flying -= pd.size
+	return pd
+}
+
+// startRunsLocked starts one fetch per run of consecutive indexes (sorted,
+// none cached or in flight) and returns them, with no references taken.
+func (f *File) startRunsLocked(idxs []int64, prefetch bool) []*fetch {
+	return f.startRunsFromLocked(idxs, 0, prefetch)
+}
+
+// startRunsFromLocked is startRunsLocked, the first run starting at byte
+// from of its first block.
+func (f *File) startRunsFromLocked(idxs []int64, from int64, prefetch bool) []*fetch {
+	var out []*fetch
+	for len(idxs) > 0 {
+		n := 1
+		for n < len(idxs) && idxs[n] == idxs[0]+int64(n) {
+			n++
+		}
+		out = append(out, f.startLocked(idxs[0], int64(n), from, prefetch))
+		idxs = idxs[n:]
+		from = 0
+	}
+	return out
+}
+
+// startLocked starts the fetch of blocks [first, first+n), beginning at
+// byte from of the first block (its head comes last).
+func (f *File) startLocked(first, n, from int64, prefetch bool) *fetch {
+	b := f.b
+	ctx, cancel := context.WithCancel(b.ctx)
+	fe := &fetch{f: f, first: first, from: from, cancel: cancel, prefetch: prefetch, blocks: make([]*pending, n), left: int(n)}
+	for i := range n {
+		k := bkey{f.key, first + i}
+		pd := &pending{fe: fe, k: k, size: f.blockLen(first + i), done: make(chan struct{})}
+		if i == 0 {
+			pd.from = from
+		}
+		fe.blocks[i] = pd
+		b.inflight[k] = pd
+		b.flying += pd.size
+	}
+	b.stats.Fetches++
+	if prefetch {
+		b.stats.Prefetches++
+	}
+	b.evictLocked()
+	b.wg.Go(func() { b.run(ctx, fe) })
+	return fe
+}
+
+// run is the goroutine of one fetch.
+func (b *Blocks) run(ctx context.Context, fe *fetch) {
+	defer fe.cancel()
+	f := fe.f
+	bs := b.o.BlockSize
+	start := fe.first * bs
+	end := min((fe.first+int64(len(fe.blocks)))*bs, f.size)
+	from := fe.from
+	w := &fetchWriter{b: b, fe: fe, fill: from}
+	_, err := f.src.CopyRange(ctx, w, start+from, end-start-from)
+	if err == nil && from > 0 && w.head != nil {
+		// The head of the first block, skipped to serve its reader first.
+		hw := &fetchWriter{b: b, fe: fe, buf: w.head, headOnly: true}
+		if _, err = f.src.CopyRange(ctx, hw, start, from); err == nil && hw.fill == from {
+			b.publish(fe, 0, w.head)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ahead -= fe.budget
+	fe.budget = 0
+	if fe.done {
+		return // cancelled: the waits are over already
+	}
+	fe.done = true
+	if err == nil && fe.left == 0 {
+		return
+	}
+	if err == nil { // the source said it was done, but blocks are missing
+		err = fmt.Errorf("fetch of %d bytes at %d: %w", end-start, start, io.ErrUnexpectedEOF)
+	}
+	if fe.prefetch && fe.refs > 0 {
+		b.log.Debug("prefetch failed", "off", start, "len", end-start, "err", err)
+	}
+	b.failLocked(fe, err)
+}
+
+// publish hands block i of fe to its waiters and to the cache.
+func (b *Blocks) publish(fe *fetch, i int, data []byte) {
+	b.mu.Lock()
+	pd := b.settleLocked(fe, i)
+	if pd == nil { // cancelled meanwhile
+		b.mu.Unlock()
+		return
+	}
+	pd.data = data
+	close(pd.done)
+	b.stats.FetchedBlocks++
+	b.stats.FetchedBytes += int64(len(data))
+	b.insertLocked(pd.k, data)
+	b.mu.Unlock()
+	if fe.f.disk {
+		b.disk.store(fe.f, pd.k.idx, data)
+	}
+}
