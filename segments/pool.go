@@ -140,23 +140,18 @@ func (p *Pool) unregister(w *Writer) {
 	p.mu.Unlock()
 }
 
-// relieve seals a partly filled segment of a writer other than except that
-// is not busy right now, the one holding the most memory first. It
-// reports whether it found one.
-func (p *Pool) relieve(except *Writer) bool {
+// others returns the writers registered besides w that hold memory in
+// open segments, the one holding the most first: the candidates for
+// relief (Writer.relieveOther). The Pool itself never calls a Writer.
+func (p *Pool) others(w *Writer) []*Writer {
 	p.mu.Lock()
 	var cands []*Writer
-	for w := range p.writers {
-		if w != except && w.openChunks.Load() > 0 {
-			cands = append(cands, w)
+	for o := range p.writers {
+		if o != w && o.openChunks.Load() > 0 {
+			cands = append(cands, o)
 		}
 	}
 	p.mu.Unlock()
 	sort.Slice(cands, func(i, j int) bool { return cands[i].openChunks.Load() > cands[j].openChunks.Load() })
-	for _, w := range cands {
-		if w.relieveIdle() {
-			return true
-		}
-	}
-	return false
+	return cands
 }

@@ -6,12 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"path"
-	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,7 +319,7 @@ func (w *Writer) allocChunk(ctx context.Context, pos int64) ([]byte, error) {
 	p := w.o.Pool
 	for {
 		b := p.tryAlloc()
-		if b == nil && p.sealed.Load() == 0 && !p.relieve(w) && w.sealShort(pos) {
+		if b == nil && p.sealed.Load() == 0 && !w.relieveOther() && w.sealShort(pos) {
 			return nil, errRetry
 		}
 		if b == nil {
@@ -340,6 +337,19 @@ func (w *Writer) allocChunk(ctx context.Context, pos int64) ([]byte, error) {
 			return b, nil
 		}
 	}
+}
+
+// relieveOther seals a partly filled segment of another writer of the
+// pool that is not busy right now, the one holding the most memory first.
+// It reports whether it found one. Called with w.mu held (only other
+// writers' locks are tried).
+func (w *Writer) relieveOther() bool {
+	for _, o := range w.o.Pool.others(w) {
+		if o.relieveIdle() {
+			return true
+		}
+	}
+	return false
 }
 
 // relieveIdle seals the writer's partial segment early if the writer is
@@ -622,406 +632,6 @@ func (w *Writer) sealAll() {
 	for w.base < size {
 		w.sealFirst(min(w.segSize, size-w.base))
 	}
-}
-
-// Commit finishes the upload and publishes the new version (FLUSH). It is
-// idempotent: later calls return the first result. On failure nothing is
-// published, the previous version stays, and the segments are deleted.
-func (w *Writer) Commit(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	switch w.state {
-	case committed:
-		return w.result
-	case aborted:
-		return ErrAborted
-	}
-	w.result = w.commit(ctx)
-	w.state = committed
-	if w.result != nil && w.landed(context.WithoutCancel(ctx)) {
-		w.o.Log.Warn("the commit's answer was an error, but the new version is in Swift", "object", w.object, "upload", w.uploadID, "err", w.result)
-		w.result = nil
-	}
-	if w.result != nil {
-		w.cleanup(context.WithoutCancel(ctx))
-	}
-	w.releaseHolds()
-	w.cancel()
-	w.o.Pool.unregister(w)
-	return w.result
-}
-
-// landed reports whether the object's current version is this upload (a
-// manifest PUT that Swift stored although its answer was lost or an
-// error); then the upload's segments must stay. Called with w.mu held.
-func (w *Writer) landed(ctx context.Context) bool {
-	in, err := w.st.Head(ctx, w.o.Container, w.object)
-	return err == nil && in.Meta[MetaUpload] == w.uploadID
-}
-
-// retireCurrent retires the version the commit is about to replace, before
-// it is replaced (write-ahead: a crash right after leaves a record, never
-// an unrecorded version). Called with w.mu held.
-func (w *Writer) retireCurrent(ctx context.Context) error {
-	v := w.o.Versions
-	if v == nil {
-		return nil
-	}
-	cur, err := w.st.Head(ctx, w.o.Container, w.object)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return nil
-	case err != nil:
-		return fmt.Errorf("commit %s: read the version it replaces: %w", w.object, err)
-	}
-	if err := v.Retire(ctx, cur, "overwrite"); err != nil {
-		return fmt.Errorf("commit %s: %w", w.object, err)
-	}
-	w.failpoint("commit-after-retire")
-	return nil
-}
-
-// commit does the work of Commit. Called with w.mu held.
-func (w *Writer) commit(ctx context.Context) error {
-	if w.err != nil {
-		return w.err
-	}
-	if w.stage != nil {
-		if err := w.unstage(ctx); err != nil {
-			return err
-		}
-	}
-	size := w.size.Load()
-	meta := map[string]string{}
-	for k, v := range w.o.Meta {
-		meta[k] = v
-	}
-	meta[MetaMtime] = strconv.FormatFloat(float64(time.Now().UnixNano())/1e9, 'f', 6, 64)
-	meta[MetaUpload] = w.uploadID
-	po := PutOptions{ContentType: w.o.ContentType, Meta: meta}
-	if po.ContentType == "" {
-		po.ContentType = contentTypeFor(w.object)
-	}
-	if len(w.parts) == 0 && size <= w.segSize && w.underSize == 0 {
-		// Small file: one plain object, no segments.
-		sb := w.open[0]
-		if sb == nil {
-			sb = &segBuf{}
-		}
-		w.sha.stop()
-		if !w.o.NoSHA256 {
-			h := newSHA256()
-			sb.hashRange(0, size, h)
-			meta[MetaSHA256] = hex.EncodeToString(h.Sum(nil))
-		}
-		err := w.retireCurrent(ctx)
-		if err == nil {
-			po.Meta = sb.digests(0, size, po.Meta)
-			_, err = w.st.Put(ctx, w.o.Container, w.object, sb.section(0, size), size, sb.md5hex(0, size), po)
-			if err != nil {
-				err = fmt.Errorf("put %s: %w", w.object, err)
-			}
-		}
-		w.openChunks.Add(-sb.free(w.o.Pool))
-		w.open[0] = nil
-		if err == nil {
-			w.failpoint("commit-after-put")
-		}
-		return err
-	}
-	w.sealAll()
-	w.waitIdle()
-	if w.err != nil {
-		return w.err
-	}
-	switch sum := w.sha.sum(); {
-	case sum != "":
-		meta[MetaSHA256] = sum
-	case w.o.NoSHA256:
-	case w.holes > w.o.MaxHashedHoles:
-		w.o.Log.Info("no sha256 metadata: the file has more holes than are worth hashing",
-			"object", w.object, "holes", w.holes, "max_hashed_holes", w.o.MaxHashedHoles)
-	default:
-		w.o.Log.Info("no sha256 metadata: the new version reuses data of the previous one that imagefs did not read",
-			"object", w.object)
-	}
-	entries, err := w.entries(ctx)
-	if err != nil {
-		return err
-	}
-	for i := 0; len(entries) > w.o.MaxSegments; i++ {
-		if entries, err = w.nest(ctx, entries, i); err != nil {
-			return err
-		}
-	}
-	if err := w.retireCurrent(ctx); err != nil {
-		return err
-	}
-	if _, err := w.st.PutManifest(ctx, w.o.Container, w.object, entries, po); err != nil {
-		return fmt.Errorf("put manifest %s: %w", w.object, err)
-	}
-	w.failpoint("commit-after-put")
-	return nil
-}
-
-// entries builds the manifest entries of the sealed parts, uploading the
-// zero segment that holes refer to if there are any.
-func (w *Writer) entries(ctx context.Context) ([]ManifestEntry, error) {
-	var zeroLen int64
-	for _, p := range w.parts {
-		if p.kind == partZero {
-			zeroLen = max(zeroLen, p.size)
-		}
-		if p.kind == partRef && p.container == w.o.Container && p.object == w.object {
-			return nil, fmt.Errorf("commit %s: the new version would reference the object it replaces", w.object)
-		}
-	}
-	zeroObj := w.SegmentPrefix() + zeroSegment
-	zeroTag := ""
-	if zeroLen > 0 {
-		w.holdOwn()
-		if err := w.ensureSegmentContainer(); err != nil {
-			return nil, err
-		}
-		zeroTag = zeroMD5(zeroLen)
-		w.own = append(w.own, zeroObj)
-		block, crcs := zeroDigests(zeroLen)
-		if _, err := w.st.Put(ctx, w.o.SegmentContainer, zeroObj, io.NewSectionReader(zeroReader{}, 0, zeroLen), zeroLen, zeroTag,
-			PutOptions{Meta: digestMeta(nil, block, crcs)}); err != nil {
-			return nil, fmt.Errorf("put hole segment of %s: %w", w.object, err)
-		}
-	}
-	entries := make([]ManifestEntry, 0, len(w.parts))
-	for _, p := range w.parts {
-		e := ManifestEntry{Container: p.container, Object: p.object, ETag: p.etag, Size: p.objSize}
-		switch p.kind {
-		case partZero:
-			e = ManifestEntry{Container: w.o.SegmentContainer, Object: zeroObj, ETag: zeroTag, Size: zeroLen}
-			e.Offset, e.Length = 0, p.size
-		case partRef:
-			if p.objOff != 0 || p.size != p.objSize {
-				e.Offset, e.Length = p.objOff, p.size
-			}
-		}
-		entries = append(entries, e)
-	}
-	return entries, nil
-}
-
-// nest groups entries into sub-manifests of at most MaxSegments entries,
-// stored beside the segments, and returns the entries that reference them.
-func (w *Writer) nest(ctx context.Context, entries []ManifestEntry, level int) ([]ManifestEntry, error) {
-	var out []ManifestEntry
-	for i := 0; i < len(entries); i += w.o.MaxSegments {
-		group := entries[i:min(i+w.o.MaxSegments, len(entries))]
-		name := fmt.Sprintf("%smanifest-%d-%06d", w.SegmentPrefix(), level, len(out))
-		w.own = append(w.own, name)
-		var n int64
-		for _, e := range group {
-			n += e.Bytes()
-		}
-		if _, err := w.st.PutManifest(ctx, w.o.SegmentContainer, name, group, PutOptions{}); err != nil {
-			return nil, fmt.Errorf("put sub-manifest %s: %w", name, err)
-		}
-		out = append(out, ManifestEntry{Container: w.o.SegmentContainer, Object: name, Size: n})
-	}
-	return out, nil
-}
-
-// Abort abandons the upload: nothing is published and the segments
-// uploaded so far are deleted (best effort). It waits for running uploads.
-func (w *Writer) Abort(ctx context.Context) {
-	// First, without the lock: a WriteAt waiting for memory holds it, and
-	// the memory comes back only when uploads end.
-	w.cancel()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.state != writing {
-		return
-	}
-	w.state = aborted
-	w.cleanup(ctx)
-	w.releaseHolds()
-	w.o.Pool.unregister(w)
-}
-
-// cleanup frees buffers and staging, waits for uploads and deletes this
-// upload's segments. Called with w.mu held.
-func (w *Writer) cleanup(ctx context.Context) {
-	for i, sb := range w.open {
-		if sb != nil {
-			w.openChunks.Add(-sb.free(w.o.Pool))
-			w.open[i] = nil
-		}
-	}
-	w.sha.stop()
-	w.waitIdle()
-	if w.stage != nil {
-		w.stage.close()
-		w.stage = nil
-	}
-	if err := w.deleteOwn(ctx); err != nil {
-		w.o.Log.Warn("could not delete an abandoned upload's segments; gc will find them",
-			"object", w.object, "upload", w.uploadID, "err", err)
-	}
-}
-
-// deleteOwn deletes every object under this upload's prefix: those it
-// knows it PUT, and those a listing shows. The names it knows matter:
-// Swift updates container listings asynchronously, and a busy container
-// server may list a segment PUT a moment ago only much later. Called with
-// w.mu held.
-func (w *Writer) deleteOwn(ctx context.Context) error {
-	seen := map[string]bool{}
-	objs := make([]string, 0, len(w.own))
-	for _, o := range w.own {
-		seen[o] = true
-		objs = append(objs, o)
-	}
-	err := w.st.List(ctx, w.o.SegmentContainer, w.SegmentPrefix(), 0, func(in Info) error {
-		if !seen[in.Name] {
-			objs = append(objs, in.Name)
-		}
-		return nil
-	})
-	if errors.Is(err, ErrNotFound) {
-		err = nil // no segment container: nothing was uploaded
-	}
-	if err == nil && len(objs) > 0 {
-		err = w.st.DeleteMany(ctx, w.o.SegmentContainer, objs)
-	}
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	return err
-}
-
-// ReadAt reads the new version as written so far, io.ReaderAt style
-// (io.EOF at the end): bytes still in memory, on the staging disk,
-// uploaded, or of Under. Reads of segments still uploading wait for them.
-func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	w.mu.Lock()
-	if err := w.usable(); err != nil && !errors.Is(err, ErrCommitted) {
-		w.mu.Unlock()
-		return 0, err
-	}
-	size := w.size.Load()
-	if off >= size {
-		w.mu.Unlock()
-		return 0, io.EOF
-	}
-	var eof error
-	if int64(len(p)) > size-off {
-		p, eof = p[:size-off], io.EOF
-	}
-	var remote []remoteRead
-	var err error
-	if w.stage != nil {
-		remote, err = w.stage.readAt(w, p, off)
-	} else {
-		remote, err = w.readLocked(p, off)
-	}
-	w.mu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	for _, r := range remote {
-		if err := w.readRemote(ctx, r); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), eof
-}
-
-// remoteRead is a piece of a read that comes from Swift.
-type remoteRead struct {
-	seg Segment
-	dst []byte
-}
-
-// readLocked fills p from the segment window and the sealed parts;
-// pieces in Swift are returned for reading without the lock. Called
-// with w.mu held; it may wait for uploads.
-func (w *Writer) readLocked(p []byte, off int64) ([]remoteRead, error) {
-	var remote []remoteRead
-	for n := int64(0); n < int64(len(p)); {
-		pos := off + n
-		dst := p[n:]
-		if pos >= w.base {
-			slot := int((pos - w.base) / w.segSize)
-			if slot >= len(w.open) {
-				// Beyond the window nothing was written.
-				remote = w.lower(dst, pos, remote)
-				n += int64(len(dst))
-				continue
-			}
-			if sb := w.open[slot]; sb != nil {
-				rel := pos - sb.off
-				dst = dst[:min(int64(len(dst)), w.segSize-rel)]
-				if sp, ok := sb.written(rel); ok {
-					k := min(int64(len(dst)), sp.hi-rel)
-					sb.ReadAt(dst[:k], rel)
-					n += k
-					continue
-				} else if sp.hi > sp.lo {
-					dst = dst[:min(int64(len(dst)), sp.lo-rel)]
-				}
-			} else {
-				dst = dst[:min(int64(len(dst)), w.base+int64(slot+1)*w.segSize-pos)]
-			}
-			remote = w.lower(dst, pos, remote)
-			n += int64(len(dst))
-			continue
-		}
-		i := sort.Search(len(w.parts), func(i int) bool { return w.parts[i].off+w.parts[i].size > pos })
-		pt := w.parts[i]
-		inner := pos - pt.off
-		k := min(int64(len(dst)), pt.size-inner)
-		switch pt.kind {
-		case partZero:
-			clear(dst[:k])
-		case partRef:
-			remote = append(remote, remoteRead{seg: Segment{Container: pt.container, Object: pt.object, ETag: pt.etag,
-				Offset: pt.objOff + inner, Length: k}, dst: dst[:k]})
-		case partData:
-			for pt.etag == "" && w.pending > 0 {
-				w.idle.Wait() // still uploading
-			}
-			if pt.etag == "" {
-				return nil, fmt.Errorf("read %s at %d: %w", w.object, pos, w.err)
-			}
-			remote = append(remote, remoteRead{seg: Segment{Container: pt.container, Object: pt.object, ETag: pt.etag,
-				Offset: inner, Length: k}, dst: dst[:k]})
-		}
-		n += k
-	}
-	return remote, nil
-}
-
-// lower fills dst with what lies under the written data at pos: Under's
-// bytes while it lasts, then zeros. Called with w.mu held.
-func (w *Writer) lower(dst []byte, pos int64, remote []remoteRead) []remoteRead {
-	for len(dst) > 0 {
-		if pos >= w.underSize {
-			clear(dst)
-			return remote
-		}
-		i, inner, _ := w.o.Under.Locate(pos)
-		s := w.o.Under.Segments[i]
-		k := min(int64(len(dst)), s.Length-inner, w.underSize-pos)
-		remote = append(remote, remoteRead{seg: Segment{Container: s.Container, Object: s.Object, ETag: s.ETag,
-			Offset: s.Offset + inner, Length: k}, dst: dst[:k]})
-		dst = dst[k:]
-		pos += k
-	}
-	return remote
-}
-
-// readRemote reads one piece from Swift, with the Reader's retries.
-func (w *Writer) readRemote(ctx context.Context, r remoteRead) error {
-	rd := NewReader(w.st, NewManifest([]Segment{r.seg}, ""), ReaderOptions{Retry: w.o.Retry, Log: w.o.Log})
-	_, err := rd.ReadAt(ctx, r.dst, 0)
-	return err
 }
 
 func contentTypeFor(name string) string {
