@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"container/list"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -69,16 +68,13 @@ type Blocks struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // fetch goroutines
 	once   sync.Once      // Close
-	disk   *disk          // nil without a directory
+	disk   *disk          // the disk tier; nil without a directory
 	anon   atomic.Int64   // names uncacheable versions
 
-	mu       sync.Mutex // guards the fields below and fetch/pending state
-	mem      map[bkey]*memBlock
-	lru      *list.List // of *memBlock, most recent first
-	memBytes int64      // bytes in mem
-	inflight map[bkey]*pending
-	flying   int64 // bytes of blocks being fetched
-	ahead    int64 // bytes of prefetches in flight
+	mu       sync.Mutex        // guards the fields below and the fetches' state
+	mem      memory            // the memory tier
+	inflight map[bkey]*pending // the fetch engine: blocks being fetched
+	ahead    int64             // bytes of prefetches in flight
 	closed   bool
 
 	stats Stats
@@ -110,6 +106,7 @@ func (s Stats) LogValue() slog.Value {
 		slog.Int64("mem_bytes", s.MemBytes), slog.Int64("disk_bytes", s.DiskBytes))
 }
 
+// bkey names a block in memory and in flight.
 type bkey struct {
 	obj string // version key of the object
 	idx int64
@@ -132,7 +129,7 @@ func New(o Options) (*Blocks, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Blocks{o: o, log: o.Log, ctx: ctx, cancel: cancel,
-		mem: map[bkey]*memBlock{}, lru: list.New(), inflight: map[bkey]*pending{}}
+		mem: memory{limit: o.Memory}, inflight: map[bkey]*pending{}}
 	if o.Dir != "" {
 		d, err := openDisk(o.Dir, o.DirSize, o.BlockSize, o.Log)
 		if err != nil {
@@ -152,7 +149,7 @@ func (b *Blocks) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.stats
-	s.MemBytes = b.memBytes
+	s.MemBytes = b.mem.cached()
 	if b.disk != nil {
 		b.disk.addStats(&s)
 	}
@@ -210,3 +207,6 @@ func (f *File) blockLen(idx int64) int64 {
 }
 
 func (f *File) blocks() int64 { return (f.size + f.b.o.BlockSize - 1) / f.b.o.BlockSize }
+
+// diskKey names block idx in the disk tier.
+func (f *File) diskKey(idx int64) diskKey { return diskKey{f.hash, idx} }

@@ -334,7 +334,7 @@ func TestMemoryBudgetHolds(t *testing.T) {
 	var mu sync.Mutex
 	src.hook = func(context.Context, int64, int64) error {
 		b.mu.Lock()
-		m := b.memBytes + b.flying
+		m := b.mem.cached() + b.mem.reserved
 		b.mu.Unlock()
 		mu.Lock()
 		max = maxInt(max, m)

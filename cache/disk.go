@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"container/list"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -68,13 +67,6 @@ type diskKey struct {
 	idx  int64
 }
 
-type diskEntry struct {
-	k       diskKey
-	size    int64 // bytes of the file
-	touched time.Time
-	elem    *list.Element
-}
-
 type writeJob struct {
 	key  string
 	k    diskKey
@@ -92,12 +84,10 @@ type disk struct {
 	wg        sync.WaitGroup
 	writeFile func(p, key string, idx, blockSize int64, data []byte) (int64, error) // writeBlockFile; tests replace it
 
-	mu        sync.Mutex // guards the fields below
-	index     map[diskKey]*diskEntry
-	lru       *list.List // of *diskEntry, most recent first
-	bytes     int64
-	pauseTill time.Time // no writes before (disk full)
-	full      bool      // the disk-full condition was logged
+	mu        sync.Mutex              // guards the fields below
+	files     lru[diskKey, time.Time] // the block files, sized, with their mtimes (see touchEvery)
+	pauseTill time.Time               // no writes before (disk full)
+	full      bool                    // the disk-full condition was logged
 	errLogged bool
 
 	writes, dropped, corrupt atomic.Int64
@@ -125,7 +115,7 @@ func openDisk(dir string, limit, blockSize int64, log *slog.Logger) (*disk, erro
 		return nil, fmt.Errorf("lock cache directory %s: %w", dir, err)
 	}
 	d := &disk{root: root, limit: limit, blockSize: blockSize, log: log, lock: lock,
-		queue: make(chan writeJob, writeQueue), writeFile: writeBlockFile, index: map[diskKey]*diskEntry{}, lru: list.New()}
+		queue: make(chan writeJob, writeQueue), writeFile: writeBlockFile}
 	if err := d.scan(); err != nil {
 		lock.Close()
 		return nil, err
@@ -172,14 +162,10 @@ func (d *disk) scan() error {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].mtime.Before(all[j].mtime) })
 	for _, f := range all {
-		e := &diskEntry{k: f.k, size: f.size, touched: f.mtime}
-		e.elem = d.lru.PushFront(e)
-		d.index[f.k] = e
-		d.bytes += f.size
+		d.files.put(f.k, f.mtime, f.size)
 	}
-	victims := d.trimLocked()
-	d.remove(victims)
-	d.log.Info("block cache directory", "dir", filepath.Dir(d.root), "blocks", len(d.index), "bytes", d.bytes, "limit", d.limit)
+	d.remove(d.trimLocked())
+	d.log.Info("block cache directory", "dir", filepath.Dir(d.root), "blocks", d.files.len(), "bytes", d.files.bytes, "limit", d.limit)
 	return nil
 }
 
@@ -215,27 +201,27 @@ func parseBlockName(name string) (diskKey, bool) {
 
 func (d *disk) path(k diskKey) string { return filepath.Join(d.root, blockName(k)) }
 
-func (d *disk) has(hash [16]byte, idx int64) bool {
+func (d *disk) has(k diskKey) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.index[diskKey{hash, idx}] != nil
+	return d.files.peek(k) != nil
 }
 
 func (d *disk) addStats(s *Stats) {
 	d.mu.Lock()
-	s.DiskBytes = d.bytes
+	s.DiskBytes = d.files.bytes
 	d.mu.Unlock()
 	s.DiskWrites = d.writes.Load()
 	s.DiskWriteDropped = d.dropped.Load()
 	s.DiskCorrupt = d.corrupt.Load()
 }
 
-// load reads block idx of f from its file, or returns nil (and forgets
-// the file) if it is missing or does not hold exactly that block.
-func (d *disk) load(f *File, idx int64) []byte {
-	k := diskKey{f.hash, idx}
+// load reads block k of version key, want bytes, from its file, or
+// returns nil (and forgets the file) if it is missing or does not hold
+// exactly that block.
+func (d *disk) load(k diskKey, key string, want int64) []byte {
 	p := d.path(k)
-	data, err := readBlockFile(p, f.key, idx, d.blockSize, f.blockLen(idx))
+	data, err := readBlockFile(p, key, k.idx, d.blockSize, want)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			d.corrupt.Add(1)
@@ -246,10 +232,9 @@ func (d *disk) load(f *File, idx int64) []byte {
 	}
 	d.mu.Lock()
 	var touch bool
-	if e := d.index[k]; e != nil {
-		d.lru.MoveToFront(e.elem)
-		if now := time.Now(); now.Sub(e.touched) > touchEvery {
-			e.touched, touch = now, true
+	if touched := d.files.get(k); touched != nil {
+		if now := time.Now(); now.Sub(*touched) > touchEvery {
+			*touched, touch = now, true
 		}
 	}
 	d.mu.Unlock()
@@ -335,11 +320,11 @@ func encodeHeader(key string, idx, blockSize int64, data []byte) []byte {
 	return h
 }
 
-// store queues a block for writing. It never blocks: when the writers
-// are behind, the block is simply not persisted.
-func (d *disk) store(f *File, idx int64, data []byte) {
+// store queues block k of version key for writing. It never blocks:
+// when the writers are behind, the block is simply not persisted.
+func (d *disk) store(k diskKey, key string, data []byte) {
 	select {
-	case d.queue <- writeJob{key: f.key, k: diskKey{f.hash, idx}, data: data}:
+	case d.queue <- writeJob{key: key, k: k, data: data}:
 	default:
 		d.dropped.Add(1)
 	}
@@ -354,7 +339,7 @@ func (d *disk) writer() {
 func (d *disk) write(j writeJob) {
 	d.mu.Lock()
 	paused := time.Now().Before(d.pauseTill)
-	exists := d.index[j.k] != nil
+	exists := d.files.peek(j.k) != nil
 	d.mu.Unlock()
 	if exists {
 		return
@@ -376,14 +361,7 @@ func (d *disk) write(j writeJob) {
 		d.full = false
 		d.log.Info("block cache directory writable again", "dir", filepath.Dir(d.root))
 	}
-	if old := d.index[j.k]; old != nil { // written twice: keep one entry
-		d.bytes -= old.size
-		d.lru.Remove(old.elem)
-	}
-	e := &diskEntry{k: j.k, size: size, touched: time.Now()}
-	e.elem = d.lru.PushFront(e)
-	d.index[j.k] = e
-	d.bytes += size
+	d.files.put(j.k, time.Now(), size) // written twice: one entry, the last
 	victims := d.trimLocked()
 	d.mu.Unlock()
 	d.remove(victims)
@@ -399,7 +377,7 @@ func (d *disk) writeFailed(err error) {
 		if !d.full {
 			d.full = true
 			d.log.Error("block cache directory is full: reading without caching new blocks until space frees up; lower --cache-size or free space",
-				"dir", filepath.Dir(d.root), "cached_bytes", d.bytes, "err", err)
+				"dir", filepath.Dir(d.root), "cached_bytes", d.files.bytes, "err", err)
 		}
 		return
 	}
@@ -440,17 +418,7 @@ func writeBlockFile(p, key string, idx, blockSize int64, data []byte) (int64, er
 // rest fits in the limit, and returns them for removal.
 func (d *disk) trimLocked() []diskKey {
 	var victims []diskKey
-	for d.bytes > d.limit {
-		el := d.lru.Back()
-		if el == nil {
-			break
-		}
-		e := el.Value.(*diskEntry)
-		d.lru.Remove(el)
-		delete(d.index, e.k)
-		d.bytes -= e.size
-		victims = append(victims, e.k)
-	}
+	d.files.trim(d.limit, func(k diskKey) { victims = append(victims, k) })
 	return victims
 }
 
@@ -463,11 +431,7 @@ func (d *disk) remove(keys []diskKey) {
 // forget drops an entry (and its file).
 func (d *disk) forget(k diskKey, removeFile bool) {
 	d.mu.Lock()
-	if e := d.index[k]; e != nil {
-		d.lru.Remove(e.elem)
-		delete(d.index, k)
-		d.bytes -= e.size
-	}
+	d.files.remove(k)
 	d.mu.Unlock()
 	if removeFile {
 		_ = os.Remove(d.path(k))

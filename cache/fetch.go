@@ -128,8 +128,8 @@ func (b *Blocks) failLocked(fe *fetch, err error) {
 	}
 }
 
-// settleLocked takes block i off its fetch and off the blocks in flight,
-// and returns it (nil if it was settled already).
+// settleLocked takes block i off its fetch, off the blocks in flight and
+// off the memory reserved, and returns it (nil if it was settled already).
 func (b *Blocks) settleLocked(fe *fetch, i int) *pending {
 	pd := fe.blocks[i]
 	if pd == nil {
@@ -138,7 +138,7 @@ func (b *Blocks) settleLocked(fe *fetch, i int) *pending {
 	fe.blocks[i] = nil
 	fe.left--
 	delete(b.inflight, pd.k)
-	b.flying -= pd.size
+	b.mem.release(pd.size)
 	return pd
 }
 
@@ -165,11 +165,13 @@ func (f *File) startRunsFromLocked(idxs []int64, from int64, prefetch bool) []*f
 }
 
 // startLocked starts the fetch of blocks [first, first+n), beginning at
-// byte from of the first block (its head comes last).
+// byte from of the first block (its head comes last). Its blocks are
+// reserved in the memory tier until they are published or fail.
 func (f *File) startLocked(first, n, from int64, prefetch bool) *fetch {
 	b := f.b
 	ctx, cancel := context.WithCancel(b.ctx)
 	fe := &fetch{f: f, first: first, from: from, cancel: cancel, prefetch: prefetch, blocks: make([]*pending, n), left: int(n)}
+	var bytes int64
 	for i := range n {
 		k := bkey{f.key, first + i}
 		pd := &pending{fe: fe, k: k, size: f.blockLen(first + i), done: make(chan struct{})}
@@ -178,13 +180,13 @@ func (f *File) startLocked(first, n, from int64, prefetch bool) *fetch {
 		}
 		fe.blocks[i] = pd
 		b.inflight[k] = pd
-		b.flying += pd.size
+		bytes += pd.size
 	}
 	b.stats.Fetches++
 	if prefetch {
 		b.stats.Prefetches++
 	}
-	b.evictLocked()
+	b.mem.reserve(bytes)
 	b.wg.Go(func() { b.run(ctx, fe) })
 	return fe
 }
@@ -226,7 +228,7 @@ func (b *Blocks) run(ctx context.Context, fe *fetch) {
 	b.failLocked(fe, err)
 }
 
-// publish hands block i of fe to its waiters and to the cache.
+// publish hands block i of fe to its waiters and to the tiers.
 func (b *Blocks) publish(fe *fetch, i int, data []byte) {
 	b.mu.Lock()
 	pd := b.settleLocked(fe, i)
@@ -238,9 +240,9 @@ func (b *Blocks) publish(fe *fetch, i int, data []byte) {
 	close(pd.done)
 	b.stats.FetchedBlocks++
 	b.stats.FetchedBytes += int64(len(data))
-	b.insertLocked(pd.k, data)
+	b.mem.put(pd.k, data)
 	b.mu.Unlock()
 	if fe.f.disk {
-		b.disk.store(fe.f, pd.k.idx, data)
+		b.disk.store(fe.f.diskKey(pd.k.idx), fe.f.key, data)
 	}
 }

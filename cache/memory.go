@@ -1,37 +1,62 @@
 package cache
 
-import "container/list"
-
-type memBlock struct {
-	k    bkey
-	data []byte
-	elem *list.Element
+// memory is the memory tier: the blocks held in memory by key, least
+// recently used first to go, within a byte limit that also counts the
+// blocks being fetched (reserved). A reservation always succeeds and
+// evicts cached blocks to make room; refusing a fetch (a prefetch that
+// does not fit) is for the caller to decide, with fits. It calls nothing
+// else in the package; Blocks.mu guards it.
+type memory struct {
+	limit    int64 // Options.Memory
+	blocks   lru[bkey, []byte]
+	reserved int64 // bytes of blocks being fetched
 }
 
-// insertLocked puts a block in the memory LRU and evicts what no longer fits.
-func (b *Blocks) insertLocked(k bkey, data []byte) {
-	if mb := b.mem[k]; mb != nil {
-		b.lru.MoveToFront(mb.elem)
+// get returns a cached block and makes it the most recently used; nil if
+// it is not in memory.
+func (m *memory) get(k bkey) []byte {
+	if v := m.blocks.get(k); v != nil {
+		return *v
+	}
+	return nil
+}
+
+// peek returns a cached block, leaving its recency alone.
+func (m *memory) peek(k bkey) []byte {
+	if v := m.blocks.peek(k); v != nil {
+		return *v
+	}
+	return nil
+}
+
+func (m *memory) has(k bkey) bool { return m.blocks.peek(k) != nil }
+
+// put caches a block, the most recently used, and evicts what no longer
+// fits. A block cached already is only used (its bytes are the same).
+func (m *memory) put(k bkey, data []byte) {
+	if m.blocks.get(k) != nil {
 		return
 	}
-	mb := &memBlock{k: k, data: data}
-	mb.elem = b.lru.PushFront(mb)
-	b.mem[k] = mb
-	b.memBytes += int64(len(data))
-	b.evictLocked()
+	m.blocks.put(k, data, int64(len(data)))
+	m.evict()
 }
 
-// evictLocked drops the least recently used blocks until the cached and
-// in-flight bytes fit in the memory budget.
-func (b *Blocks) evictLocked() {
-	for b.memBytes+b.flying > b.o.Memory {
-		e := b.lru.Back()
-		if e == nil {
-			return
-		}
-		mb := e.Value.(*memBlock)
-		b.lru.Remove(e)
-		delete(b.mem, mb.k)
-		b.memBytes -= int64(len(mb.data))
-	}
+// reserve counts n more bytes of blocks being fetched and evicts what no
+// longer fits; release uncounts them when the fetch of a block ends.
+func (m *memory) reserve(n int64) {
+	m.reserved += n
+	m.evict()
 }
+
+func (m *memory) release(n int64) { m.reserved -= n }
+
+// fits reports whether n more bytes of blocks being fetched stay within
+// the limit (cached blocks can always be evicted for them).
+func (m *memory) fits(n int64) bool { return m.reserved+n <= m.limit }
+
+// cached is the bytes of the cached blocks.
+func (m *memory) cached() int64 { return m.blocks.bytes }
+
+// evict drops the least recently used blocks until the cached and the
+// reserved bytes fit in the limit.
+func (m *memory) evict() { m.blocks.trim(m.limit-m.reserved, nil) }

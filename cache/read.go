@@ -33,9 +33,8 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	var miss []int64
 	for idx := first; idx <= last; idx++ {
 		k := bkey{f.key, idx}
-		if mb := b.mem[k]; mb != nil {
-			b.lru.MoveToFront(mb.elem)
-			got[idx-first] = mb.data
+		if data := b.mem.get(k); data != nil {
+			got[idx-first] = data
 			b.stats.MemHits++
 			continue
 		}
@@ -44,7 +43,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			waits[idx-first] = pd
 			continue
 		}
-		if f.disk && b.disk.has(f.hash, idx) {
+		if f.disk && b.disk.has(f.diskKey(idx)) {
 			onDisk = append(onDisk, idx)
 			continue
 		}
@@ -65,19 +64,19 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	b.mu.Unlock()
 
 	for _, idx := range onDisk {
-		if data := b.disk.load(f, idx); data != nil {
+		if data := b.disk.load(f.diskKey(idx), f.key, f.blockLen(idx)); data != nil {
 			got[idx-first] = data
 			b.mu.Lock()
 			b.stats.DiskHits++
-			b.insertLocked(bkey{f.key, idx}, data)
+			b.mem.put(bkey{f.key, idx}, data)
 			b.mu.Unlock()
 			continue
 		}
 		b.mu.Lock()
 		k := bkey{f.key, idx}
 		switch {
-		case b.mem[k] != nil:
-			got[idx-first] = b.mem[k].data
+		case b.mem.has(k):
+			got[idx-first] = b.mem.peek(k)
 		case b.inflight[k] != nil:
 			b.inflight[k].fe.refs++
 			waits[idx-first] = b.inflight[k]

@@ -182,7 +182,7 @@ func (s *Stream) holdLocked(first, last, end int64) bool {
 	var others []*fetch
 	for idx := first; idx < last; idx++ {
 		k := bkey{f.key, idx}
-		if b.mem[k] != nil {
+		if b.mem.has(k) {
 			continue
 		}
 		if pd := b.inflight[k]; pd != nil {
@@ -191,13 +191,13 @@ func (s *Stream) holdLocked(first, last, end int64) bool {
 			}
 			continue
 		}
-		if f.disk && b.disk.has(f.hash, idx) {
+		if f.disk && b.disk.has(f.diskKey(idx)) {
 			continue
 		}
 		miss = append(miss, idx)
 		bytes += f.blockLen(idx)
 	}
-	if bytes > 0 && (b.ahead+bytes > b.o.PrefetchMemory || b.flying+bytes > b.o.Memory) {
+	if bytes > 0 && (b.ahead+bytes > b.o.PrefetchMemory || !b.mem.fits(bytes)) {
 		b.stats.PrefetchDropped++
 		return false
 	}
