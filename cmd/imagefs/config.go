@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -43,7 +42,7 @@ type Config struct {
 	Versions VersionsConfig
 
 	LogFormat string
-	LogLevel  string
+	LogLevel  Level
 	DebugFUSE bool
 }
 
@@ -172,10 +171,10 @@ func mountFlags(c *Config) []cli.Flag {
 
 // WriteConfig is the write path's part of the configuration.
 type WriteConfig struct {
-	SegmentSize   string // with a unit: 64MiB
+	SegmentSize   Size
 	UploadWorkers int
 	StagingDir    string
-	StagingSize   string
+	StagingSize   Size
 	SHA256        bool
 }
 
@@ -183,14 +182,14 @@ type WriteConfig struct {
 func writeFlags(c *Config) []cli.Flag {
 	w := &c.Write
 	return []cli.Flag{
-		&cli.StringFlag{Name: "segment-size", EnvVars: []string{"IMAGEFS_SEGMENT_SIZE"}, Value: "32MiB", Destination: &w.SegmentSize, Category: "Writing",
-			Usage: "size of the segments large files are cut into (memory: (upload-workers+1) × segment-size)"},
+		newSettingFlag("Writing", "segment-size", "IMAGEFS_SEGMENT_SIZE", "32MiB", &w.SegmentSize,
+			"size of the segments large files are cut into (memory: (upload-workers+1) × segment-size)"),
 		&cli.IntFlag{Name: "upload-workers", EnvVars: []string{"IMAGEFS_UPLOAD_WORKERS"}, Value: 4, Destination: &w.UploadWorkers, Category: "Writing",
 			Usage: "segments uploaded in parallel, for all files together"},
 		&cli.StringFlag{Name: "staging-dir", EnvVars: []string{"IMAGEFS_STAGING_DIR"}, Destination: &w.StagingDir, Category: "Writing",
 			Usage: "local directory for files written out of order (qemu-img convert -O qcow2): such a file is kept there and uploaded when closed; without it, such writes fail with ESPIPE"},
-		&cli.StringFlag{Name: "staging-size", EnvVars: []string{"IMAGEFS_STAGING_SIZE"}, Value: "32GiB", Destination: &w.StagingSize, Category: "Writing",
-			Usage: "bytes all staged files may use together in --staging-dir; a write beyond fails with ENOSPC"},
+		newSettingFlag("Writing", "staging-size", "IMAGEFS_STAGING_SIZE", "32GiB", &w.StagingSize,
+			"bytes all staged files may use together in --staging-dir; a write beyond fails with ENOSPC"),
 		&cli.BoolFlag{Name: "sha256", EnvVars: []string{"IMAGEFS_SHA256"}, Value: true, Destination: &w.SHA256, Category: "Writing",
 			Usage: "compute each written file's SHA-256 (object metadata, xattr user.imagefs.sha256); --sha256=false saves ~0.7 CPU seconds per GiB written"},
 	}
@@ -198,24 +197,14 @@ func writeFlags(c *Config) []cli.Flag {
 
 // validate reports the problems of the write settings.
 func (w *WriteConfig) validate(mountpoint string) []error {
-	var errs []error
-	if n, err := parseSize(w.SegmentSize); err != nil {
-		errs = append(errs, fmt.Errorf("--segment-size: %w", err))
-	} else if n < 1<<20 || n > 5<<30 {
-		errs = append(errs, fmt.Errorf("--segment-size %s: must be between 1MiB and 5GiB", w.SegmentSize))
-	}
+	var p problems
+	p.add(sizeBetween("segment-size", w.SegmentSize, 1<<20, 5<<30))
 	if w.UploadWorkers < 1 || w.UploadWorkers > 64 {
-		errs = append(errs, fmt.Errorf("--upload-workers %d: must be between 1 and 64", w.UploadWorkers))
+		p.add(fmt.Errorf("--upload-workers %d: must be between 1 and 64", w.UploadWorkers))
 	}
-	if n, err := parseSize(w.StagingSize); err != nil {
-		errs = append(errs, fmt.Errorf("--staging-size: %w", err))
-	} else if n < 64<<20 {
-		errs = append(errs, fmt.Errorf("--staging-size %s: must be at least 64MiB", w.StagingSize))
-	}
-	if err := notInMount("staging-dir", w.StagingDir, mountpoint); err != nil {
-		errs = append(errs, err)
-	}
-	return errs
+	p.add(checkSize("staging-size", w.StagingSize, w.StagingSize.Bytes() >= 64<<20, "at least 64MiB"),
+		notInMount("staging-dir", w.StagingDir, mountpoint))
+	return p
 }
 
 // notInMount rejects a local directory flag that points into the mount.
@@ -234,10 +223,10 @@ func notInMount(flag, dir, mountpoint string) error {
 // ReadConfig is the read path's part of the configuration.
 type ReadConfig struct {
 	CacheDir        string
-	CacheSize       string // sizes with a unit: 10GiB
-	Memory          string
-	ReadAhead       string
-	KernelReadAhead string
+	CacheSize       Size
+	Memory          Size
+	ReadAhead       Size
+	KernelReadAhead Size
 	StallTimeout    time.Duration
 }
 
@@ -247,74 +236,35 @@ func readFlags(c *Config) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"IMAGEFS_CACHE_DIR"}, Destination: &r.CacheDir, Category: "Reading",
 			Usage: "persistent block cache directory, kept across restarts and remounts (empty: memory only); one per mount, outside the mountpoint"},
-		&cli.StringFlag{Name: "cache-size", EnvVars: []string{"IMAGEFS_CACHE_SIZE"}, Value: "10GiB", Destination: &r.CacheSize, Category: "Reading",
-			Usage: "bytes the block cache may use in --cache-dir"},
-		&cli.StringFlag{Name: "read-memory", EnvVars: []string{"IMAGEFS_READ_MEMORY"}, Value: "256MiB", Destination: &r.Memory, Category: "Reading",
-			Usage: "memory for cached and prefetched blocks, all open files together (prefetch is dropped when it is used up)"},
-		&cli.StringFlag{Name: "read-ahead", EnvVars: []string{"IMAGEFS_READ_AHEAD"}, Value: "64MiB", Destination: &r.ReadAhead, Category: "Reading",
-			Usage: "how far ahead of a sequential reader one open file may prefetch (the window starts at 1MiB and doubles up to this)"},
-		&cli.StringFlag{Name: "kernel-read-ahead", EnvVars: []string{"IMAGEFS_KERNEL_READ_AHEAD"}, Value: "16MiB", Destination: &r.KernelReadAhead, Category: "Reading",
-			Usage: "the kernel's readahead for the mount (read_ahead_kb), set after mounting; 0 keeps the kernel's default"},
+		newSettingFlag("Reading", "cache-size", "IMAGEFS_CACHE_SIZE", "10GiB", &r.CacheSize,
+			"bytes the block cache may use in --cache-dir"),
+		newSettingFlag("Reading", "read-memory", "IMAGEFS_READ_MEMORY", "256MiB", &r.Memory,
+			"memory for cached and prefetched blocks, all open files together (prefetch is dropped when it is used up)"),
+		newSettingFlag("Reading", "read-ahead", "IMAGEFS_READ_AHEAD", "64MiB", &r.ReadAhead,
+			"how far ahead of a sequential reader one open file may prefetch (the window starts at 1MiB and doubles up to this)"),
+		newSettingFlag("Reading", "kernel-read-ahead", "IMAGEFS_KERNEL_READ_AHEAD", "16MiB", &r.KernelReadAhead,
+			"the kernel's readahead for the mount (read_ahead_kb), set after mounting; 0 keeps the kernel's default"),
 		&cli.DurationFlag{Name: "read-stall-timeout", EnvVars: []string{"IMAGEFS_READ_STALL_TIMEOUT"}, Value: 30 * time.Second, Destination: &r.StallTimeout, Category: "Reading",
 			Usage: "a GET whose body sends nothing for this long is cut and resumed on a new connection"},
 	}
 }
 
-// Sizes of the read path, parsed; Validate has checked them.
-func (r *ReadConfig) sizes() (cacheSize, memory, readAhead, kernel int64) {
-	cacheSize, _ = parseSize(r.CacheSize)
-	memory, _ = parseSize(r.Memory)
-	readAhead, _ = parseSize(r.ReadAhead)
-	kernel, _ = parseSize(r.KernelReadAhead)
-	return
-}
-
 // validate reports the problems of the read settings.
 func (r *ReadConfig) validate(mountpoint string) []error {
-	var errs []error
-	size := func(flag, v string, lo, hi int64) int64 {
-		n, err := parseSize(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("--%s: %w", flag, err))
-			return -1
-		}
-		if n < lo || n > hi {
-			errs = append(errs, fmt.Errorf("--%s %s: must be between %s and %s", flag, v, human(lo), human(hi)))
-			return -1
-		}
-		return n
+	var p problems
+	memErr := sizeBetween("read-memory", r.Memory, 16<<20, 1<<40)
+	raErr := sizeBetween("read-ahead", r.ReadAhead, 1<<20, 1<<40)
+	p.add(sizeBetween("cache-size", r.CacheSize, 64<<20, 1<<50), memErr, raErr)
+	if memErr == nil && raErr == nil && r.ReadAhead.Bytes() > r.Memory.Bytes()/2 {
+		p.add(fmt.Errorf("--read-ahead %s: must be at most half of --read-memory (%s)", r.ReadAhead, r.Memory))
 	}
-	size("cache-size", r.CacheSize, 64<<20, 1<<50)
-	mem := size("read-memory", r.Memory, 16<<20, 1<<40)
-	ra := size("read-ahead", r.ReadAhead, 1<<20, 1<<40)
-	if mem > 0 && ra > mem/2 {
-		errs = append(errs, fmt.Errorf("--read-ahead %s: must be at most half of --read-memory (%s)", r.ReadAhead, r.Memory))
-	}
-	if n, err := parseSize(r.KernelReadAhead); err != nil {
-		errs = append(errs, fmt.Errorf("--kernel-read-ahead: %w", err))
-	} else if n != 0 && (n < 128<<10 || n > 1<<30) {
-		errs = append(errs, fmt.Errorf("--kernel-read-ahead %s: must be 0 or between 128KiB and 1GiB", r.KernelReadAhead))
-	}
+	k := r.KernelReadAhead.Bytes()
+	p.add(checkSize("kernel-read-ahead", r.KernelReadAhead, k == 0 || (k >= 128<<10 && k <= 1<<30), "0 or between 128KiB and 1GiB"))
 	if r.StallTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("--read-stall-timeout %v: must be at least 1s", r.StallTimeout))
+		p.add(fmt.Errorf("--read-stall-timeout %v: must be at least 1s", r.StallTimeout))
 	}
-	if err := notInMount("cache-dir", r.CacheDir, mountpoint); err != nil {
-		errs = append(errs, err)
-	}
-	return errs
-}
-
-// human prints a size with the largest binary unit that divides it.
-func human(n int64) string {
-	for _, u := range []struct {
-		s string
-		m int64
-	}{{"PiB", 1 << 50}, {"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n >= u.m && n%u.m == 0 {
-			return strconv.FormatInt(n/u.m, 10) + u.s
-		}
-	}
-	return strconv.FormatInt(n, 10)
+	p.add(notInMount("cache-dir", r.CacheDir, mountpoint))
+	return p
 }
 
 // commonFlags configure the mount as a whole.
@@ -332,38 +282,9 @@ func commonFlags(c *Config) []cli.Flag {
 			Usage: "on SIGTERM, how long to wait for files still open before abandoning their uploads"},
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"IMAGEFS_LOG_FORMAT"}, Value: "text", Destination: &c.LogFormat,
 			Usage: "text or json"},
-		&cli.StringFlag{Name: "log-level", EnvVars: []string{"IMAGEFS_LOG_LEVEL"}, Value: "info", Destination: &c.LogLevel,
-			Usage: "debug, info, warn or error"},
+		newSettingFlag("", "log-level", "IMAGEFS_LOG_LEVEL", "info", &c.LogLevel, "debug, info, warn or error"),
 		&cli.BoolFlag{Name: "debug-fuse", Destination: &c.DebugFUSE, Usage: "log every FUSE request"},
 	}
-}
-
-// parseSize reads a byte count with an optional unit (K, M, G, T; KiB...;
-// powers of 1024). Counts that do not fit in an int64 are an error.
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	up := strings.ToUpper(t)
-	for _, u := range []struct {
-		suffix string
-		m      int64
-	}{{"TIB", 1 << 40}, {"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10},
-		{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
-		{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
-		if strings.HasSuffix(up, u.suffix) {
-			mult = u.m
-			t = strings.TrimSpace(t[:len(t)-len(u.suffix)])
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if (errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(t, "-")) || (err == nil && n > math.MaxInt64/mult) {
-		return 0, fmt.Errorf("%q is too large (at most 9223372036854775807 bytes, just under 8EiB)", s)
-	}
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size (examples: 32MiB, 1G, 1048576)", s)
-	}
-	return n * mult, nil
 }
 
 // Validate reports every problem with the mount settings at once.
@@ -392,24 +313,15 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
 	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
+	if err := c.LogLevel.Err(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
-	}
-	return l, nil
-}
-
 // newLogger builds the daemon's logger; logs go to stderr (journald).
 func newLogger(c *Config) *slog.Logger {
-	lvl, _ := parseLevel(c.LogLevel)
-	o := &slog.HandlerOptions{Level: lvl}
+	o := &slog.HandlerOptions{Level: c.LogLevel.Level()}
 	if c.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(os.Stderr, o))
 	}

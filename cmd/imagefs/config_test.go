@@ -55,8 +55,9 @@ func TestParseSize(t *testing.T) {
 // TestSizeFlagsRejectOverflow: an overflowing size is reported by the
 // flag's validation, not wrapped into a small or negative one.
 func TestSizeFlagsRejectOverflow(t *testing.T) {
-	w := WriteConfig{SegmentSize: "17179869185G", UploadWorkers: 4, StagingSize: "8388608TiB"}
-	r := ReadConfig{CacheSize: "9223372036854775808", Memory: "256MiB", ReadAhead: "64MiB", KernelReadAhead: "17179869185G", StallTimeout: 30e9}
+	w := WriteConfig{SegmentSize: sizeOf("17179869185G"), UploadWorkers: 4, StagingSize: sizeOf("8388608TiB")}
+	r := ReadConfig{CacheSize: sizeOf("9223372036854775808"), Memory: sizeOf("256MiB"), ReadAhead: sizeOf("64MiB"),
+		KernelReadAhead: sizeOf("17179869185G"), StallTimeout: 30e9}
 	var all []string
 	for _, err := range append(w.validate(""), r.validate("")...) {
 		all = append(all, err.Error())
@@ -75,9 +76,11 @@ func TestSizeFlagsRejectOverflow(t *testing.T) {
 
 // TestUIDGIDRange: ids that would wrap around in 32 bits are refused.
 func TestUIDGIDRange(t *testing.T) {
-	base := Config{Write: WriteConfig{SegmentSize: "32MiB", UploadWorkers: 4, StagingSize: "32GiB"},
-		Read:      ReadConfig{CacheSize: "10GiB", Memory: "256MiB", ReadAhead: "64MiB", KernelReadAhead: "16MiB", StallTimeout: 30e9},
-		LogFormat: "text", LogLevel: "info"}
+	base := Config{Write: WriteConfig{SegmentSize: sizeOf("32MiB"), UploadWorkers: 4, StagingSize: sizeOf("32GiB")},
+		Read: ReadConfig{CacheSize: sizeOf("10GiB"), Memory: sizeOf("256MiB"), ReadAhead: sizeOf("64MiB"),
+			KernelReadAhead: sizeOf("16MiB"), StallTimeout: 30e9},
+		Files:     FilesConfig{FileMode: modeOf("0644"), DirMode: modeOf("0755")},
+		LogFormat: "text", LogLevel: levelOf("info")}
 	for _, tc := range []struct {
 		uid, gid int
 		want     string

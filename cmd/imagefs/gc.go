@@ -40,8 +40,8 @@ func gcCommand() *cli.Command {
 			Usage: "never touch an upload with activity more recent than this: it may still be in progress on some host"},
 		&cli.StringFlag{Name: "segment-container", Destination: &c.SegmentContainer,
 			Usage: "where the segments live (default: CONTAINER_segments)"},
-		&cli.StringFlag{Name: "log-level", EnvVars: []string{"IMAGEFS_LOG_LEVEL"}, Value: "warn", Destination: &c.LogLevel,
-			Usage: "debug, info, warn or error (logs go to stderr, the report to stdout)"},
+		newSettingFlag("", "log-level", "IMAGEFS_LOG_LEVEL", "warn", &c.LogLevel,
+			"debug, info, warn or error (logs go to stderr, the report to stdout)"),
 	)
 	return &cli.Command{
 		Name:      "gc",
@@ -75,11 +75,10 @@ func runGC(parent context.Context, c *gcConfig, out io.Writer) error {
 	if err := errors.Join(c.resolveAuth(), c.Auth.Validate()); err != nil {
 		return err
 	}
-	lvl, err := parseLevel(c.LogLevel)
-	if err != nil {
+	if err := c.LogLevel.Err(); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel.Level()}))
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	keeper, raw, err := connect(ctx, &c.Config, log)

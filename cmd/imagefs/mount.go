@@ -37,7 +37,7 @@ func runMount(parent context.Context, cfg *Config) error {
 		return err
 	}
 	log := newLogger(cfg)
-	segSize, _ := parseSize(cfg.Write.SegmentSize)
+	segSize := cfg.Write.SegmentSize.Bytes()
 
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -70,12 +70,11 @@ func runMount(parent context.Context, cfg *Config) error {
 	pool := segments.NewPool(segSize, cfg.Write.UploadWorkers)
 	var staging *segments.Staging
 	if cfg.Write.StagingDir != "" {
-		n, _ := parseSize(cfg.Write.StagingSize)
-		if staging, err = segments.NewStaging(cfg.Write.StagingDir, n); err != nil {
+		if staging, err = segments.NewStaging(cfg.Write.StagingDir, cfg.Write.StagingSize.Bytes()); err != nil {
 			return fmt.Errorf("--staging-dir: %v", err)
 		}
 	}
-	cacheSize, readMem, readAhead, kernelRA := cfg.Read.sizes()
+	cacheSize, readMem, readAhead, kernelRA := cfg.Read.CacheSize.Bytes(), cfg.Read.Memory.Bytes(), cfg.Read.ReadAhead.Bytes(), cfg.Read.KernelReadAhead.Bytes()
 	blocks, err := cache.New(cache.Options{Memory: readMem, Dir: cfg.Read.CacheDir, DirSize: cacheSize, Log: log})
 	if err != nil {
 		return err
@@ -144,7 +143,7 @@ func runMount(parent context.Context, cfg *Config) error {
 	log.Info("mounted", "version", version(), "container", cfg.Container, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
 		"auth", keeper.Mode(), "account", keeper.Current().StorageURL,
 		"segment_size", segSize, "upload_workers", cfg.Write.UploadWorkers, "write_memory_budget", pool.MemoryBudget(),
-		"staging_dir", cfg.Write.StagingDir, "staging_size", cfg.Write.StagingSize, "sha256", cfg.Write.SHA256,
+		"staging_dir", cfg.Write.StagingDir, "staging_size", cfg.Write.StagingSize.String(), "sha256", cfg.Write.SHA256,
 		"max_manifest_segments", limits.MaxManifestSegments, "file_mode", fmt.Sprintf("%04o", fileMode), "dir_mode", fmt.Sprintf("%04o", dirMode),
 		"allow_other", cfg.AllowOther, "uid", cfg.UID, "gid", cfg.GID, "version_grace", cfg.Versions.Grace, "lease_ttl", cfg.Versions.LeaseTTL,
 		"reap_interval", cfg.Versions.ReapInterval, "host", versions.Options().Host,

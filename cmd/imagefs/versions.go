@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -21,47 +19,34 @@ import (
 // FilesConfig is what files and directories show: modes (the owner is
 // --uid/--gid), see fs/attr.go.
 type FilesConfig struct {
-	FileMode, DirMode string // octal
+	FileMode, DirMode Mode
 }
 
 func filesFlags(c *Config) []cli.Flag {
 	f := &c.Files
 	return []cli.Flag{
-		&cli.StringFlag{Name: "file-mode", EnvVars: []string{"IMAGEFS_FILE_MODE"}, Value: fmt.Sprintf("%04o", fs.DefaultFileMode), Destination: &f.FileMode, Category: "Permissions",
-			Usage: "permission bits of every file (octal); with --allow-other the kernel enforces them for every user: the default lets others read, never write"},
-		&cli.StringFlag{Name: "dir-mode", EnvVars: []string{"IMAGEFS_DIR_MODE"}, Value: fmt.Sprintf("%04o", fs.DefaultDirMode), Destination: &f.DirMode, Category: "Permissions",
-			Usage: "permission bits of every directory (octal); the default lets others list, never create, rename or delete"},
+		newSettingFlag("Permissions", "file-mode", "IMAGEFS_FILE_MODE", fmt.Sprintf("%04o", fs.DefaultFileMode), &f.FileMode,
+			"permission bits of every file (octal); with --allow-other the kernel enforces them for every user: the default lets others read, never write"),
+		newSettingFlag("Permissions", "dir-mode", "IMAGEFS_DIR_MODE", fmt.Sprintf("%04o", fs.DefaultDirMode), &f.DirMode,
+			"permission bits of every directory (octal); the default lets others list, never create, rename or delete"),
 	}
-}
-
-// parseMode reads permission bits in octal (0644, 644).
-func parseMode(flag, s string) (uint32, error) {
-	n, err := strconv.ParseUint(strings.TrimSpace(s), 8, 32)
-	if err != nil || n > 0o777 {
-		return 0, fmt.Errorf("--%s %q: want permission bits in octal, at most 0777 (e.g. 0644)", flag, s)
-	}
-	return uint32(n), nil
 }
 
 func (f *FilesConfig) validate() []error {
 	var errs []error
-	if _, err := parseMode("file-mode", f.FileMode); err != nil {
-		errs = append(errs, err)
+	if err := f.FileMode.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("--file-mode %w", err))
 	}
-	if m, err := parseMode("dir-mode", f.DirMode); err != nil {
-		errs = append(errs, err)
-	} else if m&0o100 == 0 {
+	if err := f.DirMode.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("--dir-mode %w", err))
+	} else if f.DirMode.Bits()&0o100 == 0 {
 		errs = append(errs, fmt.Errorf("--dir-mode %s: the owner needs the x bit to enter directories", f.DirMode))
 	}
 	return errs
 }
 
-// modes returns the validated modes.
-func (f *FilesConfig) modes() (file, dir uint32) {
-	file, _ = parseMode("file-mode", f.FileMode)
-	dir, _ = parseMode("dir-mode", f.DirMode)
-	return file, dir
-}
+// modes are the permission bits of files and directories.
+func (f *FilesConfig) modes() (file, dir uint32) { return f.FileMode.Bits(), f.DirMode.Bits() }
 
 // VersionsConfig is the versions' part of the configuration
 // (segments.Versions): how long retired versions stay, leases, reaping.
