@@ -206,7 +206,5 @@ func (f *File) blockLen(idx int64) int64 {
 	return min(f.b.o.BlockSize, f.size-idx*f.b.o.BlockSize)
 }
 
-func (f *File) blocks() int64 { return (f.size + f.b.o.BlockSize - 1) / f.b.o.BlockSize }
-
 // diskKey names block idx in the disk tier.
 func (f *File) diskKey(idx int64) diskKey { return diskKey{f.hash, idx} }

@@ -7,6 +7,13 @@ import (
 	"io"
 )
 
+// The fetch engine: the blocks in flight (Blocks.inflight), the fetches
+// that bring them and the readers waiting for them. Readers (File.ReadAt,
+// Stream) start fetches and wait here; a fetch hands each block, when
+// full, to its waiters, to the memory tier and to the disk tier. The
+// engine calls nothing above it; every function named ...Locked is called
+// with Blocks.mu held.
+
 // errCancelled ends the waits on a fetch nobody wants any more. Only
 // waiters that gave up themselves can see it.
 var errCancelled = errors.New("fetch cancelled")
@@ -143,14 +150,9 @@ func (b *Blocks) settleLocked(fe *fetch, i int) *pending {
 }
 
 // startRunsLocked starts one fetch per run of consecutive indexes (sorted,
-// none cached or in flight) and returns them, with no references taken.
-func (f *File) startRunsLocked(idxs []int64, prefetch bool) []*fetch {
-	return f.startRunsFromLocked(idxs, 0, prefetch)
-}
-
-// startRunsFromLocked is startRunsLocked, the first run starting at byte
-// from of its first block.
-func (f *File) startRunsFromLocked(idxs []int64, from int64, prefetch bool) []*fetch {
+// none cached or in flight), the first beginning at byte from of its first
+// block, and returns them, with no references taken.
+func (f *File) startRunsLocked(idxs []int64, from int64, prefetch bool) []*fetch {
 	var out []*fetch
 	for len(idxs) > 0 {
 		n := 1

@@ -205,7 +205,7 @@ func (s *Stream) holdLocked(first, last, end int64) bool {
 		fe.refs++
 		s.held = append(s.held, hold{fe: fe, end: end})
 	}
-	for _, fe := range f.startRunsLocked(miss, true) {
+	for _, fe := range f.startRunsLocked(miss, 0, true) {
 		fe.refs++
 		s.held = append(s.held, hold{fe: fe, end: end})
 		for _, pd := range fe.blocks {
