@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 )
 
-// Source is one object version as the block cache reads it. fs adapts
-// segments.Reader to it.
+// Source is one object version as the block cache reads it;
+// segments.Reader is one.
 type Source interface {
 	// CopyRange writes bytes [off, off+n) of the object to w, in order,
 	// each byte once (it resumes by itself after transient errors). Fewer
@@ -49,18 +49,8 @@ type Options struct {
 const DefaultBlockSize = 256 << 10
 
 // Blocks is a cache of fixed-size blocks of object versions, in memory
-// (LRU bounded by bytes) and optionally on disk (see disk.go), with
-// single-flight fetches: a block is fetched once however many readers want
-// it, and readers of one version share every block.
-//
-// A fetch covers a run of consecutive blocks with one CopyRange, so one
-// ranged GET serves a whole prefetch chunk; each block is handed to its
-// waiters as soon as its bytes are in. Fetches run on the cache's own
-// goroutines, not on the requests that want them: a reader that gives up
-// only drops its interest, and a fetch nobody is interested in any more is
-// cancelled. Close stops and waits for all of them.
-//
-// Blocks is safe for concurrent use.
+// and optionally on disk, with single-flight fetches (see the package
+// doc). Blocks is safe for concurrent use.
 type Blocks struct {
 	o      Options
 	log    *slog.Logger
@@ -76,8 +66,7 @@ type Blocks struct {
 	inflight map[bkey]*pending // the fetch engine: blocks being fetched
 	ahead    int64             // bytes of prefetches in flight
 	closed   bool
-
-	stats Stats
+	stats    Stats
 }
 
 // Stats are counters of a Blocks cache.

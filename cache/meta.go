@@ -1,6 +1,3 @@
-// Package cache holds imagefs' caches: object metadata now, and the block
-// cache and prefetcher of the read path. It imports no other imagefs
-// package; fs adapts segments to it.
 package cache
 
 import (
