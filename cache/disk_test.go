@@ -1,0 +1,167 @@
+package cache
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+func TestDiskSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	src := &memSource{data: randBytes(1*mib+5, 8)}
+	o := Options{BlockSize: 64 * kib, Memory: 8 * mib, Dir: dir, DirSize: 64 * mib}
+	b := newBlocks(t, o)
+	f := b.Open("v", int64(len(src.data)), src)
+	readAt(t, f, src.data, 0, int64(len(src.data)))
+	b.Close() // waits for the writers
+	if st := b.Stats(); st.DiskWrites != 17 || st.DiskBytes < int64(len(src.data)) {
+		t.Fatalf("after a full read: %+v", st)
+	}
+	calls := src.calls()
+
+	b2 := newBlocks(t, o)
+	if st := b2.Stats(); st.DiskBytes == 0 {
+		t.Fatal("the reopened cache indexed nothing")
+	}
+	f2 := b2.Open("v", int64(len(src.data)), src)
+	readAt(t, f2, src.data, 0, int64(len(src.data)))
+	if src.calls() != calls {
+		t.Errorf("%d fetches after the reopen, want none", src.calls()-calls)
+	}
+	if st := b2.Stats(); st.DiskHits != 17 {
+		t.Errorf("disk hits %d, want 17", st.DiskHits)
+	}
+	// Another version of the object: nothing on disk applies.
+	readAt(t, b2.Open("v-new", int64(len(src.data)), src), src.data, 0, 10)
+	if src.calls() != calls+1 {
+		t.Error("another version was served from disk")
+	}
+}
+
+func TestDiskRejectsBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	src := &memSource{data: randBytes(256*kib, 9)}
+	o := Options{BlockSize: 64 * kib, Memory: 8 * mib, Dir: dir, DirSize: 64 * mib}
+	b := newBlocks(t, o)
+	readAt(t, b.Open("v", int64(len(src.data)), src), src.data, 0, int64(len(src.data)))
+	b.Close()
+
+	f := b.Open("v", int64(len(src.data)), src)
+	file := func(idx int64) string { return filepath.Join(dir, diskSubdir, blockName(diskKey{f.hash, idx})) }
+	// Block 0: a flipped data byte. Block 1: truncated (a torn write).
+	// Block 2: another version's block 2 under this name.
+	raw, err := os.ReadFile(file(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)-1] ^= 1
+	os.WriteFile(file(0), raw, 0o600)
+	os.Truncate(file(1), 100)
+	other := b.Open("w", int64(len(src.data)), src)
+	moved := filepath.Join(dir, diskSubdir, blockName(diskKey{other.hash, 2}))
+	os.MkdirAll(filepath.Dir(moved), 0o700)
+	if err := os.Rename(file(2), moved); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(file(3)+tmpMarker+"123", []byte("partial"), 0o600)
+
+	b2 := newBlocks(t, o)
+	if _, err := os.Stat(file(3) + tmpMarker + "123"); !errors.Is(err, os.ErrNotExist) {
+		t.Error("a stray temporary file survived the start")
+	}
+	calls := src.calls()
+	f2 := b2.Open("v", int64(len(src.data)), src)
+	readAt(t, f2, src.data, 0, int64(len(src.data)))
+	if got := src.calls() - calls; got != 3 { // blocks 0 and 1 (bad), 2 (missing); 3 from disk
+		t.Errorf("%d fetches, want 3", got)
+	}
+	readAt(t, b2.Open("w", int64(len(src.data)), src), src.data, 2*64*kib, 10)
+	if st := b2.Stats(); st.DiskCorrupt != 3 || st.DiskHits != 1 {
+		t.Errorf("stats %+v, want 3 rejected files and 1 disk hit", st)
+	}
+}
+
+func TestDiskLimitEvictsOldest(t *testing.T) {
+	dir := t.TempDir()
+	bs := int64(64 * kib)
+	src := &memSource{data: randBytes(int(20*bs), 10)}
+	o := Options{BlockSize: bs, Memory: 2 * bs, Dir: dir, DirSize: 8 * (bs + 200)}
+	b := newBlocks(t, o)
+	f := b.Open("v", int64(len(src.data)), src)
+	for i := range int64(20) {
+		readAt(t, f, src.data, i*bs, 10)
+	}
+	b.Close()
+	st := b.Stats()
+	if st.DiskBytes > o.DirSize || st.DiskBytes < 7*bs {
+		t.Errorf("disk holds %d bytes, limit %d", st.DiskBytes, o.DirSize)
+	}
+	n := 0
+	filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
+		if err == nil && !de.IsDir() && de.Name() != "lock" {
+			n++
+		}
+		return nil
+	})
+	if n != 8 {
+		t.Errorf("%d block files on disk, want 8", n)
+	}
+	b2 := newBlocks(t, o)
+	calls := src.calls()
+	readAt(t, b2.Open("v", int64(len(src.data)), src), src.data, 19*bs, 10)
+	if src.calls() != calls {
+		t.Error("the newest block was not kept")
+	}
+}
+
+func TestDiskLocked(t *testing.T) {
+	dir := t.TempDir()
+	newBlocks(t, Options{Dir: dir, DirSize: mib})
+	_, err := New(Options{Dir: dir, DirSize: mib})
+	if err == nil || !strings.Contains(err.Error(), "in use by another imagefs") {
+		t.Fatalf("second cache on one directory: %v", err)
+	}
+}
+
+// TestDiskFull: ENOSPC while writing blocks is logged once; reads go on.
+func TestDiskFull(t *testing.T) {
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))
+	b := newBlocks(t, Options{BlockSize: 64 * kib, Memory: 256 * kib, Dir: dir, DirSize: 64 * mib, Log: log})
+	b.disk.writeFile = func(p, key string, idx, bs int64, data []byte) (int64, error) {
+		return 0, &os.PathError{Op: "write", Path: p, Err: syscall.ENOSPC}
+	}
+	src := &memSource{data: randBytes(2*mib, 11)}
+	f := b.Open("v", int64(len(src.data)), src)
+	readAt(t, f, src.data, 0, int64(len(src.data)))
+	readAt(t, f, src.data, 0, int64(len(src.data))) // evicted from memory: fetched again
+	b.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "block cache directory is full"); n != 1 {
+		t.Errorf("disk full logged %d times, want once:\n%s", n, logs.String())
+	}
+	if st := b.Stats(); st.DiskWrites != 0 || st.DiskWriteDropped == 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
