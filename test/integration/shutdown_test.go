@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagefs/imagefs/segments"
 	"github.com/imagefs/imagefs/test/labtest"
 )
 
@@ -124,6 +125,21 @@ func TestShutdownBounded(t *testing.T) {
 			}
 			if stall == "upload" && !strings.Contains(d.LogText(), "uploads are abandoned") {
 				t.Errorf("the log does not say the upload was abandoned:\n%s", d.LogText())
+			}
+			// What the stop abandoned is gc's: after the lease's TTL (6 s
+			// here) nothing but the first version's segments is left.
+			time.Sleep(7 * time.Second)
+			gcAll(t, c)
+			in, err := labtest.Swift.Head(t.Context(), c, "x.img")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := segments.ResolveInfo(t.Context(), labtest.Swift, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(labtest.SegmentNames(t, c)); n != len(m.Segments) {
+				t.Errorf("%d segments left after gc, the image references %d", n, len(m.Segments))
 			}
 		})
 	}
