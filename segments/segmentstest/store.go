@@ -10,7 +10,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"mime"
 	"net/url"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -27,6 +29,9 @@ type object struct {
 	modified time.Time
 	slo      []segments.ManifestEntry // set for an SLO manifest
 	dlo      string
+	// listETag is the hash a listing shows for an SLO: Swift lists the
+	// MD5 of the manifest it stores, not the large object's ETag.
+	listETag string
 }
 
 // Store is an in-memory ObjectStore. The zero value is not usable: call New.
@@ -176,7 +181,7 @@ func (s *Store) Put(ctx context.Context, c, o string, body io.ReadSeeker, size i
 	if !ok {
 		return "", notFound("PUT", c, o)
 	}
-	m[o] = &object{data: data, etag: etag, ctype: po.ContentType, meta: copyMeta(po.Meta), modified: time.Now(), dlo: po.DLO}
+	m[o] = &object{data: data, etag: etag, ctype: guessType(o, po.ContentType), meta: putMeta(po.Meta), modified: time.Now(), dlo: po.DLO}
 	s.mu.Unlock()
 	defer s.mu.Lock()
 	if err := s.leave("PUT", c, o); err != nil {
@@ -193,6 +198,32 @@ func copyMeta(m map[string]string) map[string]string {
 	return out
 }
 
+// putMeta is the metadata Swift keeps of a PUT's X-Object-Meta-* headers:
+// keys in lower case with "_" turned into "-" (the WSGI environment
+// cannot tell them apart), values without surrounding white space.
+func putMeta(m map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		out[strings.ReplaceAll(strings.ToLower(k), "_", "-")] = strings.TrimSpace(v)
+	}
+	return out
+}
+
+// guessType is the content type Swift gives a PUT: the one given, else
+// one guessed from the name's extension, else application/octet-stream.
+// Swift guesses with Python's mimetypes, which knows other extensions
+// than Go's mime (and strips .gz and the like first); the common ones
+// agree.
+func guessType(name, given string) string {
+	if given != "" {
+		return given
+	}
+	if t, _, err := mime.ParseMediaType(mime.TypeByExtension(strings.ToLower(path.Ext(name)))); err == nil {
+		return t
+	}
+	return "application/octet-stream"
+}
+
 // PutManifest implements ObjectStore, validating the entries as Swift does.
 func (s *Store) PutManifest(ctx context.Context, c, o string, entries []segments.ManifestEntry, po segments.PutOptions) (string, error) {
 	if err := s.enter(ctx, "PUT-MANIFEST", c, o); err != nil {
@@ -201,7 +232,7 @@ func (s *Store) PutManifest(ctx context.Context, c, o string, entries []segments
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(entries) > s.limits.MaxManifestSegments {
-		return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "too many segments"}
+		return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 413, Body: "too many segments"}
 	}
 	m, ok := s.container(c)
 	if !ok {
@@ -221,15 +252,35 @@ func (s *Store) PutManifest(ctx context.Context, c, o string, entries []segments
 		if e.Size > 0 && e.Size != size {
 			return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "size mismatch " + e.Object}
 		}
-		if e.Offset+e.Length > size {
-			return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "range beyond segment " + e.Object}
+		if size == 0 && i < len(entries)-1 {
+			return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "empty segment " + e.Object}
+		}
+		off, n := e.Offset, e.Length
+		if n > 0 {
+			// Swift: a range is HTTP's: one that runs past the segment's
+			// end is cut there, one of the whole segment is dropped, one
+			// that starts at or past the end is refused.
+			if off >= size {
+				return "", &segments.StatusError{Op: "PUT", Object: c + "/" + o, Code: 400, Body: "unsatisfiable range " + e.Object}
+			}
+			n = min(n, size-off)
+			if off == 0 && n == size {
+				n = 0
+			}
 		}
 		stored[i] = segments.ManifestEntry{Container: e.Container, Object: e.Object, ETag: seg.etag, Size: size,
-			Offset: e.Offset, Length: e.Length, SubSLO: seg.slo != nil}
+			Offset: off, Length: n, SubSLO: seg.slo != nil}
 		etags.WriteString(seg.etag)
+		if n > 0 {
+			fmt.Fprintf(&etags, ":%d-%d;", off, off+n-1)
+		}
 	}
 	etag := md5hex([]byte(etags.String()))
-	m[o] = &object{etag: etag, ctype: po.ContentType, meta: copyMeta(po.Meta), modified: time.Now(), slo: stored}
+	m[o] = &object{etag: etag, ctype: "application/octet-stream", meta: putMeta(po.Meta), modified: time.Now(), slo: stored,
+		listETag: md5hex(fmt.Appendf(nil, "%v", stored))}
+	if po.ContentType != "" {
+		m[o].ctype = po.ContentType
+	}
 	s.mu.Unlock()
 	defer s.mu.Lock()
 	if err := s.leave("PUT-MANIFEST", c, o); err != nil {
@@ -278,28 +329,41 @@ func (s *Store) content(ob *object, depth int) ([]byte, error) {
 		}
 		return buf.Bytes(), nil
 	case ob.dlo != "":
-		v, _ := url.PathUnescape(ob.dlo)
-		c, prefix, _ := strings.Cut(v, "/")
-		var names []string
-		for n := range s.containers[c] {
-			if strings.HasPrefix(n, prefix) {
-				names = append(names, n)
-			}
-		}
-		sort.Strings(names)
 		var buf bytes.Buffer
-		for _, n := range names {
-			buf.Write(s.containers[c][n].data)
+		for _, p := range s.dloParts(ob) {
+			buf.Write(p.data)
 		}
 		return buf.Bytes(), nil
 	}
 	return ob.data, nil
 }
 
+// dloParts are the parts of a DLO, in name order. Called with s.mu held.
+func (s *Store) dloParts(ob *object) []*object {
+	v, _ := url.PathUnescape(ob.dlo)
+	c, prefix, _ := strings.Cut(v, "/")
+	var names []string
+	for n := range s.containers[c] {
+		if strings.HasPrefix(n, prefix) {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	parts := make([]*object, len(names))
+	for i, n := range names {
+		parts[i] = s.containers[c][n]
+	}
+	return parts
+}
+
 // Get implements ObjectStore.
 func (s *Store) Get(ctx context.Context, c, o string, off, n int64, ifMatch string) (io.ReadCloser, error) {
 	if err := s.enter(ctx, "GET", c, o); err != nil {
 		return nil, err
+	}
+	if n == 0 {
+		// As SwiftStore, which asks Swift nothing for no bytes.
+		return &body{Reader: bytes.NewReader(nil), meta: map[string]string{}}, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -317,7 +381,9 @@ func (s *Store) Get(ctx context.Context, c, o string, off, n int64, ifMatch stri
 	if err != nil {
 		return nil, &segments.StatusError{Op: "GET", Object: c + "/" + o, Code: 409, Body: err.Error()}
 	}
-	if off > int64(len(data)) || (off == int64(len(data)) && n != 0 && off > 0) {
+	ranged := off > 0 || n > 0 // as SwiftStore: a Range header
+	if ranged && off >= int64(len(data)) {
+		// Swift: even [0, n) of an empty object is unsatisfiable.
 		return nil, &segments.StatusError{Op: "GET", Object: c + "/" + o, Code: 416}
 	}
 	end := int64(len(data))
@@ -354,19 +420,30 @@ func (s *Store) Head(ctx context.Context, c, o string) (segments.Info, error) {
 	return s.info(c, o, ob, true), nil
 }
 
+// info is an object's Info as Head (full) or a listing shows it.
 func (s *Store) info(c, o string, ob *object, full bool) segments.Info {
 	in := segments.Info{Container: c, Name: o, Size: s.sizeOf(ob), ETag: ob.etag, ContentType: ob.ctype,
 		LastModified: ob.modified}
 	if in.ContentType == "" {
 		in.ContentType = "application/octet-stream"
 	}
-	if full {
+	switch {
+	case full:
 		in.Meta = copyMeta(ob.meta)
 		in.SLO = ob.slo != nil
 		in.DLO = ob.dlo
-	}
-	if ob.dlo != "" && !full {
-		in.Size = 0 // Swift lists DLO manifests with their own (empty) size
+		if ob.dlo != "" {
+			// Swift: a DLO's HEAD has the ETag of its parts' ETags.
+			var etags strings.Builder
+			for _, p := range s.dloParts(ob) {
+				etags.WriteString(p.etag)
+			}
+			in.ETag = md5hex([]byte(etags.String()))
+		}
+	case ob.dlo != "":
+		in.Size = int64(len(ob.data)) // Swift lists a DLO manifest as the object it is
+	case ob.slo != nil:
+		in.ETag = ob.listETag
 	}
 	return in
 }
