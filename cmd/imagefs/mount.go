@@ -16,6 +16,7 @@ import (
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/imagefs/imagefs/auth"
 	"github.com/imagefs/imagefs/cache"
@@ -25,61 +26,133 @@ import (
 
 // runMount checks everything it can before mounting (so that bad input
 // fails with a clear message and nothing mounted), mounts, and serves until
-// a signal or an unmount.
+// a signal or an unmount. Each step is a function below, in this order.
 func runMount(parent context.Context, cfg *Config) error {
+	if err := checkArgs(cfg); err != nil {
+		return err
+	}
+	d := &daemon{cfg: cfg, log: newLogger(cfg)}
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	if err := d.connect(ctx); err != nil {
+		return err
+	}
+	if err := d.buildWritePath(); err != nil {
+		return err
+	}
+	if err := d.buildReadPath(); err != nil {
+		return err
+	}
+	defer d.blocks.Close()
+
+	// The mount's lifetime outlasts the signal: serve ends it once the
+	// mount has stopped.
+	life, cancelLife := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelLife()
+	d.buildFS(life)
+	if err := d.mount(); err != nil {
+		return err
+	}
+	d.serve(ctx, life, cancelLife)
+	return nil
+}
+
+// daemon is what runMount builds, step by step, and then serves.
+type daemon struct {
+	cfg *Config
+	log *slog.Logger
+
+	// connect
+	keeper *auth.Keeper
+	store  *segments.Retrying // retried for --retry-budget
+	retry  segments.RetryPolicy
+	limits segments.Limits
+
+	// buildWritePath
+	pool    *segments.Pool
+	staging *segments.Staging // nil without --staging-dir
+
+	// buildReadPath
+	blocks *cache.Blocks
+
+	// buildFS
+	versions *segments.Versions
+	root     *fs.Root
+
+	// mount
+	server *fuse.Server
+}
+
+// checkArgs checks the arguments, the mountpoint and the settings (every
+// problem of the settings at once), before anything is contacted.
+func checkArgs(cfg *Config) error {
 	if cfg.Container == "" {
 		return &usageError{msg: "no container given: the first argument is CONTAINER[/PREFIX]"}
 	}
 	if err := checkMountpoint(cfg.Mountpoint); err != nil {
 		return err
 	}
-	if err := errors.Join(cfg.resolveAuth(), cfg.Validate()); err != nil {
-		return err
-	}
-	log := newLogger(cfg)
-	segSize := cfg.Write.SegmentSize.Bytes()
+	return errors.Join(cfg.resolveAuth(), cfg.Validate())
+}
 
-	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-
-	keeper, raw, err := connect(ctx, cfg, log)
+// connect gets the first token, builds the store, checks the container
+// and reads Swift's limits: wrong credentials, a wrong container or a
+// cluster without SLO fail here.
+func (d *daemon) connect(ctx context.Context) error {
+	keeper, raw, err := login(ctx, d.cfg, d.log)
 	if err != nil {
 		return err
 	}
-	retry := segments.DefaultRetryPolicy
-	retry.Budget = cfg.RetryBudget
-	store := &segments.Retrying{ObjectStore: raw, P: retry, Log: log}
+	d.keeper = keeper
+	d.retry = segments.DefaultRetryPolicy
+	d.retry.Budget = d.cfg.RetryBudget
+	d.store = &segments.Retrying{ObjectStore: raw, P: d.retry, Log: d.log}
 
-	if err := checkContainer(ctx, raw, keeper, cfg.Container); err != nil {
+	if err := checkContainer(ctx, raw, keeper, d.cfg.Container); err != nil {
 		return err
 	}
 	limits, err := checkStore(raw).Limits(ctx)
 	if err != nil {
-		log.Warn("could not read Swift's /info; assuming default limits", "err", err)
+		d.log.Warn("could not read Swift's /info; assuming default limits", "err", err)
 		limits = segments.DefaultLimits
 	}
 	if len(limits.Problems) > 0 {
-		log.Warn("Swift's /info gives limits that make no sense; using Swift's defaults for them", "problems", limits.Problems)
+		d.log.Warn("Swift's /info gives limits that make no sense; using Swift's defaults for them", "problems", limits.Problems)
 	}
 	if !limits.SLO {
 		return fmt.Errorf("the Swift cluster at %s has no slo middleware: imagefs stores large images as static large objects", keeper.Current().StorageURL)
 	}
-	if segSize > limits.MaxFileSize {
-		return fmt.Errorf("--segment-size %s is larger than the cluster's max_file_size (%d bytes)", cfg.Write.SegmentSize, limits.MaxFileSize)
+	d.limits = limits
+	return nil
+}
+
+// buildWritePath makes the segment pool (the memory of all writes) and
+// the staging directory, for segments the cluster accepts.
+func (d *daemon) buildWritePath() error {
+	w := &d.cfg.Write
+	if w.SegmentSize.Bytes() > d.limits.MaxFileSize {
+		return fmt.Errorf("--segment-size %s is larger than the cluster's max_file_size (%d bytes)", w.SegmentSize, d.limits.MaxFileSize)
 	}
-	pool := segments.NewPool(segSize, cfg.Write.UploadWorkers)
-	var staging *segments.Staging
-	if cfg.Write.StagingDir != "" {
-		if staging, err = segments.NewStaging(cfg.Write.StagingDir, cfg.Write.StagingSize.Bytes()); err != nil {
+	d.pool = segments.NewPool(w.SegmentSize.Bytes(), w.UploadWorkers)
+	if w.StagingDir != "" {
+		var err error
+		if d.staging, err = segments.NewStaging(w.StagingDir, w.StagingSize.Bytes()); err != nil {
 			return fmt.Errorf("--staging-dir: %v", err)
 		}
 	}
-	cacheSize, readMem, readAhead, kernelRA := cfg.Read.CacheSize.Bytes(), cfg.Read.Memory.Bytes(), cfg.Read.ReadAhead.Bytes(), cfg.Read.KernelReadAhead.Bytes()
-	blocks, err := cache.New(cache.Options{Memory: readMem, Dir: cfg.Read.CacheDir, DirSize: cacheSize, Log: log})
+	return nil
+}
+
+// buildReadPath makes the block cache and bounds the process's memory
+// (the read memory and the write path's budget).
+func (d *daemon) buildReadPath() error {
+	r := &d.cfg.Read
+	blocks, err := cache.New(cache.Options{Memory: r.Memory.Bytes(), Dir: r.CacheDir, DirSize: r.CacheSize.Bytes(), Log: d.log})
 	if err != nil {
 		return err
 	}
-	defer blocks.Close()
+	d.blocks = blocks
 	// Block and segment buffers come and go at the speed of the data:
 	// with Go's default GOGC=100 the heap grows to twice the live data
 	// before a collection, and the RSS to twice the budgets. The buffers
@@ -88,11 +161,17 @@ func runMount(parent context.Context, cfg *Config) error {
 		debug.SetGCPercent(20)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(readMem + pool.MemoryBudget() + 64<<20)
+		debug.SetMemoryLimit(r.Memory.Bytes() + d.pool.MemoryBudget() + 64<<20)
 	}
+	return nil
+}
 
-	life, cancelLife := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelLife()
+// buildFS builds the filesystem over the write and read paths: the
+// owner of the mount's versions, the container's objects, the root.
+func (d *daemon) buildFS(life context.Context) {
+	// The names the code below uses.
+	cfg, log, store, retry, limits := d.cfg, d.log, d.store, d.retry, d.limits
+	pool, staging, blocks, readAhead := d.pool, d.staging, d.blocks, d.cfg.Read.ReadAhead.Bytes()
 	prefix := cfg.Prefix
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
@@ -123,63 +202,85 @@ func runMount(parent context.Context, cfg *Config) error {
 		Blocks:    blocks,
 		ReadAhead: cache.StreamOptions{Max: readAhead},
 	})
+	d.versions, d.root = versions, root
+}
+
+// mount mounts the filesystem on the mountpoint and raises the kernel's
+// readahead for it.
+func (d *daemon) mount() error {
+	cfg := d.cfg
 	fsName := "imagefs:" + cfg.Container
 	if cfg.Prefix != "" {
 		fsName += "/" + cfg.Prefix
 	}
-	opts := root.MountOptions(fsName, cfg.DebugFUSE)
+	opts := d.root.MountOptions(fsName, cfg.DebugFUSE)
 	opts.AllowOther = cfg.AllowOther
 	// As root, mount(2) directly: no fusermount needed.
 	opts.DirectMount = os.Geteuid() == 0
-	server, err := fusefs.Mount(cfg.Mountpoint, root, opts)
+	server, err := fusefs.Mount(cfg.Mountpoint, d.root, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", cfg.Mountpoint, err)
 	}
-	if kernelRA > 0 {
+	d.server = server
+	if kernelRA := cfg.Read.KernelReadAhead.Bytes(); kernelRA > 0 {
 		if err := fs.SetKernelReadahead(cfg.Mountpoint, kernelRA); err != nil {
-			log.Warn("could not raise the kernel's readahead for the mount; sequential buffered reads will be slower", "err", err)
+			d.log.Warn("could not raise the kernel's readahead for the mount; sequential buffered reads will be slower", "err", err)
 		}
 	}
-	log.Info("mounted", "version", version(), "container", cfg.Container, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
-		"auth", keeper.Mode(), "account", keeper.Current().StorageURL,
-		"segment_size", segSize, "upload_workers", cfg.Write.UploadWorkers, "write_memory_budget", pool.MemoryBudget(),
-		"staging_dir", cfg.Write.StagingDir, "staging_size", cfg.Write.StagingSize.String(), "sha256", cfg.Write.SHA256,
-		"max_manifest_segments", limits.MaxManifestSegments, "file_mode", fmt.Sprintf("%04o", fileMode), "dir_mode", fmt.Sprintf("%04o", dirMode),
-		"allow_other", cfg.AllowOther, "uid", cfg.UID, "gid", cfg.GID, "version_grace", cfg.Versions.Grace, "lease_ttl", cfg.Versions.LeaseTTL,
-		"reap_interval", cfg.Versions.ReapInterval, "host", versions.Options().Host,
-		"read_memory", readMem, "read_ahead", readAhead, "kernel_read_ahead", kernelRA, "cache_dir", cfg.Read.CacheDir, "cache_size", cacheSize)
+	d.logMounted()
+	return nil
+}
 
+// logMounted logs the mount and its settings, as parsed.
+func (d *daemon) logMounted() {
+	cfg, w, r := d.cfg, &d.cfg.Write, &d.cfg.Read
+	fileMode, dirMode := cfg.Files.modes()
+	d.log.Info("mounted", "version", version(), "container", cfg.Container, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
+		"auth", d.keeper.Mode(), "account", d.keeper.Current().StorageURL,
+		"segment_size", w.SegmentSize.Bytes(), "upload_workers", w.UploadWorkers, "write_memory_budget", d.pool.MemoryBudget(),
+		"staging_dir", w.StagingDir, "staging_size", w.StagingSize.String(), "sha256", w.SHA256,
+		"max_manifest_segments", d.limits.MaxManifestSegments, "file_mode", fmt.Sprintf("%04o", fileMode), "dir_mode", fmt.Sprintf("%04o", dirMode),
+		"allow_other", cfg.AllowOther, "uid", cfg.UID, "gid", cfg.GID, "version_grace", cfg.Versions.Grace, "lease_ttl", cfg.Versions.LeaseTTL,
+		"reap_interval", cfg.Versions.ReapInterval, "host", d.versions.Options().Host,
+		"read_memory", r.Memory.Bytes(), "read_ahead", r.ReadAhead.Bytes(), "kernel_read_ahead", r.KernelReadAhead.Bytes(),
+		"cache_dir", r.CacheDir, "cache_size", r.CacheSize.Bytes())
+}
+
+// serve runs the token keeper and the versions' upkeep for the mount's
+// life, until an unmount from outside or a signal (then it stops the
+// mount as shutdown.go says), and then gives up this host's lease.
+func (d *daemon) serve(ctx, life context.Context, cancelLife context.CancelFunc) {
+	cfg, log := d.cfg, d.log
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = keeper.Run(life) })
-	wg.Go(func() { _ = versions.Run(life) })
+	wg.Go(func() { _ = d.keeper.Run(life) })
+	wg.Go(func() { _ = d.versions.Run(life) })
 	sdNotify(log, "READY=1")
 
 	dev := mountDevice(cfg.Mountpoint)
 	unmounted := make(chan struct{})
-	go func() { server.Wait(); close(unmounted) }()
+	go func() { d.server.Wait(); close(unmounted) }()
 	select {
 	case <-unmounted:
 		log.Info("unmounted from outside")
 	case <-ctx.Done():
 		log.Info("signal received; unmounting")
 		sdNotify(log, "STOPPING=1")
-		shutdown(log, root, cfg, dev, unmounted)
+		shutdown(log, d.root, cfg, dev, unmounted)
 	}
 	cancelLife()
 	wg.Wait()
 	// Nothing is served any more: this host holds no version now.
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	if err := versions.Close(cctx); err != nil {
+	if err := d.versions.Close(cctx); err != nil {
 		log.Warn("could not remove this host's lease; it expires by itself", "lease_ttl", cfg.Versions.LeaseTTL, "err", err)
 	}
 	cancel()
-	log.Info("read cache", "stats", blocks.Stats())
-	return nil
+	log.Info("read cache", "stats", d.blocks.Stats())
 }
 
-// connect gets the first token (failing fast on bad credentials) and
+// login gets the first token (failing fast on bad credentials) and
 // returns the keeper and the Swift store that uses it, without retries.
-func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*auth.Keeper, *segments.SwiftStore, error) {
+func login(ctx context.Context, cfg *Config, log *slog.Logger) (*auth.Keeper, *segments.SwiftStore, error) {
 	keeper, err := auth.New(ctx, cfg.Auth, log)
 	if err != nil {
 		return nil, nil, err
