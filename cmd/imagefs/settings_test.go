@@ -116,27 +116,35 @@ func errText(err error) string {
 	return err.Error()
 }
 
+// sizeWant is what the Size s of --flag should be: its text and bytes.
+type sizeWant struct {
+	flag string
+	s    Size
+	text string
+	n    int64
+}
+
+func checkSizes(t *testing.T, want []sizeWant) {
+	t.Helper()
+	for _, w := range want {
+		if w.s.String() != w.text || w.s.Bytes() != w.n || w.s.Err() != nil {
+			t.Errorf("--%s: %q, %d, %v; want %q, %d", w.flag, w.s, w.s.Bytes(), w.s.Err(), w.text, w.n)
+		}
+	}
+}
+
 // TestSettingDefaults: without flags or variables, every setting has its
 // default, parsed.
 func TestSettingDefaults(t *testing.T) {
 	c := parseMount(t)
-	for _, tc := range []struct {
-		flag string
-		s    Size
-		text string
-		n    int64
-	}{
+	checkSizes(t, []sizeWant{
 		{"segment-size", c.Write.SegmentSize, "32MiB", 32 << 20},
 		{"staging-size", c.Write.StagingSize, "32GiB", 32 << 30},
 		{"cache-size", c.Read.CacheSize, "10GiB", 10 << 30},
 		{"read-memory", c.Read.Memory, "256MiB", 256 << 20},
 		{"read-ahead", c.Read.ReadAhead, "64MiB", 64 << 20},
 		{"kernel-read-ahead", c.Read.KernelReadAhead, "16MiB", 16 << 20},
-	} {
-		if tc.s.String() != tc.text || tc.s.Bytes() != tc.n || tc.s.Err() != nil {
-			t.Errorf("--%s: %q, %d, %v; want %q, %d", tc.flag, tc.s, tc.s.Bytes(), tc.s.Err(), tc.text, tc.n)
-		}
-	}
+	})
 	if f, d := c.Files.modes(); f != 0o644 || d != 0o755 || c.Files.FileMode.String() != "0644" || c.Files.DirMode.String() != "0755" {
 		t.Errorf("modes %o %o (%s %s), want 0644 0755", f, d, c.Files.FileMode, c.Files.DirMode)
 	}
@@ -148,9 +156,7 @@ func TestSettingDefaults(t *testing.T) {
 	}
 }
 
-// TestSettingSources: a variable sets a setting, a flag beats it; an
-// empty variable is an empty value (an error, as it was when these were
-// string flags), not the default.
+// TestSettingSources: a variable sets a setting, a flag beats it.
 func TestSettingSources(t *testing.T) {
 	t.Setenv("IMAGEFS_SEGMENT_SIZE", "64MiB")
 	t.Setenv("IMAGEFS_STAGING_SIZE", "lots") // the flag replaces it
@@ -159,21 +165,12 @@ func TestSettingSources(t *testing.T) {
 	t.Setenv("IMAGEFS_DIR_MODE", "0750")
 	t.Setenv("IMAGEFS_LOG_LEVEL", "debug")
 	c := parseMount(t, "--staging-size", "1T", "--read-memory", "512MiB", "--dir-mode", "0700")
-	for _, tc := range []struct {
-		flag string
-		s    Size
-		text string
-		n    int64
-	}{
+	checkSizes(t, []sizeWant{
 		{"segment-size", c.Write.SegmentSize, "64MiB", 64 << 20},
 		{"staging-size", c.Write.StagingSize, "1T", 1 << 40},
 		{"read-memory", c.Read.Memory, "512MiB", 512 << 20},
 		{"read-ahead", c.Read.ReadAhead, "64MiB", 64 << 20},
-	} {
-		if tc.s.String() != tc.text || tc.s.Bytes() != tc.n || tc.s.Err() != nil {
-			t.Errorf("--%s: %q, %d, %v; want %q, %d", tc.flag, tc.s, tc.s.Bytes(), tc.s.Err(), tc.text, tc.n)
-		}
-	}
+	})
 	if f, d := c.Files.modes(); f != 0o640 || d != 0o700 {
 		t.Errorf("modes %o %o, want 0640 0700", f, d)
 	}
