@@ -162,8 +162,9 @@ func (s *SwiftStore) call(ctx context.Context, op, container, object string, p s
 	resp, h, err := s.c.Call(ctx, su, p)
 	if err != nil {
 		err = convertErr(op, objPath(container, object), err)
-		var st *StatusError
-		if errors.As(err, &st) {
+		// Only the StatusError convertErr made for this answer: one found
+		// deeper is a context's cause, another call's error (errgroup).
+		if st, ok := err.(*StatusError); ok {
 			st.RetryAfter = parseRetryAfter(h["Retry-After"])
 		}
 		return nil, h, err
