@@ -252,7 +252,7 @@ func (w *Writer) toStaging(ctx context.Context, op string, off, n int64) error {
 	}
 	w.sha.stop()
 	w.sha = w.newHasher()
-	w.parts, w.base, w.stage, w.own = nil, 0, st, nil
+	w.parts, w.base, w.sink, w.own = nil, 0, st, nil
 	return nil
 }
 
@@ -300,8 +300,8 @@ func (w *Writer) stageExisting(ctx context.Context, st *staged) error {
 // unstage streams the staged file through the segment window, in order,
 // at Commit. Called with w.mu held.
 func (w *Writer) unstage(ctx context.Context) error {
-	st := w.stage
-	w.stage = nil
+	st := w.staging()
+	w.sink = window{}
 	defer st.close()
 	size := w.size.Load()
 	buf := make([]byte, ChunkSize)

@@ -124,7 +124,7 @@ type Writer struct {
 	sha       *hasher
 	underSize int64   // bytes of Under still visible (a truncate hides the rest for good)
 	holes     int64   // bytes of holes sealed (zeros to hash)
-	stage     *staged // non-nil once the file is staged on disk
+	sink      sink    // window{}, or the staged file once the file is staged on disk
 	holds     []*Hold // this upload's segments and Under's, while it runs
 	heldOwn   bool    // holds has the upload's own prefix
 
@@ -186,6 +186,7 @@ func NewWriter(ctx context.Context, st ObjectStore, object string, o WriterOptio
 	w := &Writer{st: st, o: o, object: object, uploadID: NewUploadID(time.Now()),
 		segSize: o.Pool.SegmentSize(), ctx: wctx, cancel: cancel}
 	w.sha = w.newHasher()
+	w.sink = window{}
 	w.idle = sync.NewCond(&w.mu)
 	if o.Under != nil {
 		w.underSize = o.Under.Size()
@@ -234,7 +235,7 @@ func (w *Writer) SegmentPrefix() string { return w.object + "/" + w.uploadID + "
 func (w *Writer) Staged() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.stage != nil
+	return w.staging() != nil
 }
 
 // WriteAt copies p into the new version at off. It may block while the
@@ -248,18 +249,12 @@ func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 	if err := w.usable(); err != nil {
 		return 0, err
 	}
-	if w.stage == nil && off < w.base {
+	if w.sink.behind(w, off) {
 		if err := w.toStaging(ctx, "write", off, int64(len(p))); err != nil {
 			return 0, err
 		}
 	}
-	var n int
-	var err error
-	if w.stage != nil {
-		n, err = w.stage.writeAt(w, p, off)
-	} else {
-		n, err = w.writeLocked(ctx, p, off)
-	}
+	n, err := w.sink.take(ctx, w, p, off)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		w.fail(err)
 	}
@@ -359,7 +354,7 @@ func (w *Writer) relieveIdle() bool {
 		return false
 	}
 	defer w.mu.Unlock()
-	return w.state == writing && w.stage == nil && w.sealShort(-1)
+	return w.state == writing && w.staging() == nil && w.sealShort(-1)
 }
 
 // sealShort seals open[0] as a short segment when it holds one run of
@@ -387,7 +382,7 @@ func (w *Writer) Truncate(ctx context.Context, size int64) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
-	if w.stage == nil && size < w.base {
+	if w.sink.behind(w, size) {
 		if err := w.toStaging(ctx, "truncate", size, 0); err != nil {
 			return err
 		}
@@ -396,24 +391,9 @@ func (w *Writer) Truncate(ctx context.Context, size int64) error {
 		// What lies beyond is gone, also if the file grows again.
 		w.underSize = size
 	}
-	if w.stage != nil {
-		if err := w.stage.truncate(size); err != nil {
-			w.fail(err)
-			return err
-		}
-		w.size.Store(size)
-		return nil
-	}
-	for i, sb := range w.open {
-		if sb == nil {
-			continue
-		}
-		if sb.off >= size {
-			w.openChunks.Add(-sb.free(w.o.Pool))
-			w.open[i] = nil
-			continue
-		}
-		w.openChunks.Add(-sb.clip(size-sb.off, w.o.Pool))
+	if err := w.sink.resize(w, size); err != nil {
+		w.fail(err)
+		return err
 	}
 	w.size.Store(size)
 	return nil
@@ -618,12 +598,7 @@ func (w *Writer) Sync(ctx context.Context) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
-	if w.stage != nil {
-		return w.stage.f.Sync()
-	}
-	w.sealAll()
-	w.waitIdle()
-	return w.err
+	return w.sink.sync(w)
 }
 
 // sealAll seals every byte up to the logical size. Called with w.mu held.

@@ -35,9 +35,9 @@ func (w *Writer) cleanup(ctx context.Context) {
 	}
 	w.sha.stop()
 	w.waitIdle()
-	if w.stage != nil {
-		w.stage.close()
-		w.stage = nil
+	if st := w.staging(); st != nil {
+		st.close()
+		w.sink = window{}
 	}
 	if err := w.deleteOwn(ctx); err != nil {
 		w.o.Log.Warn("could not delete an abandoned upload's segments; gc will find them",

@@ -75,7 +75,7 @@ func (w *Writer) commit(ctx context.Context) error {
 	if w.err != nil {
 		return w.err
 	}
-	if w.stage != nil {
+	if w.staging() != nil {
 		if err := w.unstage(ctx); err != nil {
 			return err
 		}

@@ -28,13 +28,7 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if int64(len(p)) > size-off {
 		p, eof = p[:size-off], io.EOF
 	}
-	var remote []remoteRead
-	var err error
-	if w.stage != nil {
-		remote, err = w.stage.readAt(w, p, off)
-	} else {
-		remote, err = w.readLocked(p, off)
-	}
+	remote, err := w.sink.read(w, p, off)
 	w.mu.Unlock()
 	if err != nil {
 		return 0, err
