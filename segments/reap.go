@@ -64,27 +64,72 @@ func (r *ReapReport) Protected(c, o string) bool {
 // error reading a manifest or a lease stops it before it deletes anything.
 func (v *Versions) Reap(ctx context.Context, ro ReapOptions) (*ReapReport, error) {
 	rep := &ReapReport{retiredObjects: map[string]bool{}}
-	now := v.o.Now()
-	type due struct {
-		name string
-		rec  record
+	dues, err := v.dueRecords(ctx, ro, rep)
+	if err != nil {
+		return nil, err
 	}
-	var dues []due
+	leases, err := v.readLeases(ctx, rep)
+	if err != nil {
+		return nil, err
+	}
+	rep.livePins = append(leases, v.localPins()...)
+	if len(dues) == 0 {
+		return rep, nil
+	}
+	// What every name references now, read after the records: a
+	// reference made since is either seen here or pinned (read below).
+	scan, err := scanReferences(ctx, v.st, v.o.Container, v.o.Parallel)
+	if err != nil {
+		return nil, err
+	}
+	v.failpoint("reap-after-scan")
+	// The leases again, now that the scan is over: a rename that copied a
+	// manifest during the scan pinned its objects before it did.
+	if leases, err = v.readLeases(ctx, rep); err != nil {
+		return nil, err
+	}
+	rep.livePins = append(leases, v.localPins()...) // not in Swift yet, maybe
+	for _, d := range dues {
+		doomed, pinned := v.doomed(d.rec, scan, rep)
+		if !ro.Delete {
+			continue
+		}
+		if err := v.reapRecord(ctx, d, doomed, pinned, rep); err != nil {
+			return rep, err
+		}
+	}
+	if ro.Delete && rep.Deleted > 0 {
+		v.o.Log.Info("retired versions reaped", "records", rep.Done, "objects", rep.Deleted,
+			"spared_referenced", rep.Referenced, "spared_pinned", rep.Pinned)
+	}
+	return rep, nil
+}
+
+// dueRecord is a retirement record whose grace is over.
+type dueRecord struct {
+	name string
+	rec  record
+}
+
+// dueRecords reads the retirement records (a mount's own reap only its
+// own due ones) into rep and returns those due.
+func (v *Versions) dueRecords(ctx context.Context, ro ReapOptions, rep *ReapReport) ([]dueRecord, error) {
+	now := v.o.Now()
 	var names []string
 	err := v.st.List(ctx, v.o.SegmentContainer, recordPrefix, 0, func(in Info) error {
 		names = append(names, in.Name)
 		return nil
 	})
 	if errors.Is(err, ErrNotFound) {
-		return rep, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list retirement records: %w", err)
 	}
+	var dues []dueRecord
 	for _, name := range names {
 		if ro.OnlyHost != "" {
-			// A mount's own reap reads only its own due records: the name
-			// says whose and when.
+			// The name says whose and when.
 			if host, at, ok := recordName(name); ok && (host != ro.OnlyHost || now.Sub(at) < ro.MinAge) {
 				continue
 			}
@@ -109,76 +154,55 @@ func (v *Versions) Reap(ctx context.Context, ro ReapOptions) (*ReapReport, error
 		}
 		rep.Due++
 		rep.DueRecords = append(rep.DueRecords, sum)
-		dues = append(dues, due{name, rec})
+		dues = append(dues, dueRecord{name, rec})
 	}
-	leases, err := v.readLeases(ctx, rep)
-	if err != nil {
-		return nil, err
-	}
-	rep.livePins = append(leases, v.localPins()...)
-	if len(dues) == 0 {
-		return rep, nil
-	}
-	// What every name references now, read after the records: a
-	// reference made since is either seen here or pinned (read below).
-	scan, err := scanReferences(ctx, v.st, v.o.Container, v.o.Parallel)
-	if err != nil {
-		return nil, err
-	}
-	v.failpoint("reap-after-scan")
-	// The leases again, now that the scan is over: a rename that copied a
-	// manifest during the scan pinned its objects before it did.
-	if leases, err = v.readLeases(ctx, rep); err != nil {
-		return nil, err
-	}
-	leases = append(leases, v.localPins()...) // not in Swift yet, maybe
-	rep.livePins = leases
-	for _, d := range dues {
-		doomed := map[string][]string{}
-		pinned := false
-		for c, refs := range d.rec.Objects {
-			for _, r := range refs {
-				switch {
-				case !v.mayDelete(c, r.Name):
-					rep.Referenced++ // out of scope: never ours to delete
-				case scan.refs[c+"\x00"+r.Name]:
-					rep.Referenced++
-				case pinnedBy(leases, c, r.Name):
-					rep.Pinned++
-					pinned = true
-				case c == v.o.Container:
-					// A DLO part next to its manifest: only the very
-					// object recorded, and only if nothing uses it now.
-					cur, ok := scan.objects[r.Name]
-					if ok && cur.ETag == r.ETag && !scan.manifests[r.Name] {
-						doomed[c] = append(doomed[c], r.Name)
-					}
-				default:
+	return dues, nil
+}
+
+// doomed picks the objects of rec that may go now: in scope, referenced
+// by no manifest, pinned by no lease (then pinned is true), and for a DLO
+// part next to its manifest only the very object recorded.
+func (v *Versions) doomed(rec record, scan *scan, rep *ReapReport) (doomed map[string][]string, pinned bool) {
+	doomed = map[string][]string{}
+	for c, refs := range rec.Objects {
+		for _, r := range refs {
+			switch {
+			case !v.mayDelete(c, r.Name):
+				rep.Referenced++ // out of scope: never ours to delete
+			case scan.refs[c+"\x00"+r.Name]:
+				rep.Referenced++
+			case pinnedBy(rep.livePins, c, r.Name):
+				rep.Pinned++
+				pinned = true
+			case c == v.o.Container:
+				cur, ok := scan.objects[r.Name]
+				if ok && cur.ETag == r.ETag && !scan.manifests[r.Name] {
 					doomed[c] = append(doomed[c], r.Name)
 				}
+			default:
+				doomed[c] = append(doomed[c], r.Name)
 			}
 		}
-		if !ro.Delete {
-			continue
-		}
-		if err := deleteGroupsNamed(ctx, v.st, doomed); err != nil {
-			return rep, fmt.Errorf("reap %s: %w", d.rec.Object, err)
-		}
-		rep.Deleted += countNames(doomed)
-		v.failpoint("reap-after-delete")
-		if pinned {
-			continue // again later, once the lease lets go
-		}
-		if err := v.st.Delete(ctx, v.o.SegmentContainer, d.name); err != nil && !errors.Is(err, ErrNotFound) {
-			return rep, fmt.Errorf("remove retirement record %s: %w", d.name, err)
-		}
-		rep.Done++
 	}
-	if ro.Delete && rep.Deleted > 0 {
-		v.o.Log.Info("retired versions reaped", "records", rep.Done, "objects", rep.Deleted,
-			"spared_referenced", rep.Referenced, "spared_pinned", rep.Pinned)
+	return doomed, pinned
+}
+
+// reapRecord deletes the doomed objects of d, then the record itself
+// unless something it lists is still pinned (it is tried again later).
+func (v *Versions) reapRecord(ctx context.Context, d dueRecord, doomed map[string][]string, pinned bool, rep *ReapReport) error {
+	if err := deleteGroupsNamed(ctx, v.st, doomed); err != nil {
+		return fmt.Errorf("reap %s: %w", d.rec.Object, err)
 	}
-	return rep, nil
+	rep.Deleted += countNames(doomed)
+	v.failpoint("reap-after-delete")
+	if pinned {
+		return nil
+	}
+	if err := v.st.Delete(ctx, v.o.SegmentContainer, d.name); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("remove retirement record %s: %w", d.name, err)
+	}
+	rep.Done++
+	return nil
 }
 
 func countNames(m map[string][]string) int {
