@@ -80,7 +80,6 @@ func (w *Writer) commit(ctx context.Context) error {
 			return err
 		}
 	}
-	size := w.size.Load()
 	meta := map[string]string{}
 	for k, v := range w.o.Meta {
 		meta[k] = v
@@ -91,33 +90,46 @@ func (w *Writer) commit(ctx context.Context) error {
 	if po.ContentType == "" {
 		po.ContentType = contentTypeFor(w.object)
 	}
-	if len(w.parts) == 0 && size <= w.segSize && w.underSize == 0 {
-		// Small file: one plain object, no segments.
-		sb := w.open[0]
-		if sb == nil {
-			sb = &segBuf{}
-		}
-		w.sha.stop()
-		if !w.o.NoSHA256 {
-			h := newSHA256()
-			sb.hashRange(0, size, h)
-			meta[MetaSHA256] = hex.EncodeToString(h.Sum(nil))
-		}
-		err := w.retireCurrent(ctx)
-		if err == nil {
-			po.Meta = sb.digests(0, size, po.Meta)
-			_, err = w.st.Put(ctx, w.o.Container, w.object, sb.section(0, size), size, sb.md5hex(0, size), po)
-			if err != nil {
-				err = fmt.Errorf("put %s: %w", w.object, err)
-			}
-		}
-		w.openChunks.Add(-sb.free(w.o.Pool))
-		w.open[0] = nil
-		if err == nil {
-			w.failpoint("commit-after-put")
-		}
-		return err
+	if len(w.parts) == 0 && w.size.Load() <= w.segSize && w.underSize == 0 {
+		return w.commitSmall(ctx, po)
 	}
+	return w.commitLarge(ctx, po)
+}
+
+// commitSmall publishes a file of at most one segment as one plain
+// object, no segments. Called with w.mu held.
+func (w *Writer) commitSmall(ctx context.Context, po PutOptions) error {
+	size := w.size.Load()
+	sb := w.open[0]
+	if sb == nil {
+		sb = &segBuf{}
+	}
+	w.sha.stop()
+	if !w.o.NoSHA256 {
+		h := newSHA256()
+		sb.hashRange(0, size, h)
+		po.Meta[MetaSHA256] = hex.EncodeToString(h.Sum(nil))
+	}
+	err := w.retireCurrent(ctx)
+	if err == nil {
+		po.Meta = sb.digests(0, size, po.Meta)
+		_, err = w.st.Put(ctx, w.o.Container, w.object, sb.section(0, size), size, sb.md5hex(0, size), po)
+		if err != nil {
+			err = fmt.Errorf("put %s: %w", w.object, err)
+		}
+	}
+	w.openChunks.Add(-sb.free(w.o.Pool))
+	w.open[0] = nil
+	if err == nil {
+		w.failpoint("commit-after-put")
+	}
+	return err
+}
+
+// commitLarge uploads the tail, waits for every segment and publishes the
+// SLO manifest (nested when it has too many entries). Called with w.mu
+// held.
+func (w *Writer) commitLarge(ctx context.Context, po PutOptions) error {
 	w.sealAll()
 	w.waitIdle()
 	if w.err != nil {
@@ -125,7 +137,7 @@ func (w *Writer) commit(ctx context.Context) error {
 	}
 	switch sum := w.sha.sum(); {
 	case sum != "":
-		meta[MetaSHA256] = sum
+		po.Meta[MetaSHA256] = sum
 	case w.o.NoSHA256:
 	case w.holes > w.o.MaxHashedHoles:
 		w.o.Log.Info("no sha256 metadata: the file has more holes than are worth hashing",
