@@ -173,6 +173,8 @@ func NewWriter(ctx context.Context, st ObjectStore, object string, o WriterOptio
 	if o.MaxSegments <= 0 {
 		o.MaxSegments = DefaultLimits.MaxManifestSegments
 	}
+	// Nesting needs at least two entries per manifest to make progress.
+	o.MaxSegments = max(o.MaxSegments, 2)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
