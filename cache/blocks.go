@@ -174,8 +174,8 @@ type File struct {
 }
 
 // Open returns the File of version key (an opaque string that changes
-// whenever the content may have: fs derives it from the object's name and
-// the ETags of its segments) of size bytes, fetched from src. An empty key
+// whenever the content may have: segments.Manifest.Version, from the
+// object's name and the ETags of its segments) of size bytes, fetched from src. An empty key
 // means the content cannot be identified: it is read through memory only
 // and shared with nobody.
 func (b *Blocks) Open(key string, size int64, src Source) *File {

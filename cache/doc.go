@@ -8,12 +8,12 @@
 //
 // The cache holds object versions, never objects. A version is named by
 // its version key, an opaque string that changes whenever the content may
-// have (fs derives it from the container, the object's name and the ETags
-// of every segment). Every [File] of one key shares every block of it,
-// across opens and, on disk, across restarts; a changed image has another
-// key, so it is never served from the cache. An empty key means the
-// content cannot be identified: that File is read through memory only and
-// shares nothing.
+// have (segments.Manifest.Version: a hash of the container, the object's
+// name and every segment with its ETag). Every [File] of one key shares
+// every block of it, across opens and, on disk, across restarts; a
+// changed image has another key, so it is never served from the cache. An
+// empty key means the content cannot be identified: that File is read
+// through memory only and shares nothing.
 //
 // A version is cut into blocks of [Options.BlockSize] bytes (default
 // [DefaultBlockSize], 256 KiB; the last block is short). A block is the
