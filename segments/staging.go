@@ -170,7 +170,7 @@ func (st *staged) readAt(w *Writer, p []byte, off int64) ([]remoteRead, error) {
 			break
 		}
 		if e.lo > pos {
-			remote = w.lower(p[pos-off:e.lo-off], pos, remote)
+			remote = w.under.read(p[pos-off:e.lo-off], pos, remote)
 			pos = e.lo
 		}
 		hi := min(e.hi, end)
@@ -180,7 +180,7 @@ func (st *staged) readAt(w *Writer, p []byte, off int64) ([]remoteRead, error) {
 		pos = hi
 	}
 	if pos < end {
-		remote = w.lower(p[pos-off:], pos, remote)
+		remote = w.under.read(p[pos-off:], pos, remote)
 	}
 	return remote, nil
 }

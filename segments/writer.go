@@ -110,23 +110,23 @@ type Writer struct {
 	size       atomic.Int64 // logical size so far
 	openChunks atomic.Int64 // chunks held by open (unsealed) segment buffers
 
-	mu        sync.Mutex // guards everything below
-	idle      *sync.Cond // signalled when pending drops to 0
-	base      int64      // object offset of open[0]; bytes before are sealed
-	open      [2]*segBuf // open[0] covers [base, base+S), open[1] the next S
-	parts     []*part    // sealed parts in order, covering [0, base)
-	nseg      int        // segment objects named so far
-	own       []string   // every object this upload PUT or is PUTting
-	pending   int        // uploads not finished
-	err       error      // first error, sticky
-	state     writerState
-	result    error // Commit's result once committed
-	sha       *hasher
-	underSize int64   // bytes of Under still visible (a truncate hides the rest for good)
-	holes     int64   // bytes of holes sealed (zeros to hash)
-	sink      sink    // window{}, or the staged file once the file is staged on disk
-	holds     []*Hold // this upload's segments and Under's, while it runs
-	heldOwn   bool    // holds has the upload's own prefix
+	mu      sync.Mutex // guards everything below
+	idle    *sync.Cond // signalled when pending drops to 0
+	base    int64      // object offset of open[0]; bytes before are sealed
+	open    [2]*segBuf // open[0] covers [base, base+S), open[1] the next S
+	parts   []*part    // sealed parts in order, covering [0, base)
+	nseg    int        // segment objects named so far
+	own     []string   // every object this upload PUT or is PUTting
+	pending int        // uploads not finished
+	err     error      // first error, sticky
+	state   writerState
+	result  error // Commit's result once committed
+	sha     *hasher
+	under   underlay // what unwritten bytes hold: Under's, then zeros
+	holes   int64    // bytes of holes sealed (zeros to hash)
+	sink    sink     // window{}, or the staged file once the file is staged on disk
+	holds   []*Hold  // this upload's segments and Under's, while it runs
+	heldOwn bool     // holds has the upload's own prefix
 
 	created atomic.Bool // segment container checked
 }
@@ -190,10 +190,8 @@ func NewWriter(ctx context.Context, st ObjectStore, object string, o WriterOptio
 	w.sha = w.newHasher()
 	w.sink = window{}
 	w.idle = sync.NewCond(&w.mu)
-	if o.Under != nil {
-		w.underSize = o.Under.Size()
-		w.size.Store(w.underSize)
-	}
+	w.under = newUnderlay(o.Under)
+	w.size.Store(w.under.size)
 	if v := o.Versions; v != nil && o.Under != nil {
 		w.holds = append(w.holds, v.HoldBase(o.Under))
 	}
@@ -389,10 +387,7 @@ func (w *Writer) Truncate(ctx context.Context, size int64) error {
 			return err
 		}
 	}
-	if size < w.underSize {
-		// What lies beyond is gone, also if the file grows again.
-		w.underSize = size
-	}
+	w.under.cut(size)
 	if err := w.sink.resize(w, size); err != nil {
 		w.fail(err)
 		return err
@@ -430,7 +425,7 @@ func (w *Writer) sealFirst(n int64) {
 	w.base += n
 	var runs []span
 	if sb != nil {
-		runs = sb.runs(n, w.underSize-sb.off, mergeGap)
+		runs = sb.runs(n, w.under.size-sb.off, mergeGap)
 	}
 	if len(runs) == 0 {
 		if sb != nil {
@@ -481,22 +476,20 @@ func (w *Writer) segmentName() string {
 	return name
 }
 
-// fill appends the parts for the unwritten bytes [a, b): ranges of Under
-// while it lasts, then zeros. Called with w.mu held.
+// fill appends the parts for the unwritten bytes [a, b): the underlay's
+// (references to the previous version) while it lasts, then zeros. Called
+// with w.mu held.
 func (w *Writer) fill(a, b int64) {
 	for a < b {
-		if a < w.underSize {
-			i, inner, _ := w.o.Under.Locate(a)
-			s := w.o.Under.Segments[i]
-			take := min(b, w.underSize, a+s.Length-inner) - a
-			w.parts = append(w.parts, &part{off: a, size: take, kind: partRef, container: s.Container,
-				object: s.Object, etag: s.ETag, objSize: s.Size, objOff: s.Offset + inner})
+		if s, ok := w.under.piece(a, b-a); ok {
+			w.parts = append(w.parts, &part{off: a, size: s.Length, kind: partRef, container: s.Container,
+				object: s.Object, etag: s.ETag, objSize: s.Size, objOff: s.Offset})
 			if isZeros(s) {
-				w.hashZeros(take)
+				w.hashZeros(s.Length)
 			} else {
 				w.sha.add(hashJob{unknown: true})
 			}
-			a += take
+			a += s.Length
 			continue
 		}
 		take := min(b-a, w.segSize)

@@ -90,7 +90,7 @@ func (w *Writer) commit(ctx context.Context) error {
 	if po.ContentType == "" {
 		po.ContentType = contentTypeFor(w.object)
 	}
-	if len(w.parts) == 0 && w.size.Load() <= w.segSize && w.underSize == 0 {
+	if len(w.parts) == 0 && w.size.Load() <= w.segSize && w.under.size == 0 {
 		return w.commitSmall(ctx, po)
 	}
 	return w.commitLarge(ctx, po)

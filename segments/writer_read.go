@@ -59,7 +59,7 @@ func (w *Writer) readLocked(p []byte, off int64) ([]remoteRead, error) {
 			slot := int((pos - w.base) / w.segSize)
 			if slot >= len(w.open) {
 				// Beyond the window nothing was written.
-				remote = w.lower(dst, pos, remote)
+				remote = w.under.read(dst, pos, remote)
 				n += int64(len(dst))
 				continue
 			}
@@ -77,7 +77,7 @@ func (w *Writer) readLocked(p []byte, off int64) ([]remoteRead, error) {
 			} else {
 				dst = dst[:min(int64(len(dst)), w.base+int64(slot+1)*w.segSize-pos)]
 			}
-			remote = w.lower(dst, pos, remote)
+			remote = w.under.read(dst, pos, remote)
 			n += int64(len(dst))
 			continue
 		}
@@ -104,25 +104,6 @@ func (w *Writer) readLocked(p []byte, off int64) ([]remoteRead, error) {
 		n += k
 	}
 	return remote, nil
-}
-
-// lower fills dst with what lies under the written data at pos: Under's
-// bytes while it lasts, then zeros. Called with w.mu held.
-func (w *Writer) lower(dst []byte, pos int64, remote []remoteRead) []remoteRead {
-	for len(dst) > 0 {
-		if pos >= w.underSize {
-			clear(dst)
-			return remote
-		}
-		i, inner, _ := w.o.Under.Locate(pos)
-		s := w.o.Under.Segments[i]
-		k := min(int64(len(dst)), s.Length-inner, w.underSize-pos)
-		remote = append(remote, remoteRead{seg: Segment{Container: s.Container, Object: s.Object, ETag: s.ETag,
-			Offset: s.Offset + inner, Length: k}, dst: dst[:k]})
-		dst = dst[k:]
-		pos += k
-	}
-	return remote
 }
 
 // readRemote reads one piece from Swift, with the Reader's retries.
