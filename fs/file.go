@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,17 @@ import (
 // XattrSHA256 is the extended attribute that exposes an image's SHA-256,
 // computed while it was written.
 const XattrSHA256 = "user.imagefs.sha256"
+
+// XattrUpload is the extended attribute of a file being written: the state
+// of its upload (uploadXattr). A file with no upload in progress (a
+// committed file) has none: ENODATA.
+const XattrUpload = "user.imagefs.upload"
+
+// uploadXattr is the value of XattrUpload: key=value pairs, one line.
+func uploadXattr(p segments.Progress) string {
+	return fmt.Sprintf("state=%s written=%d uploaded=%d segments_in_flight=%d segments_queued=%d segments_done=%d",
+		p.State, p.Written, p.Uploaded, p.InFlight, p.Queued, p.Done)
+}
 
 // fileNode is a file: one object.
 type fileNode struct {
@@ -268,12 +280,20 @@ func (f *fileNode) abort(ctx context.Context, w *segments.Writer, why string) {
 	f.mu.Unlock()
 	if why != "" && active {
 		f.root.o.Log.Warn("upload abandoned", "path", f.path(), "why", why, "written", w.Size())
+		f.root.stats.abandoned.Add(1)
 	}
 	w.Abort(ctx)
 	f.finishWrite(w, false)
 }
 
 func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr == XattrUpload {
+		p, ok := f.progress()
+		if !ok {
+			return 0, fusefs.ENOATTR
+		}
+		return xattrValue(dest, uploadXattr(p))
+	}
 	if attr != XattrSHA256 {
 		return 0, noXattr(attr)
 	}
@@ -286,6 +306,11 @@ func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 	if v == "" {
 		return 0, fusefs.ENOATTR
 	}
+	return xattrValue(dest, v)
+}
+
+// xattrValue answers a get (or list) of an attribute whose value is v.
+func xattrValue(dest []byte, v string) (uint32, syscall.Errno) {
 	if len(dest) < len(v) {
 		return uint32(len(v)), syscall.ERANGE
 	}
@@ -299,14 +324,17 @@ func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 	f.mu.Lock()
 	has := f.info.Meta[segments.MetaSHA256] != ""
 	f.mu.Unlock()
-	if !has {
+	v := ""
+	if has {
+		v = XattrSHA256 + "\x00"
+	}
+	if _, ok := f.progress(); ok {
+		v += XattrUpload + "\x00"
+	}
+	if v == "" {
 		return 0, 0
 	}
-	v := XattrSHA256 + "\x00"
-	if len(dest) < len(v) {
-		return uint32(len(v)), syscall.ERANGE
-	}
-	return uint32(copy(dest, v)), 0
+	return xattrValue(dest, v)
 }
 
 // uploading returns the file with an upload in progress for obj, if any.

@@ -77,6 +77,8 @@ type Root struct {
 
 	mu      sync.Mutex           // guards writing
 	writing map[string]*fileNode // object name -> file with an upload in progress
+
+	stats stats // stats.go
 }
 
 // NewRoot returns the root node. ctx is the mount's lifetime: uploads

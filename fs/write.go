@@ -185,6 +185,11 @@ func (h *writeHandle) commit(ctx context.Context) syscall.Errno {
 	err := h.w.Commit(ctx)
 	h.f.finishWrite(h.w, err == nil)
 	h.state = committed
+	if err == nil {
+		h.f.root.stats.commits.Add(1)
+	} else {
+		h.f.root.stats.commitFailures.Add(1)
+	}
 	if errors.Is(err, segments.ErrAborted) {
 		return syscall.EIO
 	}

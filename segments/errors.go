@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -115,6 +116,28 @@ func retryable(err error) (bool, time.Duration) {
 	var te *TransportError
 	var ne net.Error
 	return errors.As(err, &te) || errors.As(err, &ne), 0
+}
+
+// RetryCause names the cause of a retryable error for metrics: the HTTP
+// status ("503", "401"), "timeout", "short_body", "stalled" or
+// "connection" (refused, reset, any other failure below HTTP).
+func RetryCause(err error) string {
+	var se *StatusError
+	switch {
+	case errors.As(err, &se):
+		return strconv.Itoa(se.Code)
+	case errors.Is(err, errStalled):
+		return "stalled"
+	case errors.Is(err, errShortBody), errors.Is(err, io.ErrUnexpectedEOF):
+		return "short_body"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return "connection"
 }
 
 // TransportError is a failure below HTTP: refused or reset connections,

@@ -33,6 +33,7 @@ type Pool struct {
 	mem         *semaphore.Weighted // budget, in chunks
 	budget      int64               // chunks
 	sealed      atomic.Int64        // chunks of sealed segments, to be given back by their uploads
+	inUse       atomic.Int64        // chunks taken, for Stats
 
 	mu      sync.Mutex // guards spare, writers
 	spare   [][]byte   // chunks given back, reused: the heap does not churn
@@ -78,6 +79,7 @@ func (p *Pool) tryAlloc() []byte {
 	if !p.mem.TryAcquire(1) {
 		return nil
 	}
+	p.inUse.Add(1)
 	return p.take()
 }
 
@@ -91,6 +93,7 @@ func (p *Pool) allocWait(ctx context.Context, d time.Duration) ([]byte, error) {
 		}
 		return nil, nil
 	}
+	p.inUse.Add(1)
 	return p.take(), nil
 }
 
@@ -113,6 +116,7 @@ func (p *Pool) free(b []byte) {
 	p.mu.Lock()
 	p.spare = append(p.spare, b)
 	p.mu.Unlock()
+	p.inUse.Add(-1)
 	p.mem.Release(1)
 }
 

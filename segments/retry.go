@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -15,6 +17,40 @@ type RetryPolicy struct {
 	Base, Cap time.Duration
 	Budget    time.Duration // total time an operation may spend retrying
 	Attempt   time.Duration // per-attempt timeout for calls without a body stream (0: none)
+	// Counts, if set, counts the retries (for metrics).
+	Counts *RetryCounts
+}
+
+// RetryCounts counts retries by operation and cause. It is safe for
+// concurrent use.
+type RetryCounts struct {
+	mu sync.Mutex
+	m  map[RetryKey]int64
+}
+
+// RetryKey is what a retry is counted by: the operation ("PUT", "GET",
+// "HEAD", "PUT-MANIFEST", ...) and the cause of the failure, from
+// RetryCause.
+type RetryKey struct{ Op, Cause string }
+
+func (c *RetryCounts) add(op string, err error) {
+	if c == nil {
+		return
+	}
+	k := RetryKey{Op: op, Cause: RetryCause(err)}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[RetryKey]int64{}
+	}
+	c.m[k]++
+	c.mu.Unlock()
+}
+
+// Snapshot returns the counts so far.
+func (c *RetryCounts) Snapshot() map[RetryKey]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.m)
 }
 
 // DefaultRetryPolicy is generous, because a transient error is worse for a
@@ -49,6 +85,7 @@ func (p RetryPolicy) Do(ctx context.Context, log *slog.Logger, op, object string
 		if time.Since(start)+wait > p.Budget {
 			return err
 		}
+		p.Counts.add(op, err)
 		if log != nil {
 			log.Warn("retrying", "op", op, "object", object, "attempt", attempt, "wait", wait.Round(time.Millisecond), "err", err)
 		}

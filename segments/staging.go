@@ -253,6 +253,9 @@ func (w *Writer) toStaging(ctx context.Context, op string, off, n int64) error {
 	w.sha.stop()
 	w.sha = w.newHasher()
 	w.parts, w.base, w.sink, w.own = nil, 0, st, nil
+	w.prog.staged.Store(true)
+	w.prog.uploaded.Store(0) // those segments are deleted: the file uploads again at Commit
+	w.prog.done.Store(0)
 	return nil
 }
 
@@ -302,6 +305,7 @@ func (w *Writer) stageExisting(ctx context.Context, st *staged) error {
 func (w *Writer) unstage(ctx context.Context) error {
 	st := w.staging()
 	w.sink = window{}
+	w.prog.staged.Store(false)
 	defer st.close()
 	size := w.size.Load()
 	buf := make([]byte, ChunkSize)

@@ -129,6 +129,7 @@ type Writer struct {
 	heldOwn bool     // holds has the upload's own prefix
 
 	created atomic.Bool // segment container checked
+	prog    progress    // for Progress (progress.go)
 }
 
 type writerState int
@@ -187,6 +188,7 @@ func NewWriter(ctx context.Context, st ObjectStore, object string, o WriterOptio
 	wctx, cancel := context.WithCancel(ctx)
 	w := &Writer{st: st, o: o, object: object, uploadID: NewUploadID(time.Now()),
 		segSize: o.Pool.SegmentSize(), ctx: wctx, cancel: cancel}
+	w.prog.started = time.Now()
 	w.sha = w.newHasher()
 	w.sink = window{}
 	w.idle = sync.NewCond(&w.mu)
@@ -453,6 +455,7 @@ func (w *Writer) sealFirst(n int64) {
 		w.parts = append(w.parts, pt)
 		w.sha.add(hashJob{sb: sb, lo: r.lo, hi: r.hi, release: release})
 		w.pending++
+		w.prog.queued.Add(1)
 		go w.upload(pt, sb, r.lo, release)
 		pos = r.hi
 	}
@@ -533,16 +536,23 @@ func (w *Writer) hashZeros(n int64) {
 // wait for it.
 func (w *Writer) upload(pt *part, sb *segBuf, lo int64, release func()) {
 	err := w.o.Pool.startUpload(w.ctx)
-	if err == nil {
-		err = w.ensureSegmentContainer()
-	}
+	w.prog.queued.Add(-1)
 	var etag string
 	if err == nil {
-		// The MD5 is computed here, by as many goroutines as there are
-		// upload workers, rather than on the write path.
-		etag, err = w.st.Put(w.ctx, pt.container, pt.object, sb.section(lo, lo+pt.size), pt.size, sb.md5hex(lo, lo+pt.size),
-			PutOptions{Meta: sb.digests(lo, lo+pt.size, nil)})
+		w.prog.inFlight.Add(1)
+		err = w.ensureSegmentContainer()
+		if err == nil {
+			// The MD5 is computed here, by as many goroutines as there are
+			// upload workers, rather than on the write path.
+			etag, err = w.st.Put(w.ctx, pt.container, pt.object, sb.section(lo, lo+pt.size), pt.size, sb.md5hex(lo, lo+pt.size),
+				PutOptions{Meta: sb.digests(lo, lo+pt.size, nil)})
+		}
+		w.prog.inFlight.Add(-1)
 		w.o.Pool.endUpload()
+	}
+	if err == nil {
+		w.prog.uploaded.Add(pt.size)
+		w.prog.done.Add(1)
 	}
 	// Give the memory back before taking w.mu: a WriteAt may hold w.mu
 	// while it waits for memory.

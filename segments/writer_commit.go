@@ -25,6 +25,7 @@ func (w *Writer) Commit(ctx context.Context) error {
 	case aborted:
 		return ErrAborted
 	}
+	w.prog.commit.Store(true)
 	w.result = w.commit(ctx)
 	w.state = committed
 	if w.result != nil && w.landed(context.WithoutCancel(ctx)) {
