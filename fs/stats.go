@@ -146,6 +146,17 @@ func (t *timedFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 	return n, st
 }
 
+// Writev: the server tries it first and falls back to Write on ENOSYS.
+func (t *timedFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	start := time.Now()
+	n, st := t.RawFileSystem.Writev(c, in, data)
+	if st != fuse.ENOSYS {
+		t.since("write", start)
+		t.st.writtenBytes.Add(int64(n))
+	}
+	return n, st
+}
+
 func (t *timedFS) Flush(c <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	defer t.since("flush", time.Now())
 	return t.RawFileSystem.Flush(c, in)

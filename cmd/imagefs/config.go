@@ -40,6 +40,8 @@ type Config struct {
 	Read     ReadConfig
 	Files    FilesConfig
 	Versions VersionsConfig
+	Metrics  MetricsConfig
+	RunDir   string // control sockets (status.go)
 
 	LogFormat string
 	LogLevel  Level
@@ -166,6 +168,7 @@ func mountFlags(c *Config) []cli.Flag {
 	fl = append(fl, commonFlags(c)...)
 	fl = append(fl, filesFlags(c)...)
 	fl = append(fl, versionsFlags(c)...)
+	fl = append(fl, metricsFlags(c)...)
 	return fl
 }
 
@@ -297,6 +300,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Read.validate(c.Mountpoint)...)
 	errs = append(errs, c.Files.validate()...)
 	errs = append(errs, c.Versions.validate()...)
+	errs = append(errs, c.Metrics.validate()...)
 	for _, id := range []struct {
 		flag string
 		v    int

@@ -81,7 +81,7 @@ func runGC(parent context.Context, c *gcConfig, out io.Writer) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel.Level()}))
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	keeper, raw, err := login(ctx, &c.Config, log)
+	keeper, raw, err := login(ctx, &c.Config, log, nil)
 	if err != nil {
 		return err
 	}

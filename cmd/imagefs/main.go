@@ -109,6 +109,7 @@ func newApp() *cli.App {
 				},
 			},
 			gcCommand(),
+			statusCommand(),
 			trustCommand(&trustCfg),
 		},
 	}

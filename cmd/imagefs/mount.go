@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/imagefs/imagefs/auth"
@@ -31,10 +31,18 @@ func runMount(parent context.Context, cfg *Config) error {
 	if err := checkArgs(cfg); err != nil {
 		return err
 	}
-	d := &daemon{cfg: cfg, log: newLogger(cfg)}
+	d := &daemon{cfg: cfg, recent: &recentLog{}, retries: &segments.RetryCounts{}, started: time.Now()}
+	d.log = slog.New(&recentHandler{next: newLogger(cfg).Handler(), log: d.recent})
+	d.mountpoint, _ = filepath.Abs(cfg.Mountpoint)
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	if err := d.listenMetrics(); err != nil {
+		return err
+	}
+	if d.metricsL != nil {
+		defer d.metricsL.Close()
+	}
 	if err := d.connect(ctx); err != nil {
 		return err
 	}
@@ -60,8 +68,16 @@ func runMount(parent context.Context, cfg *Config) error {
 
 // daemon is what runMount builds, step by step, and then serves.
 type daemon struct {
-	cfg *Config
-	log *slog.Logger
+	cfg        *Config
+	log        *slog.Logger
+	recent     *recentLog // the last warnings and errors, for status
+	started    time.Time
+	mountpoint string // absolute
+
+	// listenMetrics (nil without --metrics-addr)
+	metrics  *metrics
+	metricsL net.Listener
+	retries  *segments.RetryCounts
 
 	// connect
 	keeper *auth.Keeper
@@ -100,13 +116,18 @@ func checkArgs(cfg *Config) error {
 // and reads Swift's limits: wrong credentials, a wrong container or a
 // cluster without SLO fail here.
 func (d *daemon) connect(ctx context.Context) error {
-	keeper, raw, err := login(ctx, d.cfg, d.log)
+	var wrap func(http.RoundTripper) http.RoundTripper
+	if d.metrics != nil {
+		wrap = d.metrics.transport
+	}
+	keeper, raw, err := login(ctx, d.cfg, d.log, wrap)
 	if err != nil {
 		return err
 	}
 	d.keeper = keeper
 	d.retry = segments.DefaultRetryPolicy
 	d.retry.Budget = d.cfg.RetryBudget
+	d.retry.Counts = d.retries
 	d.store = &segments.Retrying{ObjectStore: raw, P: d.retry, Log: d.log}
 
 	if err := checkContainer(ctx, raw, keeper, d.cfg.Container); err != nil {
@@ -217,7 +238,11 @@ func (d *daemon) mount() error {
 	opts.AllowOther = cfg.AllowOther
 	// As root, mount(2) directly: no fusermount needed.
 	opts.DirectMount = os.Geteuid() == 0
-	server, err := fusefs.Mount(cfg.Mountpoint, d.root, opts)
+	var lat fuse.LatencyMap
+	if d.metrics != nil {
+		lat = d.metrics
+	}
+	server, err := d.root.Mount(cfg.Mountpoint, opts, lat)
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", cfg.Mountpoint, err)
 	}
@@ -254,6 +279,7 @@ func (d *daemon) serve(ctx, life context.Context, cancelLife context.CancelFunc)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = d.keeper.Run(life) })
 	wg.Go(func() { _ = d.versions.Run(life) })
+	d.serveMonitoring(life, &wg)
 	sdNotify(log, "READY=1")
 
 	dev := mountDevice(cfg.Mountpoint)
@@ -278,9 +304,42 @@ func (d *daemon) serve(ctx, life context.Context, cancelLife context.CancelFunc)
 	log.Info("read cache", "stats", d.blocks.Stats())
 }
 
+// listenMetrics opens the metrics endpoint's port before anything else,
+// so that a port in use fails the mount at once.
+func (d *daemon) listenMetrics() error {
+	addr := d.cfg.Metrics.Addr
+	if addr == "" {
+		return nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr %s: cannot listen there: %v", addr, err)
+	}
+	d.metrics, d.metricsL = newMetrics(), l
+	return nil
+}
+
+// serveMonitoring serves the metrics endpoint and the control socket for
+// the mount's life.
+func (d *daemon) serveMonitoring(life context.Context, wg *sync.WaitGroup) {
+	if d.metrics != nil {
+		d.metrics.reg.MustRegister(&collector{s: sources{root: d.root, pool: d.pool, staging: d.staging, blocks: d.blocks,
+			keeper: d.keeper, retries: d.retries, read: d.cfg.Read}})
+		d.log.Info("serving metrics", "url", "http://"+d.metricsL.Addr().String()+"/metrics")
+		wg.Go(func() { serveMetrics(life, d.metricsL, d.metrics.reg, d.log) })
+	}
+	l, path, err := listenControl(d.cfg.RunDir, d.mountpoint)
+	if err != nil {
+		d.log.Warn("no control socket: imagefs status cannot reach this mount", "run_dir", d.cfg.RunDir, "err", err)
+		return
+	}
+	wg.Go(func() { d.serveControl(life, l, path) })
+}
+
 // login gets the first token (failing fast on bad credentials) and
 // returns the keeper and the Swift store that uses it, without retries.
-func login(ctx context.Context, cfg *Config, log *slog.Logger) (*auth.Keeper, *segments.SwiftStore, error) {
+// wrap, if not nil, wraps the HTTP transport below the keeper's (metrics).
+func login(ctx context.Context, cfg *Config, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper) (*auth.Keeper, *segments.SwiftStore, error) {
 	keeper, err := auth.New(ctx, cfg.Auth, log)
 	if err != nil {
 		return nil, nil, err
@@ -292,9 +351,13 @@ func login(ctx context.Context, cfg *Config, log *slog.Logger) (*auth.Keeper, *s
 			log.Warn("TLS certificates of Keystone and Swift are not verified (--insecure, OS_INSECURE or verify: false): anyone on the path can read the tokens")
 		}
 	}
+	var base http.RoundTripper = t
+	if wrap != nil {
+		base = wrap(t)
+	}
 	raw := segments.NewSwiftStore(segments.SwiftOptions{
 		Auth:      keeper.Authenticator(),
-		Transport: keeper.Transport(t),
+		Transport: keeper.Transport(base),
 	})
 	return keeper, raw, nil
 }
