@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of imagefs, on a Debian 12 machine with Go, as root:
-#   1. installs what the tests need (fuse3, qemu-utils, attr, the lab's packages);
+#   1. installs what the tests need (fuse3, qemu-utils, attr, prometheus, the lab's packages);
 #   2. starts the lab (real Keystone + Swift on 127.0.0.1, 120 s tokens);
 #   3. go vet, gofmt, then the unit tests with the race detector (FUSE required);
 #   4. the integration tests: the real binary, real mounts, the real lab;
@@ -13,7 +13,7 @@ top=$PWD
 say() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
 
 need=()
-for p in fuse3 qemu-utils attr python3-swiftclient; do
+for p in fuse3 qemu-utils attr python3-swiftclient prometheus; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
