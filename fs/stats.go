@@ -206,4 +206,3 @@ func (t *timedFS) StatFs(c <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOu
 	defer t.since("statfs", time.Now())
 	return t.RawFileSystem.StatFs(c, h, out)
 }
-
