@@ -388,7 +388,7 @@ func statusAll(ctx context.Context, w io.Writer, runDir string, asJSON bool) err
 		case errors.Is(err, os.ErrPermission):
 			return fmt.Errorf("permission denied on the control socket %s: run imagefs status as root", s)
 		default:
-			problems = append(problems, fmt.Sprintf("%s: no daemon answers (%v)", s, err))
+			problems = append(problems, fmt.Sprintf("%s: no daemon answers, a daemon that died left it (%v)", s, err))
 		}
 	}
 	if asJSON {

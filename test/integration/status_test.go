@@ -189,6 +189,8 @@ func TestStatusErrors(t *testing.T) {
 	<-d.Done
 	fails("the imagefs daemon of "+d.Dir+" is not running: the mount is dead (unmount it: umount -l "+d.Dir+")", d.Dir)
 	d.Kill() // clears the dead mount
+	// The socket the killed daemon left (a mount there would replace it).
+	_ = os.Remove(filepath.Join("/run/imagefs", strings.ReplaceAll(strings.Trim(d.Dir, "/"), "/", "-")+".sock"))
 }
 
 func statusOfMount(t *testing.T, dir string) statusJSON {
