@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,8 +42,28 @@ func requireFUSE(t *testing.T) {
 }
 
 type env struct {
-	st  *segmentstest.Store
-	dir string
+	st   *segmentstest.Store
+	dir  string
+	root *fs.Root
+	lat  *latencies // what Root.Mount reported
+}
+
+// latencies counts the FUSE requests Root.Mount reports, by operation.
+type latencies struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (l *latencies) Add(op string, _ time.Duration) {
+	l.mu.Lock()
+	l.n[op]++
+	l.mu.Unlock()
+}
+
+func (l *latencies) count(op string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n[op]
 }
 
 // mount serves a fake store on a temporary directory for the test.
@@ -80,7 +101,8 @@ func mountWith(t *testing.T, segSize int64, tune func(o *fs.Options, mo *fusefs.
 	opts := root.MountOptions("imagefs-test", false)
 	opts.DirectMount = os.Geteuid() == 0
 	opts.AllowOther = mo.AllowOther
-	server, err := fusefs.Mount(dir, root, opts)
+	lat := &latencies{n: map[string]int{}}
+	server, err := root.Mount(dir, opts, lat)
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
@@ -90,7 +112,7 @@ func mountWith(t *testing.T, segSize int64, tune func(o *fs.Options, mo *fusefs.
 			t.Errorf("unmount: %v", err)
 		}
 	})
-	return &env{st: st, dir: dir}
+	return &env{st: st, dir: dir, root: root, lat: lat}
 }
 
 func randBytes(n int, seed uint64) []byte {
@@ -239,6 +261,9 @@ func TestCloseReportsUploadFailure(t *testing.T) {
 	}
 	if _, err := e.st.Head(context.Background(), "c", "bad.img"); !errors.Is(err, segments.ErrNotFound) {
 		t.Errorf("a failed upload is visible: %v", err)
+	}
+	if st := e.root.Stats(); st.Commits != 0 || st.CommitFailures != 1 {
+		t.Errorf("commits %d, failed %d; want 0 and 1", st.Commits, st.CommitFailures)
 	}
 }
 

@@ -116,6 +116,42 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 	}
 }
 
+// TestMetricsServiceTokenDeadline: in service-token mode the deadline in
+// the metrics and in status is the end of the user token's allow-expired
+// window: the user token's expiry (within a token lifetime from now) plus
+// --allow-expired-window.
+func TestMetricsServiceTokenDeadline(t *testing.T) {
+	t.Parallel()
+	const window = time.Hour
+	c := labtest.NewContainerIn(t, labtest.ImageStore(t))
+	addr := freeAddr(t)
+	userTok := labtest.UserToken(t)
+	d := labtest.Mount(t, c, labtest.MountOpts{
+		Args: []string{"--metrics-addr", addr, "--allow-expired-window", window.String()},
+		Env:  append(labtest.ServiceUserEnv(), "OS_TOKEN="+string(userTok), "OS_USERNAME=", "OS_PASSWORD="),
+	})
+	lo, hi := window.Seconds()-5, (window + labtest.TokenLifetime(t)).Seconds()
+	body := httpGet(t, "http://"+addr+"/metrics")
+	m := regexp.MustCompile(`(?m)^imagefs_auth_deadline_seconds\{mode="service-token"\} (\S+)$`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no imagefs_auth_deadline_seconds{mode=\"service-token\"} in /metrics")
+	}
+	if v, _ := strconv.ParseFloat(m[1], 64); v < lo || v > hi {
+		t.Errorf("imagefs_auth_deadline_seconds = %v, want between %v and %v", v, lo, hi)
+	}
+	if !regexp.MustCompile(`(?m)^imagefs_auth_token_expiry_seconds\{mode="service-token"\} \d`).MatchString(body) {
+		t.Error("no positive imagefs_auth_token_expiry_seconds{mode=\"service-token\"} in /metrics")
+	}
+	r := labtest.Exec(t, "status", d.Dir)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "auth: service-token") || !strings.Contains(r.Stdout, "user token's allow-expired window ends in") {
+		t.Errorf("imagefs status: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if strings.Contains(body, string(userTok)) || strings.Contains(r.Stdout, string(userTok)) {
+		t.Error("the user token shows in /metrics or status")
+	}
+	d.CheckNoSecrets(string(userTok))
+}
+
 // TestMetricsAddrRefused: a --metrics-addr that is not loopback, or a port
 // in use, fails the mount with a clear error and nothing mounted.
 func TestMetricsAddrRefused(t *testing.T) {
