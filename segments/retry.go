@@ -212,6 +212,29 @@ type callbackError struct{ err error }
 
 func (e *callbackError) Error() string { return e.err.Error() }
 
+func (r *Retrying) ListContainers(ctx context.Context, prefix string, fn func(name string) error) error {
+	// As List: a retried listing skips the names fn has seen.
+	var last string
+	seen := false
+	err := r.do(ctx, "LIST", "/"+prefix, func(ctx context.Context) error {
+		return r.ObjectStore.ListContainers(ctx, prefix, func(name string) error {
+			if seen && name <= last {
+				return nil
+			}
+			seen, last = true, name
+			if err := fn(name); err != nil {
+				return &callbackError{err}
+			}
+			return nil
+		})
+	})
+	var ce *callbackError
+	if errors.As(err, &ce) {
+		return ce.err
+	}
+	return err
+}
+
 func (r *Retrying) HeadContainer(ctx context.Context, container string) error {
 	return r.do(ctx, "HEAD", container, func(ctx context.Context) error {
 		return r.ObjectStore.HeadContainer(ctx, container)

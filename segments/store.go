@@ -112,6 +112,10 @@ type ObjectStore interface {
 	// order. With a delimiter, names that go on past it are folded into
 	// Subdir entries. fn's error stops the listing and is returned.
 	List(ctx context.Context, container, prefix string, delimiter rune, fn func(Info) error) error
+	// ListContainers calls fn for the account's containers whose names
+	// start with prefix, in name order (the account listing). fn's error
+	// stops the listing and is returned.
+	ListContainers(ctx context.Context, prefix string, fn func(name string) error) error
 	// HeadContainer checks that a container exists (ErrNotFound if not).
 	HeadContainer(ctx context.Context, container string) error
 	// CreateContainer creates a container if it does not exist.

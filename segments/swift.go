@@ -760,6 +760,12 @@ func parseListing(r io.Reader, container, prefix string) ([]Info, error) {
 	return page, err
 }
 
+// ListContainers implements ObjectStore: the account listing (GET on
+// the storage URL) is paged like a container's, with the same checks.
+func (s *SwiftStore) ListContainers(ctx context.Context, prefix string, fn func(name string) error) error {
+	return s.List(ctx, "", prefix, 0, func(in Info) error { return fn(in.Name) })
+}
+
 // HeadContainer implements ObjectStore.
 func (s *SwiftStore) HeadContainer(ctx context.Context, container string) error {
 	_, _, err := s.call(ctx, "HEAD", container, "", swift.RequestOpts{NoResponse: true})

@@ -150,6 +150,9 @@ var contract = []struct {
 	// idempotent; a missing container is ErrNotFound for HeadContainer,
 	// List, Head and Get.
 	{"Container", testContainer},
+	// The account listing shows the containers under a prefix, in name
+	// order, a new one included; the callback's error stops it.
+	{"ListContainers", testListContainers},
 	// Limits are sane: SLO present, room for nesting, sizes positive.
 	{"Limits", testLimits},
 	// A cancelled context stops a call with context.Canceled.
@@ -967,6 +970,37 @@ func testListEmpty(t *testing.T, st segments.ObjectStore, c string) {
 	}
 	if got := names(t, st, c, "", '/'); len(got) != 0 {
 		t.Errorf("delimited List of an empty container: %q", got)
+	}
+}
+
+func testListContainers(t *testing.T, st segments.ObjectStore, c string) {
+	ctx := t.Context()
+	list := func() []string {
+		t.Helper()
+		var got []string
+		if err := st.ListContainers(ctx, c, func(name string) error {
+			got = append(got, name)
+			return nil
+		}); err != nil {
+			t.Fatalf("ListContainers: %v", err)
+		}
+		return got
+	}
+	if got := list(); !slices.Equal(got, []string{c}) {
+		t.Errorf("ListContainers(%q) = %q, want only the container", c, got)
+	}
+	seg := c + "_segments"
+	if err := st.CreateContainer(ctx, seg); err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	if got := list(); !slices.Equal(got, []string{c, seg}) {
+		t.Errorf("ListContainers(%q) = %q, want %q", c, got, []string{c, seg})
+	}
+	stop := errors.New("stop")
+	n := 0
+	err := st.ListContainers(ctx, c, func(string) error { n++; return stop })
+	if !errors.Is(err, stop) || n != 1 {
+		t.Errorf("ListContainers with a failing callback: %v after %d names, want the callback's error after 1", err, n)
 	}
 }
 

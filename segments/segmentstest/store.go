@@ -143,6 +143,28 @@ func (s *Store) CreateContainer(ctx context.Context, c string) error {
 	return nil
 }
 
+// ListContainers implements ObjectStore (op "LIST-ACCOUNT" for the hooks).
+func (s *Store) ListContainers(ctx context.Context, prefix string, fn func(name string) error) error {
+	if err := s.enter(ctx, "LIST-ACCOUNT", "", prefix); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	var names []string
+	for n := range s.containers {
+		if strings.HasPrefix(n, prefix) {
+			names = append(names, n)
+		}
+	}
+	s.mu.Unlock()
+	sort.Strings(names)
+	for _, n := range names {
+		if err := fn(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // HeadContainer implements ObjectStore.
 func (s *Store) HeadContainer(ctx context.Context, c string) error {
 	if err := s.enter(ctx, "HEAD-CONTAINER", c, ""); err != nil {
