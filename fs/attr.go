@@ -46,21 +46,25 @@ func (r *Root) owner(a *fuse.Attr) {
 // checkSetattr refuses a chmod or chown that would change what the mount
 // shows (a no-op one, as cp -p and rsync send, succeeds).
 func (r *Root) checkSetattr(rel string, in *fuse.SetAttrIn, dir bool) syscall.Errno {
-	mode, modeFlag := r.o.FileMode, "--file-mode"
+	return checkSetattr(&r.o, rel, in, dir)
+}
+
+func checkSetattr(o *Options, rel string, in *fuse.SetAttrIn, dir bool) syscall.Errno {
+	mode, modeFlag := o.FileMode, "--file-mode"
 	if dir {
-		mode, modeFlag = r.o.DirMode, "--dir-mode"
+		mode, modeFlag = o.DirMode, "--dir-mode"
 	}
 	if m, ok := in.GetMode(); ok && m&0o7777 != mode {
-		r.o.Log.Warn("chmod refused: modes are set for the whole mount ("+modeFlag+"); Swift cannot store them per file",
+		o.Log.Warn("chmod refused: modes are set for the whole mount ("+modeFlag+"); Swift cannot store them per file",
 			"path", rel, "mode", fmt.Sprintf("%04o", m&0o7777), "mount_mode", fmt.Sprintf("%04o", mode))
 		return syscall.EPERM
 	}
 	uid, uok := in.GetUID()
 	gid, gok := in.GetGID()
-	if (uok && uid != r.o.UID) || (gok && gid != r.o.GID) {
-		r.o.Log.Warn("chown refused: ownership is set for the whole mount (--uid, --gid); Swift cannot store it per file. "+
+	if (uok && uid != o.UID) || (gok && gid != o.GID) {
+		o.Log.Warn("chown refused: ownership is set for the whole mount (--uid, --gid); Swift cannot store it per file. "+
 			"For a VM, use the image read-only (a <readonly/> disk, or the backing file of a local qcow2 overlay)",
-			"path", rel, "uid", optID(uid, uok), "gid", optID(gid, gok), "mount_uid", r.o.UID, "mount_gid", r.o.GID)
+			"path", rel, "uid", optID(uid, uok), "gid", optID(gid, gok), "mount_uid", o.UID, "mount_gid", o.GID)
 		return syscall.EPERM
 	}
 	return 0

@@ -300,6 +300,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 			return syscall.EXDEV
 		}
 	}
+	if np.root != r {
+		return syscall.EXDEV // another container (an account mount)
+	}
 	src, dst := join(d.rel, name), join(np.rel, newName)
 	if flags != 0 {
 		return syscall.EINVAL // RENAME_NOREPLACE/EXCHANGE are not offered

@@ -84,6 +84,12 @@ type Root struct {
 // NewRoot returns the root node. ctx is the mount's lifetime: uploads
 // stop when it is cancelled.
 func NewRoot(ctx context.Context, o Options) *Root {
+	o = o.withDefaults(ctx)
+	return newRoot(ctx, o, newInodes())
+}
+
+// withDefaults fills in what o leaves unset.
+func (o Options) withDefaults(ctx context.Context) Options {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -93,20 +99,29 @@ func NewRoot(ctx context.Context, o Options) *Root {
 	if o.DirMode == 0 {
 		o.DirMode = DefaultDirMode
 	}
-	r := &Root{o: o, c: o.Objects, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), inos: newInodes(),
-		dlos: dloCache{dirs: map[string]dloEntry{}}, writing: map[string]*fileNode{}}
-	r.blocks = o.Blocks
-	if r.blocks == nil {
-		r.blocks, _ = cache.New(cache.Options{Memory: 64 << 20}) // memory only: cannot fail
-		context.AfterFunc(ctx, func() { r.blocks.Close() })
+	if o.Blocks == nil {
+		o.Blocks, _ = cache.New(cache.Options{Memory: 64 << 20}) // memory only: cannot fail
+		context.AfterFunc(ctx, func() { o.Blocks.Close() })
 	}
+	return o
+}
+
+// newRoot is the root of container o.Objects, numbering its nodes in
+// inos; o has its defaults.
+func newRoot(ctx context.Context, o Options, inos *inodes) *Root {
+	r := &Root{o: o, c: o.Objects, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), inos: inos,
+		dlos: dloCache{dirs: map[string]dloEntry{}}, writing: map[string]*fileNode{}, blocks: o.Blocks}
 	r.dirNode = dirNode{root: r, rel: ""}
 	return r
 }
 
 // MountOptions returns the go-fuse options imagefs mounts with.
 func (r *Root) MountOptions(fsName string, debug bool) *fusefs.Options {
-	ttl := r.o.AttrTTL
+	return mountOptions(r.o, fsName, debug)
+}
+
+func mountOptions(o Options, fsName string, debug bool) *fusefs.Options {
+	ttl := o.AttrTTL
 	neg := time.Duration(0) // a file may appear from another host at any time
 	return &fusefs.Options{
 		MountOptions: fuse.MountOptions{
@@ -131,13 +146,13 @@ func (r *Root) MountOptions(fsName string, debug bool) *fusefs.Options {
 			// not write, create, rename or delete.
 			Options: []string{"default_permissions"},
 			Debug:   debug,
-			Logger:  slog.NewLogLogger(r.o.Log.Handler(), slog.LevelDebug),
+			Logger:  slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug),
 		},
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &neg,
-		UID:             r.o.UID,
-		GID:             r.o.GID,
+		UID:             o.UID,
+		GID:             o.GID,
 	}
 }
 

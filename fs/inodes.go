@@ -10,7 +10,16 @@ import "sync"
 // number under its new name, and a name that is removed and created again
 // gets a new node, apart from the one that open handles of the old file
 // still use.
+//
+// An account mount has one table for all its containers (numbers are
+// unique in a mount): each container's names live in a namespace of it
+// (within).
 type inodes struct {
+	*inodeTable
+	ns string // prefix of this view's keys: "" or a container's name and NUL
+}
+
+type inodeTable struct {
 	mu     sync.Mutex        // guards next, byName
 	next   uint64            // the next number to hand out
 	byName map[string]uint64 // inoKey(rel, dir) -> number
@@ -18,19 +27,24 @@ type inodes struct {
 
 func newInodes() *inodes {
 	// 1 is the root (FUSE_ROOT_ID).
-	return &inodes{next: 2, byName: map[string]uint64{}}
+	return &inodes{inodeTable: &inodeTable{next: 2, byName: map[string]uint64{}}}
 }
 
-func inoKey(rel string, dir bool) string {
+// within is the view of the same table for the names of container c.
+func (t *inodes) within(c string) *inodes {
+	return &inodes{inodeTable: t.inodeTable, ns: t.ns + c + "\x00"}
+}
+
+func (t *inodes) inoKey(rel string, dir bool) string {
 	if dir {
-		return "d:" + rel
+		return t.ns + "d:" + rel
 	}
-	return "f:" + rel
+	return t.ns + "f:" + rel
 }
 
 // get returns the number of rel, assigning one if it has none.
 func (t *inodes) get(rel string, dir bool) uint64 {
-	k := inoKey(rel, dir)
+	k := t.inoKey(rel, dir)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n, ok := t.byName[k]; ok {
@@ -45,7 +59,7 @@ func (t *inodes) get(rel string, dir bool) uint64 {
 // move gives the file at from the name to (rename): to's old number, if
 // any, is forgotten with the file it named.
 func (t *inodes) move(from, to string) {
-	kf, kt := inoKey(from, false), inoKey(to, false)
+	kf, kt := t.inoKey(from, false), t.inoKey(to, false)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n, ok := t.byName[kf]
@@ -59,7 +73,7 @@ func (t *inodes) move(from, to string) {
 // drop forgets rel's number if it is still ino (a FORGET of that node, or
 // the name's removal; a later file of that name gets a new number).
 func (t *inodes) drop(rel string, dir bool, ino uint64) {
-	k := inoKey(rel, dir)
+	k := t.inoKey(rel, dir)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.byName[k] == ino {
