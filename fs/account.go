@@ -43,6 +43,8 @@ type Account struct {
 	inos   *inodes
 	exists *cache.Meta[string, bool] // container -> it exists (HEAD or listing)
 
+	stats stats // the FUSE traffic of the whole mount
+
 	mu    sync.Mutex       // guards roots
 	roots map[string]*Root // by container, once looked up
 }
@@ -248,4 +250,46 @@ func (a *Account) Getxattr(ctx context.Context, attr string, dest []byte) (uint3
 
 func (a *Account) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	return syscall.ENOTSUP
+}
+
+// Mount mounts the account on dir, as Root.Mount does.
+func (a *Account) Mount(dir string, opts *fusefs.Options, lat fuse.LatencyMap) (*fuse.Server, error) {
+	return mount(dir, a, &a.stats, opts, lat)
+}
+
+// Stats returns the mount's counters: the FUSE traffic of the whole
+// mount, the commits of every container.
+func (a *Account) Stats() Stats {
+	s := Stats{ReadBytes: a.stats.readBytes.Load(), WrittenBytes: a.stats.writtenBytes.Load()}
+	for _, r := range a.containerRoots() {
+		rs := r.Stats()
+		s.Commits += rs.Commits
+		s.CommitFailures += rs.CommitFailures
+		s.Abandoned += rs.Abandoned
+	}
+	return s
+}
+
+// UploadList lists the files being written in every container, by path
+// (container/path).
+func (a *Account) UploadList() []Upload {
+	var out []Upload
+	for name, r := range a.rootsByName() {
+		for _, u := range r.UploadList() {
+			u.Path = name + "/" + u.Path
+			out = append(out, u)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+func (a *Account) rootsByName() map[string]*Root {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := make(map[string]*Root, len(a.roots))
+	for n, r := range a.roots {
+		m[n] = r
+	}
+	return m
 }

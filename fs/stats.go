@@ -76,11 +76,16 @@ func (f *fileNode) progress() (segments.Progress, bool) {
 // the time every FUSE request took to lat (nil: not measured), under
 // the operation's name: "lookup", "read", "write", "flush", ...
 func (r *Root) Mount(dir string, opts *fusefs.Options, lat fuse.LatencyMap) (*fuse.Server, error) {
-	raw := fusefs.NewNodeFS(r, opts)
+	return mount(dir, r, &r.stats, opts, lat)
+}
+
+// mount mounts the tree of top on dir, counting its FUSE traffic in st.
+func mount(dir string, top fusefs.InodeEmbedder, st *stats, opts *fusefs.Options, lat fuse.LatencyMap) (*fuse.Server, error) {
+	raw := fusefs.NewNodeFS(top, opts)
 	if lat == nil {
 		lat = noLatencies{}
 	}
-	server, err := fuse.NewServer(&timedFS{RawFileSystem: raw, lat: lat, st: &r.stats}, dir, &opts.MountOptions)
+	server, err := fuse.NewServer(&timedFS{RawFileSystem: raw, lat: lat, st: st}, dir, &opts.MountOptions)
 	if err != nil {
 		return nil, err
 	}

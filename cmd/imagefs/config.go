@@ -25,6 +25,7 @@ type Config struct {
 	tls          auth.TLSOptions
 	secrets      []*secretSource // authFlags' secrets, for their files and systemd credentials
 
+	Account    bool   // --account: the whole account, no CONTAINER argument
 	Container  string // from CONTAINER[/PREFIX]
 	Prefix     string
 	Mountpoint string
@@ -169,6 +170,7 @@ func mountFlags(c *Config) []cli.Flag {
 	fl = append(fl, filesFlags(c)...)
 	fl = append(fl, versionsFlags(c)...)
 	fl = append(fl, metricsFlags(c)...)
+	fl = append(fl, accountFlags(c)...)
 	return fl
 }
 

@@ -92,7 +92,7 @@ func newApp() *cli.App {
 			{
 				Name:      "mount",
 				Usage:     "mount a container (or a prefix of it) and serve it until unmounted",
-				ArgsUsage: "CONTAINER[/PREFIX] MOUNTPOINT",
+				ArgsUsage: "CONTAINER[/PREFIX] MOUNTPOINT | --account MOUNTPOINT",
 				Description: "Runs in the foreground. SIGTERM or SIGINT (or umount) unmounts and exits 0.\n" +
 					"Credentials come from the OS_* environment variables of an openrc file, or the flags.",
 				Flags: mountFlags(&cfg),
@@ -100,6 +100,13 @@ func newApp() *cli.App {
 					return &usageError{msg: err.Error()}
 				},
 				Action: func(c *cli.Context) error {
+					if cfg.Account {
+						if c.NArg() != 1 {
+							return &usageError{msg: fmt.Sprintf("mount --account needs only MOUNTPOINT (the account is the credentials' project), got %d argument(s)", c.NArg())}
+						}
+						cfg.Mountpoint = c.Args().Get(0)
+						return runMount(c.Context, &cfg)
+					}
 					if c.NArg() != 2 {
 						return &usageError{msg: fmt.Sprintf("mount needs CONTAINER[/PREFIX] and MOUNTPOINT, got %d argument(s)", c.NArg())}
 					}

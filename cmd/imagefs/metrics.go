@@ -18,7 +18,6 @@ import (
 
 	"github.com/imagefs/imagefs/auth"
 	"github.com/imagefs/imagefs/cache"
-	"github.com/imagefs/imagefs/fs"
 	"github.com/imagefs/imagefs/segments"
 )
 
@@ -168,7 +167,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 
 // sources are what the collector reads at scrape time.
 type sources struct {
-	root    *fs.Root
+	root    mountRoot
 	pool    *segments.Pool
 	staging *segments.Staging // nil without --staging-dir
 	blocks  *cache.Blocks

@@ -93,8 +93,9 @@ type daemon struct {
 	blocks *cache.Blocks
 
 	// buildFS
-	versions *segments.Versions
-	root     *fs.Root
+	versions *segments.Versions // nil in account mode
+	account  *segments.Account  // account mode only
+	root     mountRoot
 
 	// mount
 	server *fuse.Server
@@ -103,7 +104,7 @@ type daemon struct {
 // checkArgs checks the arguments, the mountpoint and the settings (every
 // problem of the settings at once), before anything is contacted.
 func checkArgs(cfg *Config) error {
-	if cfg.Container == "" {
+	if cfg.Container == "" && !cfg.Account {
 		return &usageError{msg: "no container given: the first argument is CONTAINER[/PREFIX]"}
 	}
 	if err := checkMountpoint(cfg.Mountpoint); err != nil {
@@ -130,7 +131,11 @@ func (d *daemon) connect(ctx context.Context) error {
 	d.retry.Counts = d.retries
 	d.store = &segments.Retrying{ObjectStore: raw, P: d.retry, Log: d.log}
 
-	if err := checkContainer(ctx, raw, keeper, d.cfg.Container); err != nil {
+	check := func() error { return checkContainer(ctx, raw, keeper, d.cfg.Container) }
+	if d.cfg.Account {
+		check = func() error { return checkAccount(ctx, raw, keeper) }
+	}
+	if err := check(); err != nil {
 		return err
 	}
 	limits, err := checkStore(raw).Limits(ctx)
@@ -190,40 +195,54 @@ func (d *daemon) buildReadPath() error {
 // buildFS builds the filesystem over the write and read paths: the
 // owner of the mount's versions, the container's objects, the root.
 func (d *daemon) buildFS(life context.Context) {
-	// The names the code below uses.
-	cfg, log, store, retry, limits := d.cfg, d.log, d.store, d.retry, d.limits
-	pool, staging, blocks, readAhead := d.pool, d.staging, d.blocks, d.cfg.Read.ReadAhead.Bytes()
+	if d.cfg.Account {
+		d.buildAccountFS(life)
+		return
+	}
+	cfg := d.cfg
 	prefix := cfg.Prefix
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	versions := newVersions(store, cfg.Container, prefix, cfg.Mountpoint, cfg.Versions, log)
-	fileMode, dirMode := cfg.Files.modes()
-	objects := segments.NewContainer(segments.ContainerOptions{
-		Store:        store,
-		Name:         cfg.Container,
+	o := d.containerOptions(cfg.Container, prefix)
+	root := fs.NewRoot(life, d.fsOptions(segments.NewContainer(o)))
+	d.versions, d.root = o.Versions, root
+}
+
+// containerOptions are the options of container's objects (below prefix),
+// with the versions this mount owns there.
+func (d *daemon) containerOptions(container, prefix string) segments.ContainerOptions {
+	cfg := d.cfg
+	return segments.ContainerOptions{
+		Store:        d.store,
+		Name:         container,
 		Prefix:       prefix,
-		Pool:         pool,
-		Staging:      staging,
-		Limits:       limits,
-		Retry:        retry,
+		Pool:         d.pool,
+		Staging:      d.staging,
+		Limits:       d.limits,
+		Retry:        d.retry,
 		NoSHA256:     !cfg.Write.SHA256,
 		StallTimeout: cfg.Read.StallTimeout,
-		Versions:     versions,
-		Log:          log,
-	})
-	root := fs.NewRoot(life, fs.Options{
+		Versions:     newVersions(d.store, container, prefix, cfg.Mountpoint, cfg.Versions, d.log),
+		Log:          d.log,
+	}
+}
+
+// fsOptions are the filesystem's options over objects.
+func (d *daemon) fsOptions(objects *segments.Container) fs.Options {
+	cfg := d.cfg
+	fileMode, dirMode := cfg.Files.modes()
+	return fs.Options{
 		Objects:   objects,
-		Log:       log,
+		Log:       d.log,
 		AttrTTL:   cfg.AttrTTL,
 		UID:       uint32(cfg.UID),
 		GID:       uint32(cfg.GID),
 		FileMode:  fileMode,
 		DirMode:   dirMode,
-		Blocks:    blocks,
-		ReadAhead: cache.StreamOptions{Max: readAhead},
-	})
-	d.versions, d.root = versions, root
+		Blocks:    d.blocks,
+		ReadAhead: cache.StreamOptions{Max: cfg.Read.ReadAhead.Bytes()},
+	}
 }
 
 // mount mounts the filesystem on the mountpoint and raises the kernel's
@@ -233,6 +252,9 @@ func (d *daemon) mount() error {
 	fsName := "imagefs:" + cfg.Container
 	if cfg.Prefix != "" {
 		fsName += "/" + cfg.Prefix
+	}
+	if cfg.Account {
+		fsName = "imagefs:" + accountName(d.keeper.Current().StorageURL)
 	}
 	opts := d.root.MountOptions(fsName, cfg.DebugFUSE)
 	opts.AllowOther = cfg.AllowOther
@@ -266,7 +288,7 @@ func (d *daemon) logMounted() {
 		"staging_dir", w.StagingDir, "staging_size", w.StagingSize.String(), "sha256", w.SHA256,
 		"max_manifest_segments", d.limits.MaxManifestSegments, "file_mode", fmt.Sprintf("%04o", fileMode), "dir_mode", fmt.Sprintf("%04o", dirMode),
 		"allow_other", cfg.AllowOther, "uid", cfg.UID, "gid", cfg.GID, "version_grace", cfg.Versions.Grace, "lease_ttl", cfg.Versions.LeaseTTL,
-		"reap_interval", cfg.Versions.ReapInterval, "host", d.versions.Options().Host,
+		"reap_interval", cfg.Versions.ReapInterval, "host", d.host(), "account_mode", cfg.Account,
 		"read_memory", r.Memory.Bytes(), "read_ahead", r.ReadAhead.Bytes(), "kernel_read_ahead", r.KernelReadAhead.Bytes(),
 		"cache_dir", r.CacheDir, "cache_size", r.CacheSize.Bytes())
 }
@@ -278,7 +300,7 @@ func (d *daemon) serve(ctx, life context.Context, cancelLife context.CancelFunc)
 	cfg, log := d.cfg, d.log
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = d.keeper.Run(life) })
-	wg.Go(func() { _ = d.versions.Run(life) })
+	wg.Go(func() { _ = d.upkeep().Run(life) })
 	d.serveMonitoring(life, &wg)
 	sdNotify(log, "READY=1")
 
@@ -297,7 +319,7 @@ func (d *daemon) serve(ctx, life context.Context, cancelLife context.CancelFunc)
 	wg.Wait()
 	// Nothing is served any more: this host holds no version now.
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	if err := d.versions.Close(cctx); err != nil {
+	if err := d.upkeep().Close(cctx); err != nil {
 		log.Warn("could not remove this host's lease; it expires by itself", "lease_ttl", cfg.Versions.LeaseTTL, "err", err)
 	}
 	cancel()

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/imagefs/imagefs/fs"
 )
 
 // Stopping (SIGTERM, SIGINT) always ends within --shutdown-timeout and a
@@ -46,7 +44,7 @@ func mountDevice(dir string) uint64 {
 }
 
 // shutdown stops the mount as described above.
-func shutdown(log *slog.Logger, root *fs.Root, cfg *Config, dev uint64, unmounted <-chan struct{}) {
+func shutdown(log *slog.Logger, root mountRoot, cfg *Config, dev uint64, unmounted <-chan struct{}) {
 	deadline := time.Now().Add(cfg.Shutdown)
 	for {
 		err := unmountDir(cfg.Mountpoint, false)
