@@ -13,7 +13,16 @@ top=$PWD
 say() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
 
 need=()
-for p in fuse3 qemu-utils attr python3-swiftclient prometheus; do
+# One package a line (what the tests need beyond the lab's own).
+packages=(
+  fuse3
+  qemu-utils
+  attr
+  python3-swiftclient
+  prometheus
+  python3-glance-store
+)
+for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

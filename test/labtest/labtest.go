@@ -168,7 +168,8 @@ type MountOpts struct {
 	Env  []string // extra environment
 }
 
-// Mount starts imagefs on a fresh directory and waits for the mount. The
+// Mount starts imagefs on a fresh directory and waits for the mount
+// (target "" mounts no container: an account mount, --account in o.Args). The
 // mount is stopped (SIGTERM, exit status 0 expected) when the test ends.
 func Mount(t testing.TB, target string, o MountOpts) *Daemon {
 	t.Helper()
@@ -182,7 +183,10 @@ func Mount(t testing.TB, target string, o MountOpts) *Daemon {
 	// are reaped a few seconds after retirement (tests wait for that),
 	// leases die a few seconds after a crash. A test's own Args win.
 	args := append([]string{"mount", "--log-level", "debug", "--version-grace", "2s", "--reap-interval", "1s", "--lease-ttl", "6s"}, o.Args...)
-	args = append(args, target, dir)
+	if target != "" { // "" for --account in o.Args
+		args = append(args, target)
+	}
+	args = append(args, dir)
 	d.Cmd = exec.Command(Binary, args...)
 	d.Cmd.Env = append(os.Environ(), o.Env...)
 	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
