@@ -31,9 +31,8 @@ import (
 // its uploads, caches and versions stay with it.
 //
 // Containers that appear are seen at once by a listing (each readdir of
-// the top lists the account) and by a lookup once the kernel's negative
-// entry is gone (negative entries are not cached); a container's
-// existence is trusted for AttrTTL.
+// the top lists the account) and by a lookup within AttrTTL: a
+// container's existence, or its absence, is trusted that long.
 type Account struct {
 	fusefs.Inode
 	o      Options // of every container (Objects unset), defaults filled in
