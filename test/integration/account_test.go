@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,15 +165,17 @@ func TestAccountMount(t *testing.T) {
 		t.Errorf("the container mount reads disk.img with sha256 %s, written %s", got, sum)
 	}
 	// The account mount holds what it has open with its own lease in that
-	// container's segment container.
+	// container's segment container (named as a mount of c1 alone at the
+	// account's mountpoint would name it).
 	f, err := os.Open(acct.Path(c1 + "/disk.img"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	lease := labtest.StatePrefix + "leases/" + leaseHost(t, c1, acct.Dir)
 	deadline := time.Now().Add(10 * time.Second)
-	for !slices.ContainsFunc(labtest.StateNames(t, c1), func(n string) bool { return strings.HasPrefix(n, labtest.StatePrefix+"leases/") }) {
+	for !slices.Contains(labtest.StateNames(t, c1), lease) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no lease in %s_segments while the account mount has disk.img open: %q", c1, labtest.StateNames(t, c1))
+			t.Fatalf("no lease %s in %s_segments while the account mount has disk.img open: %q", lease, c1, labtest.StateNames(t, c1))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -217,6 +221,18 @@ func TestAccountMount(t *testing.T) {
 	if left := labtest.StateNames(t, c1); slices.ContainsFunc(left, func(n string) bool { return strings.HasPrefix(n, labtest.StatePrefix+"leases/") }) {
 		t.Errorf("leases left in %s_segments after both mounts stopped: %q", c1, left)
 	}
+}
+
+// leaseHost is the host id of a mount of container c at mountpoint dir:
+// the host name and a hash of what is mounted where (cmd/imagefs hostID,
+// as segments.Versions stores it).
+func leaseHost(t *testing.T, c, dir string) string {
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(c + "\x00" + "" + "\x00" + dir))
+	return strings.NewReplacer("/", "_", "-", "_").Replace(h + "." + hex.EncodeToString(sum[:3]))
 }
 
 // TestAccountBadInput: --account takes the mountpoint alone; a container
