@@ -128,6 +128,9 @@ func (d *dirNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 // Setattr of a directory: only no-op chmod and chown succeed; times are
 // not stored (a directory is a name prefix in Swift).
 func (d *dirNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := d.root.refuseWrite("setattr", d.rel); errno != 0 {
+		return errno
+	}
 	if errno := d.root.checkSetattr(d.rel, in, true); errno != 0 {
 		return errno
 	}

@@ -179,6 +179,9 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	work := d.root.lifetime() // see the package doc
 	rel := join(d.rel, name)
 	r := d.root
+	if errno := r.refuseWrite("mkdir", rel); errno != 0 {
+		return nil, errno
+	}
 	if _, err := r.head(work, r.object(rel)); err == nil {
 		return nil, syscall.EEXIST
 	}
@@ -202,6 +205,9 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	work := d.root.lifetime() // see the package doc
 	rel := join(d.rel, name)
 	r := d.root
+	if errno := r.refuseWrite("rmdir", rel); errno != 0 {
+		return errno
+	}
 	prefix := r.object(rel) + "/"
 	marker, other := false, false
 	err := r.c.List(work, prefix, '/', func(in segments.Info) error {
@@ -230,6 +236,9 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	rel := join(d.rel, name)
 	r := d.root
+	if errno := r.refuseWrite("unlink", rel); errno != 0 {
+		return errno
+	}
 	obj := r.object(rel)
 	if f := r.uploading(obj); f != nil {
 		// Removing a file that is still being written abandons the upload.
@@ -264,6 +273,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	work := d.root.lifetime() // see the package doc
 	rel := join(d.rel, name)
 	r := d.root
+	if errno := r.refuseWrite("create", rel); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	// If the kernel still knows a file of that name, the upload must hang
 	// off that node: go-fuse keeps one Inode per inode number.
 	var f *fileNode
@@ -292,6 +304,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 
 func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	r := d.root
+	if errno := r.refuseWrite("rename", join(d.rel, name)); errno != 0 {
+		return errno
+	}
 	np, ok := newParent.(*dirNode)
 	if !ok {
 		if rp, isRoot := newParent.(*Root); isRoot {
@@ -341,20 +356,5 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 		f.setPath(dst)
 	}
 	r.inos.move(src, dst)
-	return 0
-}
-
-func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	// Swift has no fixed capacity; report plenty so tools that check free
-	// space before writing an image go ahead.
-	const bsize = 1 << 20
-	out.Bsize = bsize
-	out.Frsize = bsize
-	out.Blocks = 1 << 30 // 1 PiB
-	out.Bfree = 1 << 30
-	out.Bavail = 1 << 30
-	out.Files = 1 << 30
-	out.Ffree = 1 << 30
-	out.NameLen = 1024
 	return 0
 }

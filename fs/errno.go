@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"syscall"
 
 	"github.com/imagefs/imagefs/segments"
@@ -34,6 +35,14 @@ func toErrno(log *slog.Logger, op, path string, err error) syscall.Errno {
 		e = syscall.ENOSPC
 	case errors.Is(err, segments.ErrAuth):
 		e = syscall.EACCES
+		if writeOps[op] && forbidden(err) {
+			// A read-only ACL (the container shared with this user by
+			// X-Container-Read): reads work, every change fails, late.
+			log.Error("Swift refused to store a change (403 Forbidden): this user may read the container but not write to it; "+
+				"mount it with --read-only, or get write access (an operator role on the project, or the container's write ACL)",
+				"op", op, "path", path, "errno", e.Error(), "err", err)
+			return e
+		}
 	case errors.Is(err, context.Canceled):
 		e = syscall.EINTR
 	default:
@@ -43,4 +52,15 @@ func toErrno(log *slog.Logger, op, path string, err error) syscall.Errno {
 		log.Error("operation failed", "op", op, "path", path, "errno", e.Error(), "err", err)
 	}
 	return e
+}
+
+// writeOps are the operations that change objects in Swift.
+var writeOps = map[string]bool{"write": true, "close": true, "fsync": true, "truncate": true,
+	"mkdir": true, "rmdir": true, "unlink": true, "rename": true}
+
+// forbidden reports whether Swift answered 403 (not a 401 that
+// re-authentication did not cure).
+func forbidden(err error) bool {
+	var se *segments.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusForbidden
 }

@@ -132,6 +132,9 @@ func (f *fileNode) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.
 }
 
 func (f *fileNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := f.root.refuseWrite("setattr", f.path()); errno != 0 {
+		return errno
+	}
 	if errno := f.root.checkSetattr(f.path(), in, false); errno != 0 {
 		return errno
 	}
@@ -163,6 +166,9 @@ func (f *fileNode) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.S
 
 func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		if errno := f.root.refuseWrite("open", f.path()); errno != 0 {
+			return nil, 0, errno
+		}
 		// Without O_TRUNC the new version starts as a copy of the current
 		// one (by reference: nothing is uploaded again).
 		keep := flags&syscall.O_TRUNC == 0

@@ -61,7 +61,17 @@ type Options struct {
 	Blocks *cache.Blocks
 	// ReadAhead tunes the prefetch of each open file.
 	ReadAhead cache.StreamOptions
+
+	// UsageTTL is how long statfs (df) reuses the account's usage
+	// figures (statfs.go); zero means DefaultUsageTTL.
+	UsageTTL time.Duration
+	// ReadOnly mounts read-only (the kernel's MS_RDONLY) and refuses
+	// every change with EROFS.
+	ReadOnly bool
 }
+
+// DefaultUsageTTL is the default of Options.UsageTTL.
+const DefaultUsageTTL = 30 * time.Second
 
 // Root is the root directory of a mount. It owns the uploads in progress.
 type Root struct {
@@ -74,6 +84,7 @@ type Root struct {
 
 	inos *inodes
 	dlos dloCache
+	use  usageCache
 
 	mu      sync.Mutex           // guards writing
 	writing map[string]*fileNode // object name -> file with an upload in progress
@@ -99,6 +110,9 @@ func (o Options) withDefaults(ctx context.Context) Options {
 	if o.DirMode == 0 {
 		o.DirMode = DefaultDirMode
 	}
+	if o.UsageTTL <= 0 {
+		o.UsageTTL = DefaultUsageTTL
+	}
 	if o.Blocks == nil {
 		o.Blocks, _ = cache.New(cache.Options{Memory: 64 << 20}) // memory only: cannot fail
 		context.AfterFunc(ctx, func() { o.Blocks.Close() })
@@ -123,7 +137,7 @@ func (r *Root) MountOptions(fsName string, debug bool) *fusefs.Options {
 func mountOptions(o Options, fsName string, debug bool) *fusefs.Options {
 	ttl := o.AttrTTL
 	neg := time.Duration(0) // a file may appear from another host at any time
-	return &fusefs.Options{
+	fo := &fusefs.Options{
 		MountOptions: fuse.MountOptions{
 			FsName: fsName,
 			Name:   "imagefs",
@@ -141,12 +155,9 @@ func mountOptions(o Options, fsName string, debug bool) *fusefs.Options {
 			// ASYNC_DIO: a large O_DIRECT read (qemu cache=none) is sent
 			// as parallel READs rather than one after the other.
 			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_ASYNC_DIO,
-			// The kernel checks the owner and modes of attr.go for every
-			// caller, so that other users (with allow_other) may read but
-			// not write, create, rename or delete.
-			Options: []string{"default_permissions"},
-			Debug:   debug,
-			Logger:  slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug),
+			Options:           o.mountFlags(),
+			Debug:             debug,
+			Logger:            slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug),
 		},
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
@@ -154,6 +165,32 @@ func mountOptions(o Options, fsName string, debug bool) *fusefs.Options {
 		UID:             o.UID,
 		GID:             o.GID,
 	}
+	if o.ReadOnly {
+		fo.MountOptions.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
+	}
+	return fo
+}
+
+// mountFlags are the mount's options beyond go-fuse's own.
+func (o Options) mountFlags() []string {
+	// The kernel checks the owner and modes of attr.go for every caller,
+	// so that other users (with allow_other) may read but not write,
+	// create, rename or delete.
+	flags := []string{"default_permissions"}
+	if o.ReadOnly {
+		flags = append(flags, "ro") // for fusermount; mount(2) gets MS_RDONLY
+	}
+	return flags
+}
+
+// refuseWrite is EROFS on a read-only mount: the kernel refuses changes
+// before they get here, this is the daemon's own guard.
+func (r *Root) refuseWrite(op, rel string) syscall.Errno {
+	if !r.o.ReadOnly {
+		return 0
+	}
+	r.o.Log.Debug("read-only mount", "op", op, "path", rel)
+	return syscall.EROFS
 }
 
 // Abort abandons every upload in progress (shutdown after the grace time).

@@ -70,7 +70,7 @@ func (a *Account) List(ctx context.Context, fn func(name string) error) error {
 
 // Exists reports whether the container exists (a HEAD of it).
 func (a *Account) Exists(ctx context.Context, name string) (bool, error) {
-	err := a.o.Store.HeadContainer(ctx, name)
+	_, err := a.o.Store.HeadContainer(ctx, name)
 	switch {
 	case err == nil:
 		return true, nil

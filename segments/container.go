@@ -215,3 +215,32 @@ func (c *Container) Remove(ctx context.Context, name string) error {
 func (c *Container) Rename(ctx context.Context, src Info, dst string) error {
 	return c.v.Rename(ctx, src, dst)
 }
+
+// Usage is what the account stores and may store, for a filesystem's
+// size (statfs).
+type Usage struct {
+	Used    int64 // bytes the account stores, all its containers together
+	Objects int64 // objects the account stores
+	// Quota is the smaller of the account's and the container's quotas
+	// (bytes), -1 if neither has one.
+	Quota int64
+}
+
+// Usage reads the account's usage and quota and the container's quota:
+// a HEAD of each. Swift updates the account's figures asynchronously, so
+// they trail the latest writes.
+func (c *Container) Usage(ctx context.Context) (Usage, error) {
+	ai, err := c.o.Store.HeadAccount(ctx)
+	if err != nil {
+		return Usage{}, err
+	}
+	ci, err := c.o.Store.HeadContainer(ctx, c.o.Name)
+	if err != nil {
+		return Usage{}, err
+	}
+	u := Usage{Used: ai.BytesUsed, Objects: ai.Objects, Quota: ai.QuotaBytes}
+	if q := ci.QuotaBytes; q >= 0 && (u.Quota < 0 || q < u.Quota) {
+		u.Quota = q
+	}
+	return u, nil
+}

@@ -106,7 +106,7 @@ func FindOrphans(ctx context.Context, st ObjectStore, o GCOptions) (*GCReport, e
 		o.Parallel = 8
 	}
 	rep := &GCReport{Container: o.Container, SegmentContainer: o.SegmentContainer}
-	if err := st.HeadContainer(ctx, o.Container); err != nil {
+	if _, err := st.HeadContainer(ctx, o.Container); err != nil {
 		return nil, fmt.Errorf("container %s: %w", o.Container, err)
 	}
 	var segs []Info

@@ -235,10 +235,24 @@ func (r *Retrying) ListContainers(ctx context.Context, prefix string, fn func(na
 	return err
 }
 
-func (r *Retrying) HeadContainer(ctx context.Context, container string) error {
-	return r.do(ctx, "HEAD", container, func(ctx context.Context) error {
-		return r.ObjectStore.HeadContainer(ctx, container)
+func (r *Retrying) HeadContainer(ctx context.Context, container string) (ci ContainerInfo, err error) {
+	err = r.do(ctx, "HEAD", container, func(ctx context.Context) error {
+		actx, cancel := r.attemptCtx(ctx)
+		defer cancel()
+		ci, err = r.ObjectStore.HeadContainer(actx, container)
+		return err
 	})
+	return ci, err
+}
+
+func (r *Retrying) HeadAccount(ctx context.Context) (ai AccountInfo, err error) {
+	err = r.do(ctx, "HEAD", "the account", func(ctx context.Context) error {
+		actx, cancel := r.attemptCtx(ctx)
+		defer cancel()
+		ai, err = r.ObjectStore.HeadAccount(actx)
+		return err
+	})
+	return ai, err
 }
 
 func (r *Retrying) CreateContainer(ctx context.Context, container string) error {

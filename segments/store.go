@@ -26,6 +26,27 @@ type Info struct {
 	DLO string
 }
 
+// ContainerInfo is what a HEAD of a container says.
+type ContainerInfo struct {
+	BytesUsed int64 // X-Container-Bytes-Used
+	Objects   int64 // X-Container-Object-Count
+	// QuotaBytes is X-Container-Meta-Quota-Bytes (Swift's container_quotas
+	// middleware enforces it), -1 if there is none.
+	QuotaBytes int64
+}
+
+// AccountInfo is what a HEAD of the account says. Swift updates the
+// account's figures asynchronously (its container updater), so they lag
+// behind writes by seconds to minutes.
+type AccountInfo struct {
+	BytesUsed  int64 // X-Account-Bytes-Used
+	Objects    int64 // X-Account-Object-Count
+	Containers int64 // X-Account-Container-Count
+	// QuotaBytes is X-Account-Meta-Quota-Bytes (Swift's account_quotas
+	// middleware enforces it), -1 if there is none.
+	QuotaBytes int64
+}
+
 // PutOptions are the headers of an object PUT.
 type PutOptions struct {
 	ContentType string
@@ -116,8 +137,11 @@ type ObjectStore interface {
 	// start with prefix, in name order (the account listing). fn's error
 	// stops the listing and is returned.
 	ListContainers(ctx context.Context, prefix string, fn func(name string) error) error
-	// HeadContainer checks that a container exists (ErrNotFound if not).
-	HeadContainer(ctx context.Context, container string) error
+	// HeadContainer checks that a container exists (ErrNotFound if not)
+	// and returns its usage and quota.
+	HeadContainer(ctx context.Context, container string) (ContainerInfo, error)
+	// HeadAccount returns the usage and quota of the store's account.
+	HeadAccount(ctx context.Context) (AccountInfo, error)
 	// CreateContainer creates a container if it does not exist.
 	CreateContainer(ctx context.Context, container string) error
 	// Limits reads the cluster's /info.

@@ -767,9 +767,80 @@ func (s *SwiftStore) ListContainers(ctx context.Context, prefix string, fn func(
 }
 
 // HeadContainer implements ObjectStore.
-func (s *SwiftStore) HeadContainer(ctx context.Context, container string) error {
-	_, _, err := s.call(ctx, "HEAD", container, "", swift.RequestOpts{NoResponse: true})
-	return err
+func (s *SwiftStore) HeadContainer(ctx context.Context, container string) (ContainerInfo, error) {
+	_, h, err := s.call(ctx, "HEAD", container, "", swift.RequestOpts{NoResponse: true})
+	if err != nil {
+		return ContainerInfo{}, err
+	}
+	var p headerParser
+	ci := ContainerInfo{
+		BytesUsed:  p.count(h, "X-Container-Bytes-Used"),
+		Objects:    p.count(h, "X-Container-Object-Count"),
+		QuotaBytes: p.quota(h, "X-Container-Meta-Quota-Bytes"),
+	}
+	if p.err != nil {
+		return ContainerInfo{}, &BadAnswerError{Op: "HEAD", Object: container, Problem: p.err.Error()}
+	}
+	return ci, nil
+}
+
+// HeadAccount implements ObjectStore.
+func (s *SwiftStore) HeadAccount(ctx context.Context) (AccountInfo, error) {
+	_, h, err := s.call(ctx, "HEAD", "", "", swift.RequestOpts{NoResponse: true})
+	if err != nil {
+		return AccountInfo{}, err
+	}
+	var p headerParser
+	ai := AccountInfo{
+		BytesUsed:  p.count(h, "X-Account-Bytes-Used"),
+		Objects:    p.count(h, "X-Account-Object-Count"),
+		Containers: p.count(h, "X-Account-Container-Count"),
+		QuotaBytes: p.quota(h, "X-Account-Meta-Quota-Bytes"),
+	}
+	if p.err != nil {
+		return AccountInfo{}, &BadAnswerError{Op: "HEAD", Object: "the account", Problem: p.err.Error()}
+	}
+	return ai, nil
+}
+
+// headerParser reads the numbers of an account's or container's HEAD,
+// keeping the first problem.
+type headerParser struct{ err error }
+
+// count is a header that Swift always sends, a number >= 0.
+func (p *headerParser) count(h swift.Headers, name string) int64 {
+	v, ok := h[name]
+	if !ok {
+		p.fail(fmt.Errorf("no %s header", name))
+		return 0
+	}
+	return p.number(name, v)
+}
+
+// quota is a quota in metadata: -1 if absent or empty. Swift's quota
+// middlewares ignore a value that is not a number; so does this.
+func (p *headerParser) quota(h swift.Headers, name string) int64 {
+	v := strings.TrimSpace(h[name])
+	n, err := strconv.ParseInt(v, 10, 64)
+	if v == "" || err != nil || n < 0 {
+		return -1
+	}
+	return n
+}
+
+func (p *headerParser) number(name, v string) int64 {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		p.fail(fmt.Errorf("%s %s is not a count", name, clip(v)))
+		return 0
+	}
+	return n
+}
+
+func (p *headerParser) fail(err error) {
+	if p.err == nil {
+		p.err = err
+	}
 }
 
 // CreateContainer implements ObjectStore.

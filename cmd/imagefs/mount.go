@@ -399,9 +399,9 @@ const checkBudget = 10 * time.Second
 func checkContainer(ctx context.Context, raw segments.ObjectStore, keeper *auth.Keeper, container string) error {
 	// One attempt first: Keystone has just issued the token, so a 401 now
 	// is Swift refusing the credentials, not an outage: not worth retries.
-	err := raw.HeadContainer(ctx, container)
+	_, err := raw.HeadContainer(ctx, container)
 	if err != nil && !errors.Is(err, segments.ErrAuth) && !errors.Is(err, segments.ErrNotFound) {
-		err = checkStore(raw).HeadContainer(ctx, container)
+		_, err = checkStore(raw).HeadContainer(ctx, container)
 	}
 	switch {
 	case err == nil:

@@ -153,6 +153,9 @@ var contract = []struct {
 	// The account listing shows the containers under a prefix, in name
 	// order, a new one included; the callback's error stops it.
 	{"ListContainers", testListContainers},
+	// HeadAccount answers with counts that make sense (at least the
+	// test's container; Swift's may lag behind the writes).
+	{"Account", testAccount},
 	// Limits are sane: SLO present, room for nesting, sizes positive.
 	{"Limits", testLimits},
 	// A cancelled context stops a call with context.Canceled.
@@ -1004,22 +1007,41 @@ func testListContainers(t *testing.T, st segments.ObjectStore, c string) {
 	}
 }
 
+func testAccount(t *testing.T, st segments.ObjectStore, c string) {
+	ai, err := st.HeadAccount(t.Context())
+	if err != nil {
+		t.Fatalf("HeadAccount: %v", err)
+	}
+	if ai.Containers < 1 || ai.Objects < 0 || ai.BytesUsed < 0 || ai.QuotaBytes < -1 {
+		t.Errorf("HeadAccount: %+v, want at least one container and no negative count", ai)
+	}
+}
+
 func testContainer(t *testing.T, st segments.ObjectStore, c string) {
 	ctx := t.Context()
-	if err := st.HeadContainer(ctx, c); err != nil {
+	if ci, err := st.HeadContainer(ctx, c); err != nil {
 		t.Errorf("HeadContainer: %v", err)
+	} else if ci != (segments.ContainerInfo{QuotaBytes: -1}) {
+		t.Errorf("HeadContainer of an empty container: %+v, want no bytes, no objects, no quota", ci)
 	}
 	if err := st.CreateContainer(ctx, c); err != nil {
 		t.Errorf("CreateContainer of an existing container: %v", err)
 	}
-	put(t, st, c, "obj", []byte("x"), segments.PutOptions{})
+	put(t, st, c, "obj", []byte("xyz"), segments.PutOptions{})
+	// The container's own figures follow its objects at once (the
+	// account's lag behind: Swift's container updater).
+	if ci, err := st.HeadContainer(ctx, c); err != nil {
+		t.Errorf("HeadContainer: %v", err)
+	} else if ci.Objects != 1 || ci.BytesUsed != 3 {
+		t.Errorf("HeadContainer after one PUT of 3 bytes: %+v, want 1 object, 3 bytes", ci)
+	}
 	if err := st.CreateContainer(ctx, c); err != nil {
 		t.Errorf("CreateContainer of a container with objects: %v", err)
 	}
 	head(t, st, c, "obj")
 
 	seg := c + "_segments"
-	if err := st.HeadContainer(ctx, seg); !errors.Is(err, segments.ErrNotFound) {
+	if _, err := st.HeadContainer(ctx, seg); !errors.Is(err, segments.ErrNotFound) {
 		t.Errorf("HeadContainer of a missing container: %v, want ErrNotFound", err)
 	}
 	if err := st.List(ctx, seg, "", 0, func(segments.Info) error { return nil }); !errors.Is(err, segments.ErrNotFound) {
@@ -1036,7 +1058,7 @@ func testContainer(t *testing.T, st segments.ObjectStore, c string) {
 			t.Fatalf("CreateContainer: %v", err)
 		}
 	}
-	if err := st.HeadContainer(ctx, seg); err != nil {
+	if _, err := st.HeadContainer(ctx, seg); err != nil {
 		t.Errorf("HeadContainer of the new container: %v", err)
 	}
 	if got := names(t, st, seg, "", 0); len(got) != 0 {

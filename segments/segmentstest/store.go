@@ -42,13 +42,14 @@ type Store struct {
 	hook       func(op, container, object string) error
 	after      func(op, container, object string) error
 	limits     segments.Limits
+	quotas     map[string]int64 // container (or "" for the account) -> quota bytes
 }
 
 var _ segments.ObjectStore = (*Store)(nil)
 
 // New returns an empty store with Swift's default limits.
 func New() *Store {
-	return &Store{containers: map[string]map[string]*object{}, calls: map[string]int{}, limits: segments.DefaultLimits}
+	return &Store{containers: map[string]map[string]*object{}, calls: map[string]int{}, quotas: map[string]int64{}, limits: segments.DefaultLimits}
 }
 
 // SetLimits changes what Limits reports and what PutManifest enforces.
@@ -165,17 +166,60 @@ func (s *Store) ListContainers(ctx context.Context, prefix string, fn func(name 
 	return nil
 }
 
-// HeadContainer implements ObjectStore.
-func (s *Store) HeadContainer(ctx context.Context, c string) error {
+// HeadContainer implements ObjectStore. Unlike Swift's, its figures are
+// always up to date.
+func (s *Store) HeadContainer(ctx context.Context, c string) (segments.ContainerInfo, error) {
 	if err := s.enter(ctx, "HEAD-CONTAINER", c, ""); err != nil {
-		return err
+		return segments.ContainerInfo{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.containers[c]; !ok {
-		return notFound("HEAD", c, "")
+	m, ok := s.containers[c]
+	if !ok {
+		return segments.ContainerInfo{}, notFound("HEAD", c, "")
 	}
-	return nil
+	ci := segments.ContainerInfo{Objects: int64(len(m)), QuotaBytes: -1}
+	for _, ob := range m {
+		ci.BytesUsed += int64(len(ob.data))
+	}
+	if q, ok := s.quotas[c]; ok {
+		ci.QuotaBytes = q
+	}
+	return ci, nil
+}
+
+// HeadAccount implements ObjectStore: the store is one account. Its
+// figures are always up to date.
+func (s *Store) HeadAccount(ctx context.Context) (segments.AccountInfo, error) {
+	if err := s.enter(ctx, "HEAD-ACCOUNT", "", ""); err != nil {
+		return segments.AccountInfo{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ai := segments.AccountInfo{Containers: int64(len(s.containers)), QuotaBytes: -1}
+	for _, m := range s.containers {
+		ai.Objects += int64(len(m))
+		for _, ob := range m {
+			ai.BytesUsed += int64(len(ob.data))
+		}
+	}
+	if q, ok := s.quotas[""]; ok {
+		ai.QuotaBytes = q
+	}
+	return ai, nil
+}
+
+// SetQuota sets the quota (bytes) HeadContainer reports for container c,
+// or with c == "" the one HeadAccount reports; n < 0 removes it. The fake
+// does not enforce quotas.
+func (s *Store) SetQuota(c string, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n < 0 {
+		delete(s.quotas, c)
+		return
+	}
+	s.quotas[c] = n
 }
 
 // Put implements ObjectStore.

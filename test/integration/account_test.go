@@ -63,7 +63,7 @@ func putGlanceMultiTenant(t *testing.T, prefix string, sizes ...string) []glance
 // removeContainerAll deletes a container, if it exists, and everything in
 // it.
 func removeContainerAll(t *testing.T, c string) {
-	if err := labtest.Swift.HeadContainer(context.Background(), c); errors.Is(err, segments.ErrNotFound) {
+	if _, err := labtest.Swift.HeadContainer(context.Background(), c); errors.Is(err, segments.ErrNotFound) {
 		return
 	}
 	if out, err := exec.Command("swift", "delete", c).CombinedOutput(); err != nil {
@@ -201,14 +201,14 @@ func TestAccountMount(t *testing.T) {
 	if err := os.Mkdir(acct.Path(newName), 0o755); !errors.Is(err, syscall.EPERM) {
 		t.Errorf("mkdir at the top: %v, want EPERM", err)
 	}
-	if err := labtest.Swift.HeadContainer(context.Background(), newName); !errors.Is(err, segments.ErrNotFound) {
+	if _, err := labtest.Swift.HeadContainer(context.Background(), newName); !errors.Is(err, segments.ErrNotFound) {
 		removeContainerAll(t, newName)
 		t.Errorf("container %s after a refused mkdir: %v, want none", newName, err)
 	}
 	if err := os.Remove(acct.Path(c3)); !errors.Is(err, syscall.EPERM) {
 		t.Errorf("rmdir of a container: %v, want EPERM", err)
 	}
-	if err := labtest.Swift.HeadContainer(context.Background(), c3); err != nil {
+	if _, err := labtest.Swift.HeadContainer(context.Background(), c3); err != nil {
 		t.Errorf("container %s after a refused rmdir: %v", c3, err)
 	}
 	if !strings.Contains(acct.LogText(), "mkdir refused") {

@@ -160,7 +160,7 @@ func TestCopySmallFileIsOneObject(t *testing.T) {
 	if got := labtest.SHA256File(t, d.Path("small.img")); got != sum {
 		t.Error("content differs")
 	}
-	if err := labtest.Swift.HeadContainer(t.Context(), c+"_segments"); !errors.Is(err, segments.ErrNotFound) {
+	if _, err := labtest.Swift.HeadContainer(t.Context(), c+"_segments"); !errors.Is(err, segments.ErrNotFound) {
 		t.Errorf("a small file created the segment container (%v)", err)
 	}
 }
