@@ -70,7 +70,7 @@ func (d *daemon) buildAccountFS(life context.Context) {
 		Store:     d.store,
 		Container: func(name string) segments.ContainerOptions { return d.containerOptions(name, "") },
 	})
-	d.root = fs.NewAccount(life, fs.AccountOptions{Options: d.fsOptions(nil), Account: d.account})
+	d.root = fs.NewAccount(life, fs.AccountOptions{Options: d.fsOptions(nil), Account: d.account, CreateContainers: d.cfg.CreateContainer})
 }
 
 // checkAccount explains to an operator why the account cannot be listed.

@@ -38,6 +38,10 @@ type Config struct {
 	UID, GID    int
 	Shutdown    time.Duration
 
+	ReadOnly        bool
+	CreateContainer bool
+	StatfsTTL       time.Duration
+
 	Read     ReadConfig
 	Files    FilesConfig
 	Versions VersionsConfig
@@ -281,6 +285,12 @@ func commonFlags(c *Config) []cli.Flag {
 			Usage: "how long one Swift operation is retried (5xx, 429, timeouts, resets) before it fails with EIO"},
 		&cli.BoolFlag{Name: "allow-other", EnvVars: []string{"IMAGEFS_ALLOW_OTHER"}, Destination: &c.AllowOther,
 			Usage: "let other users (qemu, libvirt) use the mount"},
+		&cli.BoolFlag{Name: "read-only", EnvVars: []string{"IMAGEFS_READ_ONLY"}, Destination: &c.ReadOnly,
+			Usage: "mount read-only: every change fails at once with EROFS (for containers this user may only read, e.g. shared by a read ACL)"},
+		&cli.BoolFlag{Name: "create-container", EnvVars: []string{"IMAGEFS_CREATE_CONTAINER"}, Destination: &c.CreateContainer,
+			Usage: "create the container (and its _segments container) if it does not exist, instead of failing"},
+		&cli.DurationFlag{Name: "statfs-ttl", EnvVars: []string{"IMAGEFS_STATFS_TTL"}, Value: 30 * time.Second, Destination: &c.StatfsTTL,
+			Usage: "how long df's figures (the account's usage and quotas) are reused before Swift is asked again"},
 		&cli.IntFlag{Name: "uid", EnvVars: []string{"IMAGEFS_UID"}, Value: os.Getuid(), Destination: &c.UID, Usage: "owner of the files"},
 		&cli.IntFlag{Name: "gid", EnvVars: []string{"IMAGEFS_GID"}, Value: os.Getgid(), Destination: &c.GID, Usage: "group of the files"},
 		&cli.DurationFlag{Name: "shutdown-timeout", EnvVars: []string{"IMAGEFS_SHUTDOWN_TIMEOUT"}, Value: 30 * time.Second, Destination: &c.Shutdown,
@@ -312,6 +322,12 @@ func (c *Config) Validate() error {
 		if id.v < 0 || id.v >= math.MaxUint32 {
 			errs = append(errs, fmt.Errorf("--%s %d: must be between 0 and %d", id.flag, id.v, math.MaxUint32-1))
 		}
+	}
+	if c.ReadOnly && c.CreateContainer {
+		errs = append(errs, errors.New("--read-only and --create-container: a read-only mount cannot create its container; drop one of them"))
+	}
+	if c.StatfsTTL < time.Second {
+		errs = append(errs, fmt.Errorf("--statfs-ttl %v: must be at least 1s", c.StatfsTTL))
 	}
 	if c.RetryBudget < 0 {
 		errs = append(errs, fmt.Errorf("--retry-budget %v: must not be negative", c.RetryBudget))

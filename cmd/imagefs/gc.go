@@ -85,7 +85,7 @@ func runGC(parent context.Context, c *gcConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := checkContainer(ctx, raw, keeper, c.Container); err != nil {
+	if err := checkContainer(ctx, raw, keeper, c.Container, false); err != nil {
 		return err
 	}
 	st := &segments.Retrying{ObjectStore: raw, P: segments.DefaultRetryPolicy, Log: log}

@@ -131,7 +131,7 @@ func (d *daemon) connect(ctx context.Context) error {
 	d.retry.Counts = d.retries
 	d.store = &segments.Retrying{ObjectStore: raw, P: d.retry, Log: d.log}
 
-	check := func() error { return checkContainer(ctx, raw, keeper, d.cfg.Container) }
+	check := func() error { return checkContainer(ctx, raw, keeper, d.cfg.Container, d.cfg.CreateContainer) }
 	if d.cfg.Account {
 		check = func() error { return checkAccount(ctx, raw, keeper) }
 	}
@@ -242,6 +242,8 @@ func (d *daemon) fsOptions(objects *segments.Container) fs.Options {
 		DirMode:   dirMode,
 		Blocks:    d.blocks,
 		ReadAhead: cache.StreamOptions{Max: cfg.Read.ReadAhead.Bytes()},
+		UsageTTL:  cfg.StatfsTTL,
+		ReadOnly:  cfg.ReadOnly,
 	}
 }
 
@@ -287,7 +289,7 @@ func (d *daemon) logMounted() {
 		"segment_size", w.SegmentSize.Bytes(), "upload_workers", w.UploadWorkers, "write_memory_budget", d.pool.MemoryBudget(),
 		"staging_dir", w.StagingDir, "staging_size", w.StagingSize.String(), "sha256", w.SHA256,
 		"max_manifest_segments", d.limits.MaxManifestSegments, "file_mode", fmt.Sprintf("%04o", fileMode), "dir_mode", fmt.Sprintf("%04o", dirMode),
-		"allow_other", cfg.AllowOther, "uid", cfg.UID, "gid", cfg.GID, "version_grace", cfg.Versions.Grace, "lease_ttl", cfg.Versions.LeaseTTL,
+		"allow_other", cfg.AllowOther, "read_only", cfg.ReadOnly, "uid", cfg.UID, "gid", cfg.GID, "version_grace", cfg.Versions.Grace, "lease_ttl", cfg.Versions.LeaseTTL,
 		"reap_interval", cfg.Versions.ReapInterval, "host", d.host(), "account_mode", cfg.Account,
 		"read_memory", r.Memory.Bytes(), "read_ahead", r.ReadAhead.Bytes(), "kernel_read_ahead", r.KernelReadAhead.Bytes(),
 		"cache_dir", r.CacheDir, "cache_size", r.CacheSize.Bytes())
@@ -394,20 +396,31 @@ func checkStore(raw segments.ObjectStore) *segments.Retrying {
 // checkBudget is how long the checks before mounting retry.
 const checkBudget = 10 * time.Second
 
-// checkContainer explains to an operator why a container cannot be used.
-// raw is the store without retries.
-func checkContainer(ctx context.Context, raw segments.ObjectStore, keeper *auth.Keeper, container string) error {
+// checkContainer explains to an operator why a container cannot be used,
+// and with --create-container creates a missing one. raw is the store
+// without retries.
+func checkContainer(ctx context.Context, raw segments.ObjectStore, keeper *auth.Keeper, container string, create bool) error {
 	// One attempt first: Keystone has just issued the token, so a 401 now
 	// is Swift refusing the credentials, not an outage: not worth retries.
 	_, err := raw.HeadContainer(ctx, container)
 	if err != nil && !errors.Is(err, segments.ErrAuth) && !errors.Is(err, segments.ErrNotFound) {
 		_, err = checkStore(raw).HeadContainer(ctx, container)
 	}
+	if errors.Is(err, segments.ErrNotFound) && create {
+		err = createContainer(ctx, raw, container)
+		if errors.Is(err, segments.ErrAuth) {
+			return fmt.Errorf("container %q does not exist and Swift refused to create it (--create-container): the user needs an operator role (member) on the project: %v", container, err)
+		}
+		if err != nil {
+			return fmt.Errorf("container %q does not exist and could not be created (--create-container): %v", container, err)
+		}
+		return nil
+	}
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, segments.ErrNotFound):
-		return fmt.Errorf("container %q does not exist in %s: create it first (swift post %s) or check the name",
+		return fmt.Errorf("container %q does not exist in %s: create it first (swift post %s, or imagefs mount --create-container) or check the name",
 			container, keeper.Current().StorageURL, container)
 	case errors.Is(err, segments.ErrAuth) && keeper.Mode() == auth.ModeServiceToken:
 		return fmt.Errorf("Swift refused the service token for container %q at %s: the service user needs the role Swift's keystonemiddleware requires (service_token_roles, usually 'service'), and Swift must list the account's reseller prefix with its <PREFIX>_service_roles: %v",
@@ -419,6 +432,17 @@ func checkContainer(ctx context.Context, raw segments.ObjectStore, keeper *auth.
 		return fmt.Errorf("cannot reach container %q at %s: %v: %s", container, keeper.Current().StorageURL, err, hint)
 	}
 	return fmt.Errorf("cannot reach container %q at %s (tried for %v): %v", container, keeper.Current().StorageURL, checkBudget, err)
+}
+
+// createContainer creates a container and its segment container (which
+// the first large file would create anyway).
+func createContainer(ctx context.Context, raw segments.ObjectStore, container string) error {
+	for _, c := range []string{container, container + "_segments"} {
+		if err := checkStore(raw).CreateContainer(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkMountpoint makes sure the mountpoint is an existing directory.
