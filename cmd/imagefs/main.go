@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 
@@ -21,16 +22,24 @@ type usageError struct {
 func (e *usageError) Error() string { return e.msg }
 
 func main() {
+	args := os.Args
+	if filepath.Base(args[0]) == helperName {
+		// util-linux's mount runs /sbin/mount.fuse.imagefs (helper.go).
+		args = append([]string{"imagefs", "mount-helper"}, args[1:]...)
+	}
+	openReadyPipe()
 	app := newApp()
-	if err := app.Run(os.Args); err != nil {
+	if err := app.Run(args); err != nil {
 		os.Exit(report(err))
 	}
 }
 
 // report prints err for an operator (one line per problem, no stack) and
-// returns the exit status.
+// returns the exit status. A daemon started by the mount helper also
+// sends the message to the helper, which prints it the same way.
 func report(err error) int {
 	msg := strings.TrimSpace(err.Error())
+	tellHelper(errorMsg + msg)
 	for _, line := range strings.Split(msg, "\n") {
 		fmt.Fprintf(os.Stderr, "imagefs: %s\n", line)
 	}
@@ -42,6 +51,10 @@ func report(err error) int {
 		}
 		fmt.Fprintf(os.Stderr, "imagefs: run 'imagefs %s --help' for usage\n", cmd)
 		return 2
+	}
+	var hf *helperFailure
+	if errors.As(err, &hf) {
+		return hf.code
 	}
 	return 1
 }
@@ -115,6 +128,7 @@ func newApp() *cli.App {
 					return runMount(c.Context, &cfg)
 				},
 			},
+			helperCommand(),
 			gcCommand(),
 			statusCommand(),
 			trustCommand(&trustCfg),

@@ -305,6 +305,7 @@ func (d *daemon) serve(ctx, life context.Context, cancelLife context.CancelFunc)
 	wg.Go(func() { _ = d.upkeep().Run(life) })
 	d.serveMonitoring(life, &wg)
 	sdNotify(log, "READY=1")
+	tellHelper(readyMsg)
 
 	dev := mountDevice(cfg.Mountpoint)
 	unmounted := make(chan struct{})
