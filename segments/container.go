@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -228,15 +229,25 @@ type Usage struct {
 
 // Usage reads the account's usage and quota and the container's quota:
 // a HEAD of each. Swift updates the account's figures asynchronously, so
-// they trail the latest writes.
+// they trail the latest writes. A user who may not HEAD the account (403:
+// the container is shared with them by an ACL) gets the container's own
+// usage instead.
 func (c *Container) Usage(ctx context.Context) (Usage, error) {
 	ai, err := c.o.Store.HeadAccount(ctx)
+	shared := false
+	var se *StatusError
+	if errors.As(err, &se) && se.Code == http.StatusForbidden {
+		shared, err = true, nil
+	}
 	if err != nil {
 		return Usage{}, err
 	}
 	ci, err := c.o.Store.HeadContainer(ctx, c.o.Name)
 	if err != nil {
 		return Usage{}, err
+	}
+	if shared {
+		ai = AccountInfo{BytesUsed: ci.BytesUsed, Objects: ci.Objects, QuotaBytes: -1}
 	}
 	u := Usage{Used: ai.BytesUsed, Objects: ai.Objects, Quota: ai.QuotaBytes}
 	if q := ci.QuotaBytes; q >= 0 && (u.Quota < 0 || q < u.Quota) {

@@ -449,3 +449,57 @@ func TestSwiftCancelCause(t *testing.T) {
 		t.Errorf("Head answered 503 with Retry-After 3: %v (%+v)", err, se)
 	}
 }
+
+// HeadAccount and HeadContainer read the counts and the quotas: a missing
+// or unparsable count is a bad answer, a quota that is no number is none
+// (as Swift's quota middlewares ignore it).
+func TestSwiftStoreHeadAccountAndContainer(t *testing.T) {
+	var headers http.Header
+	var mu sync.Mutex
+	st, rec, _ := fakeSwift(t, func(w http.ResponseWriter, r request) {
+		mu.Lock()
+		defer mu.Unlock()
+		for k, v := range headers {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	set := func(kv ...string) {
+		mu.Lock()
+		defer mu.Unlock()
+		headers = http.Header{}
+		for i := 0; i < len(kv); i += 2 {
+			headers.Set(kv[i], kv[i+1])
+		}
+	}
+	ctx := t.Context()
+
+	set("X-Account-Bytes-Used", "1234", "X-Account-Object-Count", "5", "X-Account-Container-Count", "2",
+		"X-Account-Meta-Quota-Bytes", "10000")
+	ai, err := st.HeadAccount(ctx)
+	if want := (AccountInfo{BytesUsed: 1234, Objects: 5, Containers: 2, QuotaBytes: 10000}); err != nil || ai != want {
+		t.Errorf("HeadAccount: %+v, %v; want %+v", ai, err, want)
+	}
+	if got := rec.log(); len(got) != 1 || got[0].Method != "HEAD" || got[0].Path != "/v1/AUTH_1" {
+		t.Errorf("requests %+v, want one HEAD of the account", got)
+	}
+	set("X-Account-Bytes-Used", "1234", "X-Account-Object-Count", "5", "X-Account-Container-Count", "2",
+		"X-Account-Meta-Quota-Bytes", "lots")
+	if ai, err := st.HeadAccount(ctx); err != nil || ai.QuotaBytes != -1 {
+		t.Errorf("HeadAccount with quota \"lots\": %+v, %v; want no quota", ai, err)
+	}
+	set("X-Account-Object-Count", "5", "X-Account-Container-Count", "2")
+	if _, err := st.HeadAccount(ctx); !errors.Is(err, ErrBadAnswer) {
+		t.Errorf("HeadAccount without X-Account-Bytes-Used: %v, want ErrBadAnswer", err)
+	}
+
+	set("X-Container-Bytes-Used", "77", "X-Container-Object-Count", "3", "X-Container-Meta-Quota-Bytes", " 500 ")
+	ci, err := st.HeadContainer(ctx, "c")
+	if want := (ContainerInfo{BytesUsed: 77, Objects: 3, QuotaBytes: 500}); err != nil || ci != want {
+		t.Errorf("HeadContainer: %+v, %v; want %+v", ci, err, want)
+	}
+	set("X-Container-Bytes-Used", "-1", "X-Container-Object-Count", "3")
+	if _, err := st.HeadContainer(ctx, "c"); !errors.Is(err, ErrBadAnswer) {
+		t.Errorf("HeadContainer with bytes used -1: %v, want ErrBadAnswer", err)
+	}
+}
