@@ -123,6 +123,16 @@ func NewContainer(t testing.TB) string {
 	return name
 }
 
+// UnusedContainer is a container name unique to the test that does not
+// exist yet; whatever the test makes of it (the container and its
+// segment container) is removed when the test ends.
+func UnusedContainer(t testing.TB) string {
+	t.Helper()
+	name := containerName(t)
+	t.Cleanup(func() { removeContainer(t, name); removeContainer(t, name+"_segments") })
+	return name
+}
+
 // containerName is a container name unique to the test and the moment.
 func containerName(t testing.TB) string {
 	name := fmt.Sprintf("it-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano())
