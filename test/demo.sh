@@ -18,8 +18,16 @@ if [ "${1:-}" = stop ]; then
   exit 0
 fi
 
-if ! dpkg-query -W -f='${Status}' fuse3 2>/dev/null | grep -q 'install ok installed'; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends fuse3 >/dev/null
+# What the README's Quick start uses: FUSE, getfattr (attr); sha256sum and
+# head are coreutils; swift (python3-swiftclient) comes with the lab.
+need=()
+for p in fuse3 attr coreutils; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 test/lab/lab.sh up
 eval "$(test/lab/lab.sh env)"
@@ -43,6 +51,7 @@ imagefs is serving Swift container demo-images on $mnt (log: $state/imagefs.log)
 Try:
   head -c 200M /dev/urandom > /tmp/disk.img
   cp /tmp/disk.img $mnt/ && sha256sum /tmp/disk.img $mnt/disk.img
+  getfattr -n user.imagefs.sha256 $mnt/disk.img
   eval "\$(test/lab/lab.sh env)"; swift stat demo-images disk.img
 Stop it all with: test/demo.sh stop
 MSG

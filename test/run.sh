@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of imagefs, on a Debian 12 machine with Go, as root:
-#   1. installs what the tests need (fuse3, qemu-utils, attr, prometheus, the lab's packages);
+#   1. installs what the tests need (fuse3, qemu-utils, attr, prometheus, mount, the lab's packages);
 #   2. starts the lab (real Keystone + Swift on 127.0.0.1, 120 s tokens);
 #   3. go vet, gofmt, then the unit tests with the race detector (FUSE required);
 #   4. the integration tests: the real binary, real mounts, the real lab;
@@ -21,6 +21,7 @@ packages=(
   python3-swiftclient
   prometheus
   python3-glance-store
+  mount
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
