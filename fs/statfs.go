@@ -63,6 +63,8 @@ func (r *Root) usage() (segments.Usage, bool) {
 		return u.val, !u.at.IsZero()
 	}
 	if u.running == nil {
+		// Its owner is the mount: it ends within usageTimeout, or when
+		// the mount's lifetime does.
 		u.running = make(chan struct{})
 		go r.refreshUsage(u.running)
 	}

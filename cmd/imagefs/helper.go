@@ -47,13 +47,6 @@ var ignoredOptions = map[string]bool{
 	"default_permissions": true,
 }
 
-// helperOptions are the helper's own options.
-var helperOptions = map[string]string{
-	"env": "the env file: OS_* and IMAGEFS_* settings, one VAR=value a line (as systemd's EnvironmentFile=)",
-	"log": "the daemon's log file (default " + defaultLogDir + "/<mountpoint with - for />.log)",
-	"ro":  "mount read-only (--read-only)",
-}
-
 func helperCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "mount-helper",
@@ -67,6 +60,7 @@ func helperCommand() *cli.Command {
 			"auto, noauto, nofail, _netdev, nosuid, nodev, noatime, relatime, x-*) are ignored. -s ignores unknown options,\n" +
 			"-f checks without mounting, -v says what it runs. It returns once the mount is ready; umount stops the daemon.",
 		SkipFlagParsing: true,
+		HideHelpCommand: true,
 		Action: func(c *cli.Context) error {
 			for _, a := range c.Args().Slice() {
 				if a == "-h" || a == "--help" {
