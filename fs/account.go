@@ -42,7 +42,8 @@ type Account struct {
 	inos   *inodes
 	exists *cache.Meta[string, bool] // container -> it exists (HEAD or listing)
 
-	stats stats // the FUSE traffic of the whole mount
+	stats stats       // the FUSE traffic of the whole mount
+	use   *usageCache // statfs: the account's figures
 
 	mu    sync.Mutex       // guards roots
 	roots map[string]*Root // by container, once looked up
@@ -77,8 +78,10 @@ var (
 func NewAccount(ctx context.Context, o AccountOptions) *Account {
 	opts := o.Options.withDefaults(ctx)
 	opts.Objects = nil
-	return &Account{o: opts, create: o.CreateContainers, acct: o.Account, ctx: ctx, inos: newInodes(),
+	a := &Account{o: opts, create: o.CreateContainers, acct: o.Account, ctx: ctx, inos: newInodes(),
 		exists: cache.NewMeta[string, bool](opts.AttrTTL), roots: map[string]*Root{}}
+	a.use = newUsageCache(ctx, opts, a.acct.Usage)
+	return a
 }
 
 // MountOptions returns the go-fuse options imagefs mounts with.
@@ -240,7 +243,7 @@ func (a *Account) Rename(ctx context.Context, name string, newParent fusefs.Inod
 }
 
 func (a *Account) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	return (&dirNode{}).Statfs(ctx, out)
+	return a.use.statfs(out)
 }
 
 func (a *Account) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {

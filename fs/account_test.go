@@ -208,3 +208,25 @@ func TestAccountMkdirCreatesContainer(t *testing.T) {
 		t.Errorf("container new holds %q", got)
 	}
 }
+
+// df of an account mount gives the account's figures (every container),
+// not one container's, and the account's quota.
+func TestAccountStatfs(t *testing.T) {
+	e := mountAccount(t, false, "a", "b")
+	ctx := context.Background()
+	for _, c := range []string{"a", "b"} {
+		if _, err := e.st.Put(ctx, c, "img", bytes.NewReader(make([]byte, 100000)), 100000, "", segments.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(e.dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if used := int64(st.Blocks-st.Bfree) * st.Frsize; used < 200000 || used > 300000 {
+		t.Errorf("used %d bytes, want the two containers' 200000 (in 4 KiB blocks)", used)
+	}
+	if free := int64(st.Bfree) * st.Frsize; free != fs.NoQuotaAvail {
+		t.Errorf("free %d without a quota, want %d", free, int64(fs.NoQuotaAvail))
+	}
+}

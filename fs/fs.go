@@ -84,7 +84,7 @@ type Root struct {
 
 	inos *inodes
 	dlos dloCache
-	use  usageCache
+	use  *usageCache
 
 	mu      sync.Mutex           // guards writing
 	writing map[string]*fileNode // object name -> file with an upload in progress
@@ -125,6 +125,7 @@ func (o Options) withDefaults(ctx context.Context) Options {
 func newRoot(ctx context.Context, o Options, inos *inodes) *Root {
 	r := &Root{o: o, c: o.Objects, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), inos: inos,
 		dlos: dloCache{dirs: map[string]dloEntry{}}, writing: map[string]*fileNode{}, blocks: o.Blocks}
+	r.use = newUsageCache(ctx, o, func(ctx context.Context) (segments.Usage, error) { return r.c.Usage(ctx) })
 	r.dirNode = dirNode{root: r, rel: ""}
 	return r
 }

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"syscall"
 	"time"
@@ -42,8 +43,14 @@ const (
 	usageRetry     = 5 * time.Second  // after a failed refresh
 )
 
-// usageCache holds the latest usage figures.
+// usageCache holds the latest usage figures of a mount's top (a
+// container's or, in an account mount, the account's).
 type usageCache struct {
+	fetch func(ctx context.Context) (segments.Usage, error)
+	ttl   time.Duration
+	ctx   context.Context // the mount's lifetime
+	log   *slog.Logger
+
 	mu      sync.Mutex // guards the fields below
 	val     segments.Usage
 	at      time.Time     // when val was read; zero before the first success
@@ -52,13 +59,16 @@ type usageCache struct {
 	failing bool          // the last refresh failed (logged once)
 }
 
-// usage returns the usage figures, refreshed if they are older than the
+func newUsageCache(ctx context.Context, o Options, fetch func(ctx context.Context) (segments.Usage, error)) *usageCache {
+	return &usageCache{fetch: fetch, ttl: o.UsageTTL, ctx: ctx, log: o.Log}
+}
+
+// get returns the usage figures, refreshed if they are older than the
 // TTL, and whether there are any.
-func (r *Root) usage() (segments.Usage, bool) {
-	u := &r.use
+func (u *usageCache) get() (segments.Usage, bool) {
 	now := time.Now()
 	u.mu.Lock()
-	if !u.at.IsZero() && now.Sub(u.at) < r.o.UsageTTL || now.Before(u.next) {
+	if !u.at.IsZero() && now.Sub(u.at) < u.ttl || now.Before(u.next) {
 		defer u.mu.Unlock()
 		return u.val, !u.at.IsZero()
 	}
@@ -66,7 +76,7 @@ func (r *Root) usage() (segments.Usage, bool) {
 		// Its owner is the mount: it ends within usageTimeout, or when
 		// the mount's lifetime does.
 		u.running = make(chan struct{})
-		go r.refreshUsage(u.running)
+		go u.refresh(u.running)
 	}
 	done, wait := u.running, usageWaitStale
 	if u.at.IsZero() {
@@ -78,42 +88,47 @@ func (r *Root) usage() (segments.Usage, bool) {
 	select {
 	case <-done:
 	case <-t.C:
-	case <-r.ctx.Done():
+	case <-u.ctx.Done():
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.val, !u.at.IsZero()
 }
 
-// refreshUsage reads the usage once, under the mount's lifetime, and
-// closes done.
-func (r *Root) refreshUsage(done chan struct{}) {
-	ctx, cancel := context.WithTimeout(r.lifetime(), usageTimeout)
-	v, err := r.c.Usage(ctx)
+// refresh reads the usage once, under the mount's lifetime, and closes
+// done.
+func (u *usageCache) refresh(done chan struct{}) {
+	ctx, cancel := context.WithTimeout(u.ctx, usageTimeout)
+	v, err := u.fetch(ctx)
 	cancel()
-	u := &r.use
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	defer close(done)
 	u.running = nil
 	if err != nil {
 		u.next = time.Now().Add(usageRetry)
-		if !u.failing && r.ctx.Err() == nil {
-			r.o.Log.Warn("could not read the account's usage for statfs (df); reporting the last known figures", "err", err)
+		if !u.failing && u.ctx.Err() == nil {
+			u.log.Warn("could not read the account's usage for statfs (df); reporting the last known figures", "err", err)
 		}
 		u.failing = true
 		return
 	}
 	if u.failing {
-		r.o.Log.Info("the account's usage can be read again")
+		u.log.Info("the account's usage can be read again")
 	}
 	u.val, u.at, u.failing = v, time.Now(), false
 }
 
-func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	u, _ := d.root.usage() // without figures yet: nothing used, no quota
-	fillStatfs(out, u)
+// statfs answers statfs from u; without figures yet: nothing used, no
+// quota.
+func (u *usageCache) statfs(out *fuse.StatfsOut) syscall.Errno {
+	v, _ := u.get()
+	fillStatfs(out, v)
 	return 0
+}
+
+func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	return d.root.use.statfs(out)
 }
 
 // fillStatfs fills out from usage figures (see the top of the file). An

@@ -151,3 +151,13 @@ func (a *Account) Used() int {
 	defer a.mu.Unlock()
 	return len(a.containers)
 }
+
+// Usage returns the account's usage and quota (statfs of an account
+// mount).
+func (a *Account) Usage(ctx context.Context) (Usage, error) {
+	ai, err := a.o.Store.HeadAccount(ctx)
+	if err != nil {
+		return Usage{}, err
+	}
+	return Usage{Used: ai.BytesUsed, Objects: ai.Objects, Quota: ai.QuotaBytes}, nil
+}
