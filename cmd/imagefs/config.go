@@ -37,6 +37,9 @@ type Config struct {
 	AllowOther  bool
 	UID, GID    int
 	Shutdown    time.Duration
+	// HolderTimeout bounds how long a stop serves other mount namespaces
+	// that still hold the mount (VMs); 0: until they let go (shutdown.go).
+	HolderTimeout time.Duration
 
 	ReadOnly        bool
 	CreateContainer bool
@@ -295,6 +298,8 @@ func commonFlags(c *Config) []cli.Flag {
 		&cli.IntFlag{Name: "gid", EnvVars: []string{"IMAGEFS_GID"}, Value: os.Getgid(), Destination: &c.GID, Usage: "group of the files"},
 		&cli.DurationFlag{Name: "shutdown-timeout", EnvVars: []string{"IMAGEFS_SHUTDOWN_TIMEOUT"}, Value: 30 * time.Second, Destination: &c.Shutdown,
 			Usage: "on SIGTERM, how long to wait for files still open before abandoning their uploads"},
+		&cli.DurationFlag{Name: "holder-timeout", EnvVars: []string{"IMAGEFS_HOLDER_TIMEOUT"}, Destination: &c.HolderTimeout,
+			Usage: "on SIGTERM, how long to keep serving processes of other mount namespaces (VMs) that still use the mount; 0: until they let go (a second SIGTERM or SIGINT stops at once)"},
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"IMAGEFS_LOG_FORMAT"}, Value: "text", Destination: &c.LogFormat,
 			Usage: "text or json"},
 		newSettingFlag("", "log-level", "IMAGEFS_LOG_LEVEL", "info", &c.LogLevel, "debug, info, warn or error"),
@@ -331,6 +336,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryBudget < 0 {
 		errs = append(errs, fmt.Errorf("--retry-budget %v: must not be negative", c.RetryBudget))
+	}
+	if c.HolderTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--holder-timeout %v: must not be negative (0 waits until the other mount namespaces let go of the mount)", c.HolderTimeout))
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))

@@ -131,6 +131,7 @@ func newApp() *cli.App {
 			helperCommand(),
 			gcCommand(),
 			statusCommand(),
+			holdersCommand(),
 			trustCommand(&trustCfg),
 		},
 	}

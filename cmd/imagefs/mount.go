@@ -31,6 +31,11 @@ func runMount(parent context.Context, cfg *Config) error {
 	if err := checkArgs(cfg); err != nil {
 		return err
 	}
+	claim, err := claimMountpoint(cfg.Mountpoint)
+	if err != nil {
+		return err
+	}
+	defer claim.Close()
 	d := &daemon{cfg: cfg, recent: &recentLog{}, retries: &segments.RetryCounts{}, started: time.Now()}
 	d.log = slog.New(&recentHandler{next: newLogger(cfg).Handler(), log: d.recent})
 	d.mountpoint, _ = filepath.Abs(cfg.Mountpoint)
@@ -200,10 +205,7 @@ func (d *daemon) buildFS(life context.Context) {
 		return
 	}
 	cfg := d.cfg
-	prefix := cfg.Prefix
-	if prefix != "" && !strings.HasSuffix(prefix, "/") {
-		prefix += "/"
-	}
+	prefix := scopePrefix(cfg.Prefix)
 	o := d.containerOptions(cfg.Container, prefix)
 	root := fs.NewRoot(life, d.fsOptions(segments.NewContainer(o)))
 	d.versions, d.root = o.Versions, root
@@ -359,6 +361,15 @@ func (d *daemon) serveMonitoring(life context.Context, wg *sync.WaitGroup) {
 		return
 	}
 	wg.Go(func() { d.serveControl(life, l, path) })
+}
+
+// scopePrefix is the mounted prefix as the objects' names start with it:
+// "" or ending in "/".
+func scopePrefix(prefix string) string {
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return prefix
 }
 
 // login gets the first token (failing fast on bad credentials) and

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -14,24 +15,46 @@ import (
 	"time"
 )
 
-// Stopping (SIGTERM, SIGINT) always ends within --shutdown-timeout and a
-// few seconds:
+// Stopping (SIGTERM, SIGINT):
 //
-//  1. Files open on this mount are given until the timeout to be closed
-//     (their close commits them): the unmount is refused while they are.
-//     At the timeout their uploads are abandoned and the mount detached.
+//  1. Files open on this mount are given until --shutdown-timeout to be
+//     closed (their close commits them): the unmount is refused while they
+//     are. At the timeout their uploads are abandoned and the mount
+//     detached.
 //  2. Other mount namespaces may still hold the mount: libvirt starts every
 //     qemu in its own, a copy of the mounts present when the VM started.
-//     Detaching it here does not end those copies; the daemon logs which
-//     processes hold them and keeps serving them until the timeout, so a
-//     VM can finish what it is doing (or be stopped first).
-//  3. At the timeout the daemon exits anyway. The kernel then ends the
-//     connection: what those processes still read or write on the mount
-//     fails with ENOTCONN. Stop the VMs first, or give them a longer
-//     --shutdown-timeout (and systemd a longer TimeoutStopSec).
+//     Detaching it here does not end those copies. The daemon names the
+//     processes that hold them and keeps serving them until they let go
+//     (the VMs stop): the safe default, since its exit would break their
+//     disks. --holder-timeout bounds that wait; a second SIGTERM or SIGINT
+//     ends it at once. Then the daemon exits anyway, and the kernel ends
+//     the connection: what those processes still read or write on the
+//     mount fails with ENOTCONN.
+//  3. Under systemd, TimeoutStopSec bounds everything: SIGKILL then has
+//     the same effect for the VMs, and leaves a dead mount here that the
+//     unit's ExecStopPost clears. The unit sets --holder-timeout below
+//     TimeoutStopSec, so that the daemon exits cleanly first.
 //
 // The daemon never waits on go-fuse's Server.Unmount: it waits for the
 // serve loops, which the other namespaces keep alive.
+//
+// Why a restart cannot hand the mount to a new daemon (go-fuse v2.12.1;
+// the README's "Restarting and upgrading" tells the operator): the
+// kernel sends FUSE_INIT once per connection, while fuse.NewServer
+// always reads the first request as INIT (fuse/server.go:272, 409-431),
+// also for an inherited /dev/fd/N (fuse/mount_linux.go:186); the kernel
+// keeps using the node ids and file handles the old daemon gave out,
+// which a new bridge does not know (fs/bridge.go:351, 357: EIO) or,
+// allocated again from its counter (fs/identitytable.go:136), may give
+// to another file; go-fuse has no API to restore them, nor to stop
+// reading requests without closing the fd, nor to ask the kernel to
+// resend the ones in flight (FUSE_NOTIFY_RESEND). Keeping the /dev/fuse
+// fd in systemd's fd store would only turn ENOTCONN into reads that hang
+// or fail with EIO.
+
+// holderReport is how often the wait for other mount namespaces repeats
+// which processes it waits for.
+const holderReport = time.Minute
 
 // mountDevice is the device number of the FUSE mount at dir (0 if
 // unknown): it names the mount in every namespace's mountinfo.
@@ -45,44 +68,97 @@ func mountDevice(dir string) uint64 {
 
 // shutdown stops the mount as described above.
 func shutdown(log *slog.Logger, root mountRoot, cfg *Config, dev uint64, unmounted <-chan struct{}) {
+	// The first signal is runMount's; a second one forces the stop.
+	force := make(chan os.Signal, 1)
+	signal.Notify(force, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(force)
+
 	deadline := time.Now().Add(cfg.Shutdown)
+	forced := false
 	for {
 		err := unmountDir(cfg.Mountpoint, false)
 		if err == nil {
 			break
 		}
-		if time.Now().After(deadline) {
+		if forced || time.Now().After(deadline) {
 			// Bounded: Swift may be what stalls.
 			actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			n := root.Abort(actx)
 			cancel()
 			log.Error("files still open at shutdown; their uploads are abandoned and the mount detached",
-				"abandoned_uploads", n, "err", err)
+				"abandoned_uploads", n, "forced", forced, "err", err)
 			_ = unmountDir(cfg.Mountpoint, true)
 			break
 		}
-		time.Sleep(500 * time.Millisecond)
+		select {
+		case <-force:
+			forced = true
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	select {
 	case <-unmounted:
 		return
 	case <-time.After(200 * time.Millisecond):
 	}
-	holders := mountHolders(dev)
-	if len(holders) > 0 {
-		log.Warn("other mount namespaces still use the mount (libvirt runs each VM in its own): serving them until the shutdown timeout",
-			"processes", holders, "shutdown_timeout", cfg.Shutdown, "until", deadline.UTC().Format(time.RFC3339))
+	if !forced {
+		serveHolders(log, cfg.HolderTimeout, dev, unmounted, force)
+	} else if holders := mountHolders(dev); len(holders) > 0 {
+		log.Error("forced stop: exiting while other mount namespaces still use the mount; their reads and writes on it now fail (ENOTCONN)",
+			"processes", holders)
 	}
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
-	select {
-	case <-unmounted:
-		log.Info("the other mount namespaces let go of the mount")
-		return
-	case <-t.C:
+}
+
+// serveHolders keeps serving the processes of other mount namespaces that
+// hold the mount of device dev until they let go, the timeout (0: none)
+// passes, or a signal comes on force. It says which processes it waits
+// for, in the log and in systemd's status line, and again when they
+// change. It also returns when no other namespace holds the mount but the
+// connection lives on (files held open here after a forced detach): they
+// are not worth keeping the daemon for.
+func serveHolders(log *slog.Logger, timeout time.Duration, dev uint64, unmounted <-chan struct{}, force <-chan os.Signal) {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
 	}
-	log.Error("shutdown timeout: exiting while other mount namespaces still use the mount; their reads and writes on it now fail (ENOTCONN)",
-		"processes", mountHolders(dev))
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last, reported := "", time.Time{}
+	for {
+		holders := mountHolders(dev)
+		if len(holders) == 0 {
+			if last != "" {
+				log.Info("the other mount namespaces let go of the mount")
+			}
+			return
+		}
+		if now := strings.Join(holders, ", "); now != last || time.Since(reported) >= holderReport {
+			until := "until they let go (stop or migrate the VMs first); a second SIGTERM or SIGINT stops at once"
+			if timeout > 0 {
+				until = "until they let go or the holder timeout (--holder-timeout " + timeout.String() + "); a second SIGTERM or SIGINT stops at once"
+			}
+			log.Warn("other mount namespaces still use the mount (libvirt runs each VM in its own): serving them "+until,
+				"processes", holders, "holder_timeout", timeout)
+			sdNotify(log, "STATUS=stopping: serving processes of other mount namespaces: "+now)
+			last, reported = now, time.Now()
+		}
+		select {
+		case <-unmounted:
+			log.Info("the other mount namespaces let go of the mount")
+			return
+		case <-expired:
+			log.Error("holder timeout: exiting while other mount namespaces still use the mount; their reads and writes on it now fail (ENOTCONN)",
+				"processes", mountHolders(dev), "holder_timeout", timeout)
+			return
+		case <-force:
+			log.Error("second signal: exiting while other mount namespaces still use the mount; their reads and writes on it now fail (ENOTCONN)",
+				"processes", mountHolders(dev))
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // unmountDir unmounts dir in this namespace (lazy: detaches it even while

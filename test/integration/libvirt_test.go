@@ -184,7 +184,7 @@ func TestLibvirtWritableRawDisk(t *testing.T) {
 // TestLibvirtStopWhileVMRuns: `systemctl stop` (SIGTERM) of imagefs while a
 // VM started by libvirt reads its disk from the mount: the daemon names
 // the qemu process that still holds the mount (in its own mount
-// namespace), serves it until --shutdown-timeout, then exits, cleanly and
+// namespace), serves it until --holder-timeout, then exits, cleanly and
 // within that timeout and a few seconds.
 func TestLibvirtStopWhileVMRuns(t *testing.T) {
 	t.Parallel()
@@ -193,7 +193,7 @@ func TestLibvirtStopWhileVMRuns(t *testing.T) {
 	root := t.TempDir()
 	u := loadUnit(t, c, root)
 	argv := u.start[0]
-	flags := append(append([]string{}, argv[2:len(argv)-2]...), "--shutdown-timeout", "5s")
+	flags := append(append([]string{}, argv[2:len(argv)-2]...), "--shutdown-timeout", "5s", "--holder-timeout", "5s")
 	d := labtest.Mount(t, c, labtest.MountOpts{Args: flags, Env: u.env})
 	labtest.MakeReachable(t, d.Dir)
 	img, _ := libvirtImage(t, d, 64)
