@@ -35,17 +35,19 @@ func stopWithin(t *testing.T, dm *labtest.Daemon, d time.Duration) time.Duration
 // TestShutdownWithOtherNamespace: a process in another mount namespace
 // (as libvirt runs qemu) holds a copy of the mount. SIGTERM detaches the
 // mount here at once, names the holder in the log, keeps serving it until
-// --shutdown-timeout (it reads a whole image meanwhile), then exits.
+// --holder-timeout (it reads a whole image meanwhile), then exits.
+// restart_test.go has the default, without that timeout.
 func TestShutdownWithOtherNamespace(t *testing.T) {
 	t.Parallel()
 	c := labtest.NewContainer(t)
-	d := labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--shutdown-timeout", "6s"}})
+	d := labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--shutdown-timeout", "2s", "--holder-timeout", "6s"}})
 	src, sum := labtest.RandomFile(t, 24<<20, 95)
 	labtest.RunCmd(t, "cp", src, d.Path("x.img"))
 	var out bytes.Buffer
 	vm := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
 		"sleep 2; sha256sum "+d.Path("x.img")+"; sleep 60")
 	vm.Stdout, vm.Stderr = &out, &out
+	vm.WaitDelay = time.Second // its sleep 60 keeps the output open
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +62,7 @@ func TestShutdownWithOtherNamespace(t *testing.T) {
 	select {
 	case <-d.Done:
 	case <-time.After(15 * time.Second):
-		t.Fatal("imagefs did not exit within the shutdown timeout and a few seconds")
+		t.Fatal("imagefs did not exit within the holder timeout and a few seconds")
 	}
 	took := time.Since(start)
 	d.Stop()
@@ -74,7 +76,7 @@ func TestShutdownWithOtherNamespace(t *testing.T) {
 	if !strings.Contains(log, "other mount namespaces still use the mount") || !strings.Contains(log, "(sh)") {
 		t.Errorf("the log does not name the holder:\n%s", log)
 	}
-	if !strings.Contains(log, "shutdown timeout: exiting while other mount namespaces still use the mount") {
+	if !strings.Contains(log, "holder timeout: exiting while other mount namespaces still use the mount") {
 		t.Errorf("the log does not say what the exit means for the holder:\n%s", log)
 	}
 }

@@ -176,14 +176,18 @@ type Daemon struct {
 type MountOpts struct {
 	Args []string // extra flags
 	Env  []string // extra environment
+	Dir  string   // the mountpoint; default: a fresh temporary directory
 }
 
-// Mount starts imagefs on a fresh directory and waits for the mount
+// Mount starts imagefs on a fresh directory (or o.Dir) and waits for the mount
 // (target "" mounts no container: an account mount, --account in o.Args). The
 // mount is stopped (SIGTERM, exit status 0 expected) when the test ends.
 func Mount(t testing.TB, target string, o MountOpts) *Daemon {
 	t.Helper()
-	dir := t.TempDir()
+	dir := o.Dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	d := &Daemon{t: t, Dir: dir, Log: filepath.Join(t.TempDir(), "imagefs.log"), Done: make(chan struct{})}
 	logf, err := os.Create(d.Log)
 	if err != nil {
