@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 )
@@ -45,15 +46,20 @@ func runHolders(dir string, out io.Writer) error {
 	if mounted, err := isMountpoint(abs); err != nil || !mounted {
 		return fmt.Errorf("%s is not a mountpoint in this mount namespace: give the mountpoint of the imagefs mount (e.g. /var/lib/images)", dir)
 	}
-	dev := mountDevice(abs)
-	if dev == 0 {
-		return fmt.Errorf("%s: cannot stat the mount (a dead FUSE mount answers ENOTCONN: its holders have lost it already)", dir)
+	var st syscall.Stat_t
+	if err := syscall.Stat(abs, &st); err != nil {
+		return fmt.Errorf("%s: %v (a dead FUSE mount answers ENOTCONN: whoever held it has lost it already)", dir, err)
 	}
-	holders := mountHolders(dev)
+	holders := mountHolders(st.Dev)
+	if len(holders) > 0 {
+		fmt.Fprintln(out, strings.Join(holders, "\n"))
+	}
+	if n := unseenProcesses(); n > 0 {
+		return fmt.Errorf("cannot see the mount namespaces of %d processes of other users, which may use %s: run imagefs holders as root", n, dir)
+	}
 	if len(holders) == 0 {
 		return nil
 	}
-	fmt.Fprintln(out, strings.Join(holders, "\n"))
 	return fmt.Errorf("%d process(es) of other mount namespaces use %s (listed above): stopping or restarting its imagefs now would make their reads and writes fail (ENOTCONN); stop or migrate them first",
 		len(holders), dir)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -27,7 +28,7 @@ import (
 //     processes that hold them and keeps serving them until they let go
 //     (the VMs stop): the safe default, since its exit would break their
 //     disks. --holder-timeout bounds that wait; a second SIGTERM or SIGINT
-//     ends it at once. Then the daemon exits anyway, and the kernel ends
+//     ends it at once. Then the daemon exits, and the kernel ends
 //     the connection: what those processes still read or write on the
 //     mount fails with ENOTCONN.
 //  3. Under systemd, TimeoutStopSec bounds everything: SIGKILL then has
@@ -44,9 +45,10 @@ import (
 // always reads the first request as INIT (fuse/server.go:272, 409-431),
 // also for an inherited /dev/fd/N (fuse/mount_linux.go:186); the kernel
 // keeps using the node ids and file handles the old daemon gave out,
-// which a new bridge does not know (fs/bridge.go:351, 357: EIO) or,
-// allocated again from its counter (fs/identitytable.go:136), may give
-// to another file; go-fuse has no API to restore them, nor to stop
+// which a new bridge does not know (a panic answered with EIO:
+// fs/bridge.go:351, fs/identitytable.go:225, fuse/protocol-server.go:70)
+// or, allocated again from its counter (fs/identitytable.go:136), may
+// give to another file; go-fuse has no API to restore them, nor to stop
 // reading requests without closing the fd, nor to ask the kernel to
 // resend the ones in flight (FUSE_NOTIFY_RESEND). Keeping the /dev/fuse
 // fd in systemd's fd store would only turn ENOTCONN into reads that hang
@@ -122,6 +124,10 @@ func serveHolders(log *slog.Logger, timeout time.Duration, dev uint64, unmounted
 		t := time.NewTimer(timeout)
 		defer t.Stop()
 		expired = t.C
+	}
+	if n := unseenProcesses(); n > 0 {
+		log.Warn("cannot see the mount namespaces of other users' processes (the daemon does not run as root): VMs among them are not waited for",
+			"unseen_processes", n)
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -222,6 +228,25 @@ func mountHolders(dev uint64) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// unseenProcesses counts the processes of other users whose mount
+// namespace this one may not read (unless it runs as root): mountHolders
+// cannot tell whether they hold a mount.
+func unseenProcesses() int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	euid := uint32(os.Geteuid())
+	n := 0
+	for _, d := range dirs {
+		var st syscall.Stat_t
+		if syscall.Stat(d, &st) != nil || st.Uid == euid {
+			continue
+		}
+		if _, err := os.Readlink(d + "/ns/mnt"); errors.Is(err, os.ErrPermission) {
+			n++
+		}
+	}
+	return n
 }
 
 // devMajor and devMinor split a Linux device number.

@@ -99,6 +99,16 @@ func TestRestartWithOtherNamespace(t *testing.T) {
 		t.Errorf("imagefs holders %s with a reader in another namespace: %v\n%s", d1.Dir, err, out)
 	}
 
+	// Another user cannot see all namespaces: holders says so, never "none".
+	bin := filepath.Join(t.TempDir(), "imagefs")
+	labtest.RunCmd(t, "install", "-m", "755", labtest.Binary, bin)
+	labtest.MakeReachable(t, bin)
+	nobody := exec.Command(bin, "holders", "/")
+	nobody.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := nobody.CombinedOutput(); !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "run imagefs holders as root") {
+		t.Errorf("imagefs holders as nobody: %v\n%s", err, out)
+	}
+
 	start := time.Now()
 	_ = d1.Cmd.Process.Signal(syscall.SIGTERM)
 	waitFor(t, 3*time.Second, "the mount to be gone here", func() bool { return !labtest.Mounted(d1.Dir) })
