@@ -40,9 +40,10 @@ import (
 // serve loops, which the other namespaces keep alive.
 //
 // Why a restart cannot hand the mount to a new daemon (go-fuse v2.12.1;
-// the README's "Restarting and upgrading" tells the operator): the
-// kernel sends FUSE_INIT once per connection, while fuse.NewServer
-// always reads the first request as INIT (fuse/server.go:272, 409-431),
+// contrib/handover.md has the details and a prototype, the README's
+// "Restarting and upgrading" what the operator does): the kernel sends
+// FUSE_INIT once per connection, while fuse.NewServer always reads the
+// first request as INIT (fuse/server.go:272, 409-431),
 // also for an inherited /dev/fd/N (fuse/mount_linux.go:186); the kernel
 // keeps using the node ids and file handles the old daemon gave out,
 // which a new bridge does not know (a panic answered with EIO:
