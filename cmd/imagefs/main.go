@@ -106,7 +106,8 @@ func newApp() *cli.App {
 				Name:      "mount",
 				Usage:     "mount a container (or a prefix of it) and serve it until unmounted",
 				ArgsUsage: "CONTAINER[/PREFIX] MOUNTPOINT | --account MOUNTPOINT",
-				Description: "Runs in the foreground. SIGTERM or SIGINT (or umount) unmounts and exits 0.\n" +
+				Description: "Runs in the foreground. SIGTERM or SIGINT (or umount) unmounts and exits 0; VMs in other\n" +
+					"mount namespaces that still use the mount are served until they let go (--holder-timeout).\n" +
 					"Credentials come from the OS_* environment variables of an openrc file, or the flags.",
 				Flags: mountFlags(&cfg),
 				OnUsageError: func(c *cli.Context, err error, _ bool) error {
