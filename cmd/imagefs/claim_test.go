@@ -9,26 +9,27 @@ import (
 	"time"
 )
 
-// TestClaimLease: a second daemon for the same lease is refused, with the
-// pid of the one that holds it; once that one is gone, the claim works.
-func TestClaimLease(t *testing.T) {
-	id := fmt.Sprintf("test.%d.%d", os.Getpid(), time.Now().UnixNano())
-	l, err := claimLease(id, "/mnt/x")
+// TestClaimMountpoint: a second daemon for the same mountpoint is refused,
+// with the pid of the one that holds it; once that one is gone, the claim
+// works.
+func TestClaimMountpoint(t *testing.T) {
+	dir := t.TempDir()
+	l, err := claimMountpoint(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = claimLease(id, "/mnt/x")
+	_, err = claimMountpoint(dir + "/.")
 	want := fmt.Sprintf("imagefs pid %d (", os.Getpid())
-	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "still serves this container on /mnt/x") {
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), ") still serves "+dir+"/., for processes") {
 		t.Errorf("second claim: %v, want an error naming %q", err, want)
 	}
-	if l2, err := claimLease(id+".other", "/mnt/y"); err != nil {
-		t.Errorf("another lease: %v", err)
+	if l2, err := claimMountpoint(dir + "/other"); err != nil {
+		t.Errorf("another mountpoint: %v", err)
 	} else {
 		l2.Close()
 	}
 	l.Close()
-	l, err = claimLease(id, "/mnt/x")
+	l, err = claimMountpoint(dir)
 	if err != nil {
 		t.Fatalf("claim after the holder let go: %v", err)
 	}

@@ -76,7 +76,7 @@ func (r *vmReader) waitReads(t *testing.T, n int, what string) {
 // (shutdown.go says why), so the safe default is that the stopping daemon
 // keeps serving the reader for as long as it holds the mount, well past
 // --shutdown-timeout; `imagefs holders` names it; a new daemon on the same
-// mountpoint is refused meanwhile (it would overwrite the lease); when the
+// mountpoint is refused meanwhile (it would overwrite the leases); when the
 // reader lets go, the old daemon exits by itself, cleanly, and the new one
 // mounts and serves. The reader never sees an error.
 //
@@ -115,7 +115,7 @@ func TestRestartWithOtherNamespace(t *testing.T) {
 
 	// During: a new daemon on the mountpoint is refused, naming the old.
 	labtest.MountFails(t, nil, []string{c, d1.Dir}, 1,
-		fmt.Sprintf("imagefs pid %d (imagefs) still serves this container on %s", d1.Cmd.Process.Pid, d1.Dir))
+		fmt.Sprintf("imagefs pid %d (imagefs) still serves %s, for processes of other mount namespaces", d1.Cmd.Process.Pid, d1.Dir))
 	// Well past --shutdown-timeout, the reader is still served.
 	time.Sleep(time.Until(start.Add(4 * time.Second)))
 	vm.waitReads(t, 3, "reads after the shutdown timeout")
