@@ -22,10 +22,11 @@ import (
 // tool believe a file is private (or writable) when it is not. libvirt's
 // dynamic_ownership treats that EPERM as "not supported here" and goes on.
 //
-// Extended attributes: user.imagefs.sha256 and, while a file is being
-// written, user.imagefs.upload (its upload's state) are read-only (EPERM on
-// a set or remove); any other name cannot be stored (ENOTSUP on a set or remove). A
-// get of another user.* name is ENODATA (not set); of any other namespace
+// Extended attributes: the digests (user.imagefs.sha256, .md5, .sha512)
+// and, while a file is being written, user.imagefs.upload (its upload's
+// state) are read-only (EPERM on a set or remove); any other name cannot
+// be stored (ENOTSUP on a set or remove). A get of another user.* name is
+// ENODATA (not set); of any other namespace
 // (trusted.*, security.*, system.*) ENOTSUP, the answer of a filesystem
 // without them: libvirt's remember_owner then remembers nothing and goes
 // on, where ENODATA would make it try to set trusted.libvirt.security.*
@@ -94,7 +95,7 @@ func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint3
 
 // setxattr answers a set or remove of an extended attribute.
 func (r *Root) setxattr(rel, attr string) syscall.Errno {
-	if attr == XattrSHA256 || attr == XattrUpload {
+	if _, ok := sumMeta(attr); ok || attr == XattrUpload {
 		return syscall.EPERM // computed by imagefs, not settable
 	}
 	r.o.Log.Debug("extended attributes cannot be stored", "path", rel, "attr", attr)

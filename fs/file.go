@@ -16,9 +16,30 @@ import (
 	"github.com/imagefs/imagefs/segments"
 )
 
-// XattrSHA256 is the extended attribute that exposes an image's SHA-256,
-// computed while it was written.
-const XattrSHA256 = "user.imagefs.sha256"
+// The extended attributes that expose an image's whole-file digests,
+// computed while it was written (see segments.Sums), in hex.
+const (
+	XattrSHA256 = "user.imagefs.sha256"
+	XattrMD5    = "user.imagefs.md5"    // Glance's checksum
+	XattrSHA512 = "user.imagefs.sha512" // Glance's os_hash_value (os_hash_algo sha512)
+)
+
+// sumXattrs maps each digest xattr to its metadata key, in listing order.
+var sumXattrs = []struct{ name, meta string }{
+	{XattrSHA256, segments.MetaSHA256},
+	{XattrMD5, segments.MetaMD5},
+	{XattrSHA512, segments.MetaSHA512},
+}
+
+// sumMeta returns the metadata key behind a digest xattr.
+func sumMeta(attr string) (string, bool) {
+	for _, x := range sumXattrs {
+		if x.name == attr {
+			return x.meta, true
+		}
+	}
+	return "", false
+}
 
 // XattrUpload is the extended attribute of a file being written: the state
 // of its upload (uploadXattr). A file with no upload in progress (a
@@ -300,14 +321,15 @@ func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 		}
 		return xattrValue(dest, uploadXattr(p))
 	}
-	if attr != XattrSHA256 {
+	key, ok := sumMeta(attr)
+	if !ok {
 		return 0, noXattr(attr)
 	}
 	if err := f.refresh(ctx); err != nil {
 		return 0, f.root.errnoOf("getxattr", f.path(), err)
 	}
 	f.mu.Lock()
-	v := f.info.Meta[segments.MetaSHA256]
+	v := f.info.Meta[key]
 	f.mu.Unlock()
 	if v == "" {
 		return 0, fusefs.ENOATTR
@@ -327,18 +349,16 @@ func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 	if err := f.refresh(ctx); err != nil {
 		return 0, f.root.errnoOf("listxattr", f.path(), err)
 	}
+	var v string
 	f.mu.Lock()
-	has := f.info.Meta[segments.MetaSHA256] != ""
-	f.mu.Unlock()
-	v := ""
-	if has {
-		v = XattrSHA256 + "\x00"
+	for _, x := range sumXattrs {
+		if f.info.Meta[x.meta] != "" {
+			v += x.name + "\x00"
+		}
 	}
+	f.mu.Unlock()
 	if _, ok := f.progress(); ok {
 		v += XattrUpload + "\x00"
-	}
-	if v == "" {
-		return 0, 0
 	}
 	return xattrValue(dest, v)
 }

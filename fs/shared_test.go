@@ -116,7 +116,7 @@ func TestModesFromOptions(t *testing.T) {
 
 // TestChmodChownXattr: chmod and chown that would change anything fail
 // with EPERM (no-op ones succeed, as cp -p sends them); extended
-// attributes cannot be set (ENOTSUP), the sha256 one is read-only (EPERM),
+// attributes cannot be set (ENOTSUP), the digest ones are read-only (EPERM),
 // a missing user.* one reads as ENODATA, one of another namespace as
 // ENOTSUP (libvirt's remember_owner then gives up quietly).
 func TestChmodChownXattr(t *testing.T) {
@@ -159,8 +159,13 @@ func TestChmodChownXattr(t *testing.T) {
 	if err := os.Chmod(p, 0o644); err != nil {
 		t.Errorf("no-op chmod: %v", err)
 	}
-	if err := syscall.Setxattr(p, fs.XattrSHA256, []byte("00"), 0); !errors.Is(err, syscall.EPERM) {
-		t.Errorf("setxattr sha256: %v, want EPERM", err)
+	for _, x := range []string{fs.XattrSHA256, fs.XattrMD5, fs.XattrSHA512} {
+		if err := syscall.Setxattr(p, x, []byte("00"), 0); !errors.Is(err, syscall.EPERM) {
+			t.Errorf("setxattr %s: %v, want EPERM", x, err)
+		}
+		if err := syscall.Removexattr(p, x); !errors.Is(err, syscall.EPERM) {
+			t.Errorf("removexattr %s: %v, want EPERM", x, err)
+		}
 	}
 	if st, _ := os.Stat(p); st.Mode().Perm() != 0o644 {
 		t.Errorf("mode after refused chmod: %v", st.Mode())

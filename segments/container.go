@@ -36,8 +36,8 @@ type ContainerOptions struct {
 	Staging *Staging
 	Limits  Limits // the cluster's, from /info
 	Retry   RetryPolicy
-	// NoSHA256 turns the whole-file SHA-256 off (WriterOptions.NoSHA256).
-	NoSHA256 bool
+	// Sums chooses the whole-file digests (WriterOptions.Sums).
+	Sums Sums
 	// StallTimeout cuts a GET whose body stops (ReaderOptions).
 	StallTimeout time.Duration
 	// Versions owns the versions; nil gives one with default options that
@@ -195,7 +195,7 @@ func (c *Container) writer(life context.Context, name string, under *Manifest) *
 		Log:         c.o.Log,
 		Under:       under,
 		Staging:     c.o.Staging,
-		NoSHA256:    c.o.NoSHA256,
+		Sums:        c.o.Sums,
 		Retry:       c.o.Retry,
 		Versions:    c.v,
 	})

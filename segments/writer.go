@@ -40,14 +40,13 @@ type WriterOptions struct {
 	Staging *Staging
 	// Retry governs the reads the Writer makes itself (ReadAt, staging).
 	Retry RetryPolicy
-	// MaxHashedHoles bounds the bytes of holes the SHA-256 covers (default
-	// DefaultMaxHashedHoles): SHA-256 has no shortcut for zeros, so a huge
-	// sparse file would keep close(2) waiting for the hash. A file with
-	// more holes gets no sha256 metadata.
+	// MaxHashedHoles bounds the bytes of holes the whole-file digests
+	// cover (default DefaultMaxHashedHoles): they have no shortcut for
+	// zeros, so a huge sparse file would keep close(2) waiting for the
+	// hash. A file with more holes gets no digest metadata.
 	MaxHashedHoles int64
-	// NoSHA256 turns the whole-file SHA-256 off (no sha256 metadata): it
-	// costs about 0.7 CPU seconds per GiB.
-	NoSHA256 bool
+	// Sums chooses the whole-file digests (default: SHA-256 only).
+	Sums Sums
 	// Versions, if set, owns what the commit replaces: the current version
 	// is retired through it before the new one is published, and the
 	// upload holds its own segments and Under's while it runs. Without it
@@ -57,8 +56,7 @@ type WriterOptions struct {
 
 // Metadata keys the Writer sets (X-Object-Meta-<key>).
 const (
-	MetaMtime  = "mtime"  // seconds since the epoch, as the swift CLI and rclone write it
-	MetaSHA256 = "sha256" // hex SHA-256 of the whole content
+	MetaMtime = "mtime" // seconds since the epoch, as the swift CLI and rclone write it
 	// MetaUpload is the upload id of the version: a commit whose answer
 	// was lost can tell that it landed.
 	MetaUpload = "imagefs-upload"
@@ -511,15 +509,9 @@ func (w *Writer) fill(a, b int64) {
 	}
 }
 
-// newHasher starts the hasher of a new version; with NoSHA256 it hashes
-// nothing (it only releases the buffers it is given).
-func (w *Writer) newHasher() *hasher {
-	hs := newHasher()
-	if w.o.NoSHA256 {
-		hs.abandon()
-	}
-	return hs
-}
+// newHasher starts the hasher of a new version; with no digest chosen it
+// hashes nothing (it only releases the buffers it is given).
+func (w *Writer) newHasher() *hasher { return newHasher(w.o.Sums) }
 
 // hashZeros queues n zeros for the hash, unless the file has more holes
 // than are worth hashing. Called with w.mu held.

@@ -2,10 +2,10 @@ package segments
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strconv"
 	"time"
 )
@@ -106,11 +106,7 @@ func (w *Writer) commitSmall(ctx context.Context, po PutOptions) error {
 		sb = &segBuf{}
 	}
 	w.sha.stop()
-	if !w.o.NoSHA256 {
-		h := newSHA256()
-		sb.hashRange(0, size, h)
-		po.Meta[MetaSHA256] = hex.EncodeToString(h.Sum(nil))
-	}
+	w.o.Sums.sumsOf(sb, size, po.Meta)
 	err := w.retireCurrent(ctx)
 	if err == nil {
 		po.Meta = sb.digests(0, size, po.Meta)
@@ -136,15 +132,15 @@ func (w *Writer) commitLarge(ctx context.Context, po PutOptions) error {
 	if w.err != nil {
 		return w.err
 	}
-	switch sum := w.sha.sum(); {
-	case sum != "":
-		po.Meta[MetaSHA256] = sum
-	case w.o.NoSHA256:
+	switch sums := w.sha.sums(); {
+	case sums != nil:
+		maps.Copy(po.Meta, sums)
+	case len(w.o.Sums.list()) == 0:
 	case w.holes > w.o.MaxHashedHoles:
-		w.o.Log.Info("no sha256 metadata: the file has more holes than are worth hashing",
+		w.o.Log.Info("no digest metadata (sha256, md5, sha512): the file has more holes than are worth hashing",
 			"object", w.object, "holes", w.holes, "max_hashed_holes", w.o.MaxHashedHoles)
 	default:
-		w.o.Log.Info("no sha256 metadata: the new version reuses data of the previous one that imagefs did not read",
+		w.o.Log.Info("no digest metadata (sha256, md5, sha512): the new version reuses data of the previous one that imagefs did not read",
 			"object", w.object)
 	}
 	entries, err := w.entries(ctx)

@@ -3,7 +3,9 @@ package segments_test
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -113,7 +115,7 @@ func TestWriterRoundTrip(t *testing.T) {
 func TestWriterNoSHA256(t *testing.T) {
 	for _, size := range []int{1000, 7*mib + 12345} {
 		st := newFake(t)
-		w := segments.NewWriter(t.Context(), st, "f.img", segments.WriterOptions{Container: "c", Pool: segments.NewPool(2*mib, 2), NoSHA256: true})
+		w := segments.NewWriter(t.Context(), st, "f.img", segments.WriterOptions{Container: "c", Pool: segments.NewPool(2*mib, 2), Sums: segments.Sums{NoSHA256: true}})
 		data := randBytes(size, 2)
 		writeAll(t, w, data, 128<<10)
 		if err := w.Commit(t.Context()); err != nil {
@@ -128,6 +130,47 @@ func TestWriterNoSHA256(t *testing.T) {
 		}
 		if in.Meta[segments.MetaMtime] == "" {
 			t.Errorf("%d bytes: no mtime", size)
+		}
+	}
+}
+
+// TestWriterSums: each whole-file digest is stored exactly when it is
+// chosen, and equals the digest of the content, holes included, for a
+// small file and for a segmented one written through a pool that has
+// memory for two segments only (every lane must give the buffers back).
+func TestWriterSums(t *testing.T) {
+	digests := func(b []byte) map[string]string {
+		s256, s512, m5 := sha256.Sum256(b), sha512.Sum512(b), md5.Sum(b)
+		return map[string]string{segments.MetaSHA256: hex.EncodeToString(s256[:]),
+			segments.MetaMD5: hex.EncodeToString(m5[:]), segments.MetaSHA512: hex.EncodeToString(s512[:])}
+	}
+	for _, sums := range []segments.Sums{{}, {MD5: true, SHA512: true}, {NoSHA256: true, MD5: true}, {NoSHA256: true, SHA512: true}, {NoSHA256: true}} {
+		chosen := map[string]bool{segments.MetaSHA256: !sums.NoSHA256, segments.MetaMD5: sums.MD5, segments.MetaSHA512: sums.SHA512}
+		for _, size := range []int{1000, 9*mib + 12345} {
+			st := newFake(t)
+			w := segments.NewWriter(t.Context(), st, "f.img", segments.WriterOptions{Container: "c", Pool: segments.NewPool(mib, 1), Sums: sums})
+			data := randBytes(size, 3)
+			if size > mib {
+				clear(data[2*mib+5 : 5*mib+7]) // a hole: written past, never written
+				writeAll(t, w, data[:2*mib+5], 100<<10)
+				if _, err := w.WriteAt(t.Context(), data[5*mib+7:], 5*mib+7); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				writeAll(t, w, data, 100)
+			}
+			if err := w.Commit(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			got, in := readBack(t, st, "f.img")
+			if !bytes.Equal(got, data) {
+				t.Fatalf("%+v, %d bytes: content differs", sums, size)
+			}
+			for key, want := range digests(data) {
+				if v, ok := in.Meta[key]; chosen[key] && v != want || !chosen[key] && ok {
+					t.Errorf("%+v, %d bytes: %s metadata %q (chosen %v), want %q", sums, size, key, v, chosen[key], want)
+				}
+			}
 		}
 	}
 }
