@@ -76,6 +76,13 @@ func mount(t *testing.T, segSize int64) *env {
 // is set when tune sets otherUsers.
 func mountWith(t *testing.T, segSize int64, tune func(o *fs.Options, mo *fusefs.Options)) *env {
 	t.Helper()
+	return mountContainer(t, segSize, nil, tune)
+}
+
+// mountContainer is mountWith with the container's options changed by
+// tuneC (nil: none) too.
+func mountContainer(t *testing.T, segSize int64, tuneC func(co *segments.ContainerOptions), tune func(o *fs.Options, mo *fusefs.Options)) *env {
+	t.Helper()
 	requireFUSE(t)
 	st := segmentstest.New()
 	ctx := context.Background()
@@ -85,13 +92,14 @@ func mountWith(t *testing.T, segSize int64, tune func(o *fs.Options, mo *fusefs.
 		}
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	o := fs.Options{
-		Objects: segments.NewContainer(segments.ContainerOptions{
-			Store: st, Name: "c", Pool: segments.NewPool(segSize, 2), Limits: segments.DefaultLimits, Log: log,
-			Retry: segments.RetryPolicy{Base: time.Millisecond, Cap: time.Millisecond, Budget: 10 * time.Millisecond},
-		}),
-		Log: log, AttrTTL: 0,
+	co := segments.ContainerOptions{
+		Store: st, Name: "c", Pool: segments.NewPool(segSize, 2), Limits: segments.DefaultLimits, Log: log,
+		Retry: segments.RetryPolicy{Base: time.Millisecond, Cap: time.Millisecond, Budget: 10 * time.Millisecond},
 	}
+	if tuneC != nil {
+		tuneC(&co)
+	}
+	o := fs.Options{Objects: segments.NewContainer(co), Log: log, AttrTTL: 0}
 	var mo fusefs.Options
 	if tune != nil {
 		tune(&o, &mo)

@@ -3,6 +3,10 @@ package fs_test
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -169,6 +173,42 @@ func TestChmodChownXattr(t *testing.T) {
 	}
 	if st, _ := os.Stat(p); st.Mode().Perm() != 0o644 {
 		t.Errorf("mode after refused chmod: %v", st.Mode())
+	}
+}
+
+// TestDigestXattrs: with --md5 and --sha512 (Sums) a written file lists
+// and reads its three digests, equal to those of its bytes; one written
+// with the default lists the SHA-256 alone, and the others read as
+// ENODATA.
+func TestDigestXattrs(t *testing.T) {
+	e := mountContainer(t, mib, func(co *segments.ContainerOptions) { co.Sums = segments.Sums{MD5: true, SHA512: true} }, nil)
+	d := mount(t, mib)
+	data := randBytes(3*mib+5, 9)
+	m5, s256, s512 := md5.Sum(data), sha256.Sum256(data), sha512.Sum512(data)
+	want := map[string]string{fs.XattrMD5: hex.EncodeToString(m5[:]), fs.XattrSHA256: hex.EncodeToString(s256[:]),
+		fs.XattrSHA512: hex.EncodeToString(s512[:])}
+	for _, m := range []struct {
+		dir  string
+		list string
+	}{{e.dir, fs.XattrSHA256 + "\x00" + fs.XattrMD5 + "\x00" + fs.XattrSHA512 + "\x00"}, {d.dir, fs.XattrSHA256 + "\x00"}} {
+		p := filepath.Join(m.dir, "f.img")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 512)
+		if n, err := syscall.Listxattr(p, buf); err != nil || string(buf[:n]) != m.list {
+			t.Errorf("listxattr = %q, %v; want %q", buf[:max(n, 0)], err, m.list)
+		}
+		for attr, sum := range want {
+			n, err := syscall.Getxattr(p, attr, buf)
+			listed := strings.Contains(m.list, attr)
+			switch {
+			case listed && (err != nil || string(buf[:n]) != sum):
+				t.Errorf("getxattr %s = %q, %v; want %s", attr, buf[:max(n, 0)], err, sum)
+			case !listed && !errors.Is(err, syscall.ENODATA):
+				t.Errorf("getxattr %s of a file written without it: %v, want ENODATA", attr, err)
+			}
+		}
 	}
 }
 
