@@ -130,7 +130,7 @@ func TestGlanceSingleTenant(t *testing.T) {
 
 	id2 := labtest.NewImageID()
 	checkGlanceAdd(t, g, id2, src, md5, sha512)
-	if gone(t, c, id2+"-00006") { // Glance's DLO: 6 chunks of 1 MiB
+	if gone(t, c, id2+"-00006") { // Glance's DLO: 6 chunks of 1,024,000 bytes
 		t.Errorf("glance_store stored %s without its 6th chunk: not the DLO the test means", id2)
 	}
 	checkReadsThrough(t, d, id2, glanceImageSize, sha256)

@@ -21,7 +21,9 @@ type GlanceStore struct {
 	// swift_store_config_file reference "ref").
 	Multi     bool
 	Container string // swift_store_container
-	ChunkMiB  int    // images from this size on are DLOs of such chunks (default 1)
+	// ChunkMB: images from this size on are DLOs of chunks of this size,
+	// in glance_store's MB (1,024,000 bytes); default 1.
+	ChunkMB int
 }
 
 // GlanceImage is what glance_store reports of an image it stored (add) or
@@ -113,12 +115,12 @@ func (g GlanceStore) run(t testing.TB, op string, args ...string) GlanceImage {
 	if g.Multi {
 		mode = "multi"
 	}
-	chunk := g.ChunkMiB
+	chunk := g.ChunkMB
 	if chunk == 0 {
 		chunk = 1
 	}
 	argv := append([]string{filepath.Join(root, "test/labtest/glancestore.py"), "--mode", mode,
-		"--container", g.Container, "--chunk-mib", strconv.Itoa(chunk), op}, args...)
+		"--container", g.Container, "--chunk-mb", strconv.Itoa(chunk), op}, args...)
 	// Debian's python (the one with glance_store), not one earlier on PATH.
 	cmd := exec.Command("/usr/bin/python3", argv...)
 	var stderr strings.Builder

@@ -3,7 +3,7 @@
 the way a Glance API server configures it, for imagefs's Glance interop
 tests (test/labtest/glance.go runs it).
 
-    glancestore.py --mode single|multi --container C [--chunk-mib N] OP ...
+    glancestore.py --mode single|multi --container C [--chunk-mb N] OP ...
 
 OPs, each printing one JSON object on stdout:
     add IMAGE_ID FILE  store FILE as image IMAGE_ID (glance_store's add, as
@@ -22,8 +22,9 @@ reference "ref", locations swift+config://ref/C/<id>. --mode multi is a
 multi-tenant store (swift_store_multi_tenant): each image in container
 C_<id> of the requesting user's account, whose token and catalog come with
 the request context, locations swift+http://<storage url>/C_<id>/<id>.
-Images of at least --chunk-mib MiB are stored as DLOs of chunks of that
-size (swift_store_large_object_size and _chunk_size).
+Images of at least --chunk-mb MB (glance_store's MB: 1,024,000 bytes) are
+stored as DLOs of chunks of that size (swift_store_large_object_size and
+_chunk_size).
 
 Errors go to stderr as one line, exit status 1; no secret is printed.
 """
@@ -80,7 +81,7 @@ def configure(args, tmp):
     from oslo_config import cfg
     conf = cfg.CONF  # glance_store reads the global one, as in Glance
     backend.register_opts(conf)
-    chunk = str(args.chunk_mib)
+    chunk = str(args.chunk_mb)
     lines = ["[glance_store]", "stores = swift", "default_store = swift",
              "swift_store_container = " + args.container,
              "swift_store_create_container_on_put = True",
@@ -121,7 +122,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--mode", choices=["single", "multi"], required=True)
     p.add_argument("--container", required=True)
-    p.add_argument("--chunk-mib", type=int, default=200)
+    p.add_argument("--chunk-mb", type=int, default=200)
     p.add_argument("op", choices=["add", "get", "delete"])
     p.add_argument("rest", nargs="*")
     args = p.parse_args()
