@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,7 +108,8 @@ func gone(t *testing.T, c, obj string) bool {
 }
 
 // TestGlanceSingleTenant: a single-tenant store (container c, locations
-// swift+config://ref/c/<id>), mounted by imagefs. Both directions; then an
+// swift+config://ref/c/<id>), mounted by imagefs. Both directions; a sparse
+// image (holes: ranges of a zero segment), read and deleted; then an
 // overwrite in place through imagefs (a retired version whose segments the
 // current one references), which glance_store reads too, and
 // glance_store's delete of it: the manifest and every segment it
@@ -134,6 +136,29 @@ func TestGlanceSingleTenant(t *testing.T) {
 		t.Errorf("glance_store stored %s without its 6th chunk: not the DLO the test means", id2)
 	}
 	checkReadsThrough(t, d, id2, glanceImageSize, sha256)
+
+	// A sparse image: its holes are ranges of one zero segment, which the
+	// manifest references several times; glance_store reads it and deletes
+	// it whole.
+	sparse := filepath.Join(t.TempDir(), "sparse.img")
+	labtest.RunCmd(t, "truncate", "-s", "6M", sparse)
+	labtest.RunCmd(t, "dd", "if="+src, "of="+sparse, "bs=100k", "count=3", "conv=notrunc", "status=none")
+	labtest.RunCmd(t, "dd", "if="+src, "of="+sparse, "bs=512k", "count=1", "seek=8", "conv=notrunc", "status=none")
+	id3 := labtest.NewImageID()
+	labtest.RunCmd(t, "cp", "--sparse=always", sparse, d.Path(id3))
+	smd5, ssha512 := digestXattrs(t, d.Path(id3), sparse)
+	if !slices.ContainsFunc(labtest.SegmentNames(t, c), func(n string) bool {
+		return strings.HasPrefix(n, id3+"/") && strings.HasSuffix(n, "/zero")
+	}) {
+		t.Fatalf("the sparse image has no zero segment: %v", labtest.SegmentNames(t, c))
+	}
+	checkGlanceRead(t, g, g.Location(id3), 6<<20, smd5, ssha512)
+	g.Delete(t, g.Location(id3))
+	for _, n := range labtest.SegmentNames(t, c) {
+		if strings.HasPrefix(n, id3+"/") {
+			t.Errorf("glance_store's delete of the sparse image left %s", n)
+		}
+	}
 
 	// An overwrite in place: the new version references ranges of all of
 	// the first one's segments around the patch; the first is retired.
