@@ -269,3 +269,33 @@ func TestGlanceMultiTenant(t *testing.T) {
 		t.Errorf("the Glance image's container after its delete: %v, want it gone", err)
 	}
 }
+
+// TestGlanceNestedManifest: an image of more segments than one manifest
+// may hold (a proxy that allows 4) is stored as nested SLO manifests;
+// glance_store reads it whole with its digests, and its delete recurses:
+// the sub-manifests and every segment go, and imagefs gc finds nothing.
+func TestGlanceNestedManifest(t *testing.T) {
+	t.Parallel()
+	c := labtest.NewContainer(t)
+	g := labtest.GlanceStore{Container: c}
+	d := labtest.Mount(t, c, labtest.MountOpts{Args: append([]string{"--os-storage-url", smallSLOStorageURL(t)}, glanceArgs...)})
+	waitFor(t, 10*time.Second, "imagefs to log the proxy's limit from /info (max_manifest_segments=4)", func() bool {
+		return strings.Contains(d.LogText(), "max_manifest_segments=4")
+	})
+	src, _ := labtest.RandomFile(t, glanceImageSize, 83)
+	id := labtest.NewImageID()
+	labtest.RunCmd(t, "cp", src, d.Path(id))
+	md5, sha512 := digestXattrs(t, d.Path(id), src)
+	if !slices.ContainsFunc(labtest.SegmentNames(t, c), func(n string) bool { return strings.Contains(n, "/manifest-") }) {
+		t.Fatalf("no sub-manifest: %v", labtest.SegmentNames(t, c))
+	}
+	checkGlanceRead(t, g, g.Location(id), glanceImageSize, md5, sha512)
+	g.Delete(t, g.Location(id))
+	if n := labtest.SegmentNames(t, c); len(n) != 0 || !gone(t, c, id) {
+		t.Errorf("after glance_store's delete of a nested manifest: segments %v, manifest gone %v", n, gone(t, c, id))
+	}
+	d.Stop()
+	if r := labtest.Exec(t, "gc", "--min-age", "0s", c); r.Code != 0 || !strings.Contains(r.Stdout, "no orphan segments") {
+		t.Errorf("imagefs gc after glance_store's delete: status %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+}
