@@ -117,6 +117,11 @@ type Config struct {
 	// renews (it uses 10% of the lifetime when that is more, and half the
 	// lifetime for short-lived tokens). Default 5 min.
 	RenewMargin time.Duration
+	// trusteeFromOS: in trust mode, the trustee is the OS_* user
+	// (keystoneauth's convention), not IMAGEFS_SERVICE_* (set by
+	// withDefaults, for messages).
+	trusteeFromOS bool
+
 	// MinRemaining: requests wait for a renewal rather than start with a
 	// token this close to its expiry (a quarter of the lifetime, if that
 	// is less). It covers the clock skew between Keystone and Swift.
@@ -132,10 +137,16 @@ func (c Config) withDefaults() Config {
 	if c.ServiceAuthURL == "" {
 		c.ServiceAuthURL = c.AuthURL
 	}
+	if c.Mode == ModePassword && c.TrustID != "" {
+		// keystoneauth's password plugin with a trust id asks for a
+		// trust-scoped token: that is trust mode.
+		c.Mode = ModeTrust
+	}
 	if c.Mode == ModeTrust && c.Service == (Identity{}) {
-		// The OpenStack CLI's convention: OS_USERNAME/OS_PASSWORD with
+		// keystoneauth's convention: OS_USERNAME/OS_PASSWORD with
 		// OS_TRUST_ID are the trustee's.
 		c.Service = c.Identity
+		c.trusteeFromOS = true
 	}
 	if c.ResellerPrefix == "" {
 		c.ResellerPrefix = "IMAGE_"
@@ -165,7 +176,9 @@ func (c Config) withDefaults() Config {
 // InferMode picks the mode from what is configured, the way the OpenStack
 // tools pick an auth plugin: a trust id means trust, an application
 // credential means application-credential, a user token means
-// service-token, otherwise password.
+// service-token, otherwise password. An explicit password mode with a
+// trust id is trust mode too (keystoneauth's password plugin then asks
+// for a trust-scoped token).
 func (c Config) InferMode() Mode {
 	switch {
 	case c.TrustID != "":
@@ -178,10 +191,15 @@ func (c Config) InferMode() Mode {
 	return ModePassword
 }
 
-// ParseMode accepts imagefs' mode names and the OpenStack auth types that
-// mean the same (OS_AUTH_TYPE).
+// ParseMode accepts imagefs' mode names and the auth types of keystoneauth
+// (OS_AUTH_TYPE, clouds.yaml's auth_type) that mean the same: password and
+// v3password (trust mode when a trust id is set), v3applicationcredential,
+// token and v3token (service-token mode: a plain user token cannot be
+// renewed, so imagefs uses it only together with a service user's token).
+// The other keystoneauth plugins are refused by name.
 func ParseMode(s string) (Mode, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	switch t {
 	case "":
 		return "", nil
 	case "password", "v3password":
@@ -191,11 +209,12 @@ func ParseMode(s string) (Mode, error) {
 	case "trust":
 		return ModeTrust, nil
 	case "service-token", "service_token", "token", "v3token":
-		// A bare user token cannot be renewed: imagefs uses it only
-		// together with a service token.
 		return ModeServiceToken, nil
+	case "v2password", "v2token":
+		return "", fmt.Errorf("auth type %q: imagefs speaks Keystone v3 only: use %s with a /v3 OS_AUTH_URL", s, strings.Replace(t, "v2", "v3", 1))
 	}
-	return "", fmt.Errorf("auth type %q: want password, application-credential (v3applicationcredential), trust or service-token", s)
+	return "", fmt.Errorf("auth type %q is not supported: imagefs needs credentials it can renew unattended: "+
+		"want password or v3password (with OS_TRUST_ID: trust mode), v3applicationcredential, token or v3token (with a service user: service-token mode), or imagefs' own names %v", s, Modes)
 }
 
 // Validate reports every problem of the configuration at once, each with
@@ -230,7 +249,11 @@ func (c Config) Validate() error {
 		if c.TrustID == "" {
 			add("trust mode needs a trust id: set OS_TRUST_ID or --os-trust-id (create one with 'imagefs trust create')")
 		}
-		if c.Service.isAppCred() {
+		if c.trusteeFromOS && c.Service == (Identity{}) {
+			add("trust mode needs the trustee's credentials: set OS_USERNAME, OS_PASSWORD and OS_USER_DOMAIN_NAME (as for openstackclient), or IMAGEFS_SERVICE_USERNAME, IMAGEFS_SERVICE_PASSWORD and IMAGEFS_SERVICE_USER_DOMAIN_NAME")
+		} else if c.trusteeFromOS {
+			errs = append(errs, c.validateOSTrustee()...)
+		} else if c.Service.isAppCred() {
 			add("trust mode: the trustee (service user) must use a password: Keystone does not let application credentials consume trusts")
 		} else {
 			errs = append(errs, c.Service.validatePassword("service user (trustee) ", false)...)
@@ -239,8 +262,13 @@ func (c Config) Validate() error {
 		if c.Token == "" {
 			add("service-token mode needs the user's token: set OS_TOKEN or OS_TOKEN_FILE (e.g. from 'openstack token issue')")
 		}
+		if c.TrustID != "" {
+			add("OS_TRUST_ID with a user token: imagefs consumes a trust with the trustee's password (OS_AUTH_TYPE=password, OS_USERNAME, OS_PASSWORD), since a token rescoped to a trust cannot be renewed")
+		}
 		if c.Service == (Identity{}) {
-			add("service-token mode needs the service user: set IMAGEFS_SERVICE_USERNAME, IMAGEFS_SERVICE_PASSWORD, IMAGEFS_SERVICE_PROJECT_NAME and the domains (or --service-* flags)")
+			add("service-token mode (OS_TOKEN, OS_AUTH_TYPE=token or v3token) needs the service user: a user token cannot be renewed, and a mount would fail when it expires, " +
+				"so imagefs sends it only with a service user's token (which it renews; Swift then accepts the user token past its expiry, within Keystone's allow_expired_window): " +
+				"set IMAGEFS_SERVICE_USERNAME, IMAGEFS_SERVICE_PASSWORD, IMAGEFS_SERVICE_PROJECT_NAME and the domains (or --service-* flags); without one, use a password, application credential or trust instead")
 		} else if c.Service.isAppCred() {
 			errs = append(errs, c.Service.validateAppCred("service user ")...)
 		} else {
@@ -264,6 +292,23 @@ func (c Config) Validate() error {
 		add("reseller prefix %q: want a Swift reseller prefix such as IMAGE_", c.ResellerPrefix)
 	}
 	return errors.Join(errs...)
+}
+
+// validateOSTrustee checks the trustee of trust mode given as the OS_*
+// user, as keystoneauth takes it: a password user, and no project, since a
+// trust-scoped token carries the trustor's project (keystoneauth refuses
+// both: "Authentication cannot be scoped to multiple targets").
+func (c Config) validateOSTrustee() []error {
+	id := c.Identity
+	if id.isAppCred() {
+		return []error{errors.New("trust mode: the trustee (OS_APPLICATION_CREDENTIAL_*) must use a password: Keystone does not let application credentials consume trusts: set OS_USERNAME and OS_PASSWORD of the trustee")}
+	}
+	errs := id.validatePassword("", false)
+	if id.ProjectName != "" || id.ProjectID != "" {
+		errs = append(errs, fmt.Errorf("OS_TRUST_ID and a project (OS_PROJECT_NAME %q, OS_PROJECT_ID %q) are both set: a token can have one scope, and a trust's is the trustor's project (openstackclient refuses this too: \"Authentication cannot be scoped to multiple targets\"): unset OS_PROJECT_NAME and OS_PROJECT_ID",
+			id.ProjectName, id.ProjectID))
+	}
+	return errs
 }
 
 // validatePassword checks a password identity; who prefixes the messages

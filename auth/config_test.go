@@ -21,11 +21,20 @@ func TestValidateReportsEverythingAtOnce(t *testing.T) {
 		{"app cred by name without user", Config{AuthURL: "http://k/v3", Identity: Identity{ApplicationCredentialName: "n"}},
 			[]string{"no application credential secret", `application credential "n" is named, not given by id: set its owner`}},
 		{"trust without trustee", Config{AuthURL: "http://k/v3", TrustID: "t"},
-			[]string{"no service user (trustee) user: set IMAGEFS_SERVICE_USERNAME", "no service user (trustee) password: set IMAGEFS_SERVICE_PASSWORD"}},
+			[]string{"trust mode needs the trustee's credentials: set OS_USERNAME, OS_PASSWORD and OS_USER_DOMAIN_NAME (as for openstackclient), or IMAGEFS_SERVICE_USERNAME"}},
+		{"trust with OS_* trustee and a project", Config{AuthURL: "http://k/v3", Mode: ModePassword, TrustID: "t",
+			Identity: Identity{Username: "u", Password: "p", UserDomainName: "D", ProjectName: "demo"}},
+			[]string{`OS_TRUST_ID and a project (OS_PROJECT_NAME "demo", OS_PROJECT_ID "") are both set`}},
+		{"trust with OS_* trustee without password", Config{AuthURL: "http://k/v3", TrustID: "t", Identity: Identity{Username: "u"}},
+			[]string{"no password: set OS_PASSWORD", `user name "u" needs a domain: set OS_USER_DOMAIN_NAME`}},
+		{"trust with an OS_* app cred trustee", Config{AuthURL: "http://k/v3", TrustID: "t", Identity: Identity{ApplicationCredentialID: "a", ApplicationCredentialSecret: "s"}},
+			[]string{"the trustee (OS_APPLICATION_CREDENTIAL_*) must use a password"}},
+		{"token with a trust", Config{AuthURL: "http://k/v3", Mode: ModeServiceToken, Token: "t", TrustID: "tr", Service: Identity{Username: "s", Password: "p", UserDomainName: "D", ProjectName: "p"}},
+			[]string{"OS_TRUST_ID with a user token"}},
 		{"trust with app cred trustee", Config{AuthURL: "http://k/v3", TrustID: "t", Service: Identity{ApplicationCredentialID: "a", ApplicationCredentialSecret: "s"}},
 			[]string{"the trustee (service user) must use a password"}},
 		{"service token without service user", Config{AuthURL: "http://k/v3", Mode: ModeServiceToken},
-			[]string{"needs the user's token: set OS_TOKEN", "needs the service user: set IMAGEFS_SERVICE_USERNAME"}},
+			[]string{"needs the user's token: set OS_TOKEN", "needs the service user: a user token cannot be renewed, and a mount would fail when it expires, so imagefs sends it only with a service user's token"}},
 		{"service user without project", Config{AuthURL: "ftp://k", Token: "t", Service: Identity{Username: "s", Password: "p", UserDomainName: "D"}, Interface: "outer"},
 			[]string{`OS_AUTH_URL "ftp://k" is not an http(s) URL`, "no service user project: set IMAGEFS_SERVICE_PROJECT_NAME", `OS_INTERFACE "outer"`}},
 	} {
@@ -47,6 +56,20 @@ func TestValidateReportsEverythingAtOnce(t *testing.T) {
 	ok := Config{AuthURL: "http://k/v3", Identity: Identity{ApplicationCredentialID: "a", ApplicationCredentialSecret: "s", ProjectName: "from-openrc"}}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("application credential with a leftover OS_PROJECT_NAME: %v", err)
+	}
+	// keystoneauth's trust form: password with a trust id, the trustee as
+	// the OS_* user, no project; and imagefs' own, IMAGEFS_SERVICE_*.
+	for _, c := range []Config{
+		{AuthURL: "http://k/v3", Mode: ModePassword, TrustID: "t", Identity: Identity{Username: "svc", Password: "p", UserDomainName: "D", ProjectDomainName: "D"}},
+		{AuthURL: "http://k/v3", TrustID: "t", Identity: Identity{UserID: "u1", Password: "p"}},
+		{AuthURL: "http://k/v3", Mode: ModeTrust, TrustID: "t", Identity: Identity{ProjectName: "demo"}, Service: Identity{Username: "svc", Password: "p", UserDomainName: "D", ProjectName: "service"}},
+	} {
+		if err := c.Validate(); err != nil {
+			t.Errorf("%+v: %v", c, err)
+		}
+		if m := c.withDefaults().Mode; m != ModeTrust {
+			t.Errorf("%+v: mode %s, want trust", c, m)
+		}
 	}
 }
 
@@ -70,8 +93,11 @@ func TestInferAndParseMode(t *testing.T) {
 			t.Errorf("ParseMode(%q) = %s, %v", in, got, err)
 		}
 	}
-	if _, err := ParseMode("v3oidcpassword"); err == nil {
-		t.Error("an unsupported auth type parsed")
+	for in, want := range map[string]string{"v3oidcpassword": "is not supported", "v3totp": "is not supported", "admin_token": "is not supported",
+		"v2password": "use v3password", "v2token": "use v3token"} {
+		if _, err := ParseMode(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseMode(%q): %v, want an error saying %q", in, err, want)
+		}
 	}
 }
 

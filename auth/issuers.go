@@ -106,7 +106,11 @@ func (tr *trustIssuer) explain(ctx context.Context, ks keystone, err error) erro
 	svc.ProjectName, svc.ProjectID = "", "" // unscoped: only the password is checked
 	if _, err2 := ks.create(ctx, svc.passwordOptions(ks.authURL, nil)); err2 != nil {
 		if statusOf(err2) == http.StatusUnauthorized {
-			return keystoneErr(ks.authURL, fmt.Sprintf("the trustee (service %s) cannot log in: check its name, password and domain (IMAGEFS_SERVICE_USERNAME, IMAGEFS_SERVICE_PASSWORD, IMAGEFS_SERVICE_USER_DOMAIN_NAME)", svc.who()), err2)
+			vars := "IMAGEFS_SERVICE_USERNAME, IMAGEFS_SERVICE_PASSWORD, IMAGEFS_SERVICE_USER_DOMAIN_NAME"
+			if tr.cfg.trusteeFromOS {
+				vars = "OS_USERNAME, OS_PASSWORD, OS_USER_DOMAIN_NAME"
+			}
+			return keystoneErr(ks.authURL, fmt.Sprintf("the trustee (%s) cannot log in: check its name, password and domain (%s)", svc.who(), vars), err2)
 		}
 		return keystoneErr(ks.authURL, "", err2)
 	}

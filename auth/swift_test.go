@@ -21,6 +21,8 @@ import (
 var (
 	demoUser = Identity{Username: "demo", Password: "demo-pw", UserDomainName: "Default", ProjectName: "demo"}
 	svcUser  = Identity{Username: "svc", Password: "svc-pw", UserDomainName: "Default", ProjectName: "service"}
+	// svcTrustee is svcUser as keystoneauth's trustee: no project.
+	svcTrustee = Identity{Username: "svc", Password: "svc-pw", UserDomainName: "Default"}
 )
 
 // conn is an ncw/swift connection through the keeper, as segments builds it.
@@ -63,7 +65,9 @@ func TestModes(t *testing.T) {
 		{"application credential", Config{Identity: Identity{ApplicationCredentialID: "ac1", ApplicationCredentialSecret: "ac-secret",
 			ProjectName: "ignored"}}, "AUTH_" + dUserProject, "", false},
 		{"trust", Config{TrustID: "tr1", Service: svcUser}, "AUTH_" + dUserProject, "OS-TRUST:trust", false},
-		{"trust, trustee from OS_*", Config{TrustID: "tr1", Identity: svcUser}, "AUTH_" + dUserProject, "OS-TRUST:trust", false},
+		{"trust, trustee from OS_*", Config{TrustID: "tr1", Identity: svcTrustee}, "AUTH_" + dUserProject, "OS-TRUST:trust", false},
+		// keystoneauth's form: OS_AUTH_TYPE=password with OS_TRUST_ID.
+		{"trust, auth type password", Config{Mode: ModePassword, TrustID: "tr1", Identity: svcTrustee}, "AUTH_" + dUserProject, "OS-TRUST:trust", false},
 		{"service token", Config{Token: Secret(userTok), Service: svcUser}, "IMAGE_" + dUserProject, "project", true},
 		{"service token, other prefix", Config{Token: Secret(userTok), Service: svcUser, ResellerPrefix: "GLANCE"}, "GLANCE_" + dUserProject, "project", true},
 	} {
@@ -223,7 +227,7 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 		{"unknown application credential", Config{Identity: Identity{ApplicationCredentialID: "nope", ApplicationCredentialSecret: "x"}}, "does not know the application credential nope", ErrCredentials},
 		{"wrong application credential secret", Config{Identity: Identity{ApplicationCredentialID: "ac1", ApplicationCredentialSecret: "secret-not-this"}}, "deleted, or expired", ErrCredentials},
 		{"deleted trust", Config{TrustID: "gone", Service: svcUser}, "the trust gone does not exist", ErrCredentials},
-		{"trustee password", Config{TrustID: "tr1", Service: badSvc}, "the trustee (service user svc) cannot log in", ErrCredentials},
+		{"trustee password", Config{TrustID: "tr1", Service: badSvc}, "the trustee (user svc) cannot log in", ErrCredentials},
 		{"bad user token", Config{Token: "gAAAAAbogus", Service: svcUser}, "the user token (OS_TOKEN) is not valid", ErrCredentials},
 		{"service password", Config{Token: "gAAAAAbogus", Service: badSvc}, "check the service user's credentials", ErrCredentials},
 		{"unreachable", Config{Identity: demoUser, AuthURL: "http://127.0.0.1:9/v3"}, "cannot reach Keystone at http://127.0.0.1:9/v3", ErrUnreachable},

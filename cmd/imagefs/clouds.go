@@ -10,9 +10,18 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+	"gopkg.in/yaml.v2"
 
 	"github.com/imagefs/imagefs/auth"
 )
+
+// cloudEntry is what fromCloud found besides the auth settings.
+type cloudEntry struct {
+	TLS      *tls.Config
+	AuthType string // the entry's auth_type ("" if none)
+	Path     string // the clouds.yaml read
+	Secure   bool   // a secure.yaml was read beside it
+}
 
 // fromCloud fills the empty fields of cfg and id from the clouds.yaml entry
 // name, found the way the OpenStack tools find it (OS_CLIENT_CONFIG_FILE,
@@ -20,19 +29,33 @@ import (
 // /etc/openstack/clouds.yaml, with secure.yaml next to it). Flags and
 // environment variables, already in cfg, take precedence. It returns the
 // TLS configuration of the entry (cacert, cert, key, verify), with those of
-// o (flags, OS_* variables) taking precedence.
-func fromCloud(name string, cfg *auth.Config, id *auth.Identity, o auth.TLSOptions) (*tls.Config, error) {
+// o (flags, OS_* variables) taking precedence, and the entry's auth_type.
+func fromCloud(name string, cfg *auth.Config, id *auth.Identity, o auth.TLSOptions) (cloudEntry, error) {
 	bad := func(err error) error { return fmt.Errorf("clouds.yaml, cloud %q: %v", name, err) }
-	cloudsYAML, secureYAML, err := readCloudFiles()
+	path, cloudsYAML, secureYAML, err := readCloudFiles()
 	if err != nil {
-		return nil, bad(err)
+		return cloudEntry{}, bad(err)
 	}
 	ao, eo, tc, err := parseCloud(name, cloudsYAML, secureYAML, o)
 	if err != nil {
-		return nil, bad(err)
+		return cloudEntry{}, bad(fmt.Errorf("%s: %v", path, err))
 	}
 	applyCloud(cfg, id, ao, eo)
-	return tc, nil
+	return cloudEntry{TLS: tc, AuthType: cloudAuthType(name, cloudsYAML, secureYAML), Path: path, Secure: secureYAML != nil}, nil
+}
+
+// cloudAuthType is the auth_type of entry name (secure.yaml's if it has
+// one), which gophercloud reads but does not return. The files parsed
+// already: an error here is no auth_type.
+func cloudAuthType(name string, cloudsYAML, secureYAML []byte) string {
+	t := ""
+	for _, b := range [][]byte{cloudsYAML, secureYAML} {
+		var cs clouds.Clouds
+		if b != nil && yaml.Unmarshal(b, &cs) == nil && cs.Clouds[name].AuthType != "" {
+			t = string(cs.Clouds[name].AuthType)
+		}
+	}
+	return t
 }
 
 // maxCloudsFile bounds clouds.yaml and secure.yaml: real ones have a few
@@ -42,19 +65,20 @@ const maxCloudsFile = 1 << 20
 // readCloudFiles reads clouds.yaml from the first place the OpenStack
 // tools look (OS_CLIENT_CONFIG_FILE, or ./, ~/.config/openstack/ or
 // $XDG_CONFIG_HOME/openstack/, /etc/openstack/), and secure.yaml next to
-// it if there is one (nil if not), each at most maxCloudsFile bytes.
-func readCloudFiles() (cloudsYAML, secureYAML []byte, err error) {
+// it if there is one (nil if not), each at most maxCloudsFile bytes; path
+// is the clouds.yaml read.
+func readCloudFiles() (path string, cloudsYAML, secureYAML []byte, err error) {
 	locations := []string{os.Getenv("OS_CLIENT_CONFIG_FILE")}
 	if locations[0] == "" {
 		cwd, err := os.Getwd()
 		if err != nil {
-			return nil, nil, err
+			return "", nil, nil, err
 		}
 		conf := os.Getenv("XDG_CONFIG_HOME")
 		if conf == "" {
 			home, err := os.UserHomeDir()
 			if err != nil {
-				return nil, nil, err
+				return "", nil, nil, err
 			}
 			conf = filepath.Join(home, ".config")
 		}
@@ -67,16 +91,16 @@ func readCloudFiles() (cloudsYAML, secureYAML []byte, err error) {
 		}
 		cloudsYAML, err = readBounded(f, p)
 		if err != nil {
-			return nil, nil, err
+			return "", nil, nil, err
 		}
 		if sf, err := os.Open(filepath.Join(filepath.Dir(p), "secure.yaml")); err == nil {
 			if secureYAML, err = readBounded(sf, sf.Name()); err != nil {
-				return nil, nil, err
+				return "", nil, nil, err
 			}
 		}
-		return cloudsYAML, secureYAML, nil
+		return p, cloudsYAML, secureYAML, nil
 	}
-	return nil, nil, fmt.Errorf("no clouds.yaml in %v", locations)
+	return "", nil, nil, fmt.Errorf("no clouds.yaml in %v", locations)
 }
 
 // readBounded reads and closes f, an error if it has more than maxCloudsFile bytes.

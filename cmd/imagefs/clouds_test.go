@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -127,5 +128,62 @@ func TestCloudsYAMLTLS(t *testing.T) {
 	cfg = Config{tls: auth.TLSOptions{CACert: ca}} // no clouds.yaml
 	if err := cfg.resolveAuth(); err != nil || !verifies(cfg) {
 		t.Errorf("--os-cacert: %v", err)
+	}
+}
+
+// TestCloudsYAMLTrustAndAuthType: keystoneauth's clouds.yaml forms: a
+// trust_id under auth with the trustee's username and password is trust
+// mode; the entry's auth_type counts when --auth-type and OS_AUTH_TYPE are
+// unset; an auth_type keystoneauth has but imagefs cannot use is refused,
+// naming the file.
+func TestCloudsYAMLTrustAndAuthType(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "clouds.yaml")
+	if err := os.WriteFile(p, []byte(`clouds:
+  trust:
+    auth_type: password
+    auth:
+      auth_url: https://keystone.example/v3
+      username: imagefs
+      password: trustee-secret
+      user_domain_name: Default
+      trust_id: 0123abcd
+  trustproject:
+    auth:
+      auth_url: https://keystone.example/v3
+      username: imagefs
+      password: trustee-secret
+      user_domain_name: Default
+      project_name: demo
+      trust_id: 0123abcd
+  totp:
+    auth_type: v3totp
+    auth:
+      auth_url: https://keystone.example/v3
+      username: u
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OS_CLIENT_CONFIG_FILE", p)
+	cfg := Config{cloud: "trust"}
+	if err := errors.Join(cfg.resolveAuth(), cfg.Auth.Validate()); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Auth.TrustID != "0123abcd" || cfg.Auth.Mode != auth.ModePassword || cfg.Auth.Username != "imagefs" {
+		t.Errorf("trust entry: %+v", cfg.Auth)
+	}
+	cfg = Config{cloud: "trustproject"}
+	err := errors.Join(cfg.resolveAuth(), cfg.Auth.Validate())
+	if err == nil || !strings.Contains(err.Error(), "OS_TRUST_ID and a project") {
+		t.Errorf("trust_id with project_name: %v", err)
+	}
+	cfg = Config{cloud: "totp"}
+	err = cfg.resolveAuth()
+	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), `auth type "v3totp" is not supported`) {
+		t.Errorf("auth_type v3totp: %v", err)
+	}
+	cfg = Config{cloud: "totp", authType: "password"} // OS_AUTH_TYPE wins
+	if err := cfg.resolveAuth(); err != nil {
+		t.Errorf("auth_type overridden: %v", err)
 	}
 }

@@ -22,8 +22,11 @@ type Config struct {
 	authType     string // --auth-type, parsed by resolveAuth
 	cloud        string // --os-cloud: clouds.yaml entry
 	serviceCloud string // --service-cloud: clouds.yaml entry of the service user
-	tls          auth.TLSOptions
-	secrets      []*secretSource // authFlags' secrets, for their files and systemd credentials
+	// what resolveAuth read from clouds.yaml
+	cloudFile, serviceCloudFile cloudEntry
+	authTypeFromCloud           bool // authType is the cloud's auth_type
+	tls                         auth.TLSOptions
+	secrets                     []*secretSource // authFlags' secrets, for their files and systemd credentials
 
 	Account    bool   // --account: the whole account, no CONTAINER argument
 	Container  string // from CONTAINER[/PREFIX]
@@ -138,11 +141,15 @@ func (c *Config) resolveAuth() error {
 		errs = append(errs, err)
 	}
 	if c.cloud != "" {
-		tc, err := fromCloud(c.cloud, &c.Auth, &c.Auth.Identity, c.tls)
+		e, err := fromCloud(c.cloud, &c.Auth, &c.Auth.Identity, c.tls)
 		if err != nil {
 			errs = append(errs, err)
 		}
-		c.Auth.TLS = tc
+		c.Auth.TLS, c.cloudFile = e.TLS, e
+		if c.authType == "" {
+			// keystoneauth reads auth_type from the entry too.
+			c.authType, c.authTypeFromCloud = e.AuthType, e.AuthType != ""
+		}
 	} else {
 		tc, err := c.tls.Config()
 		if err != nil {
@@ -152,15 +159,19 @@ func (c *Config) resolveAuth() error {
 	}
 	if c.serviceCloud != "" {
 		var scratch auth.Config
-		if _, err := fromCloud(c.serviceCloud, &scratch, &c.Auth.Service, c.tls); err != nil {
+		e, err := fromCloud(c.serviceCloud, &scratch, &c.Auth.Service, c.tls)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("--service-cloud: %w", err))
 		}
+		c.serviceCloudFile = e
 		if c.Auth.ServiceAuthURL == "" {
 			c.Auth.ServiceAuthURL = scratch.AuthURL
 		}
 	}
 	m, err := auth.ParseMode(c.authType)
-	if err != nil {
+	if err != nil && c.authTypeFromCloud {
+		errs = append(errs, fmt.Errorf("clouds.yaml %s, cloud %q, auth_type: %w", c.cloudFile.Path, c.cloud, err))
+	} else if err != nil {
 		errs = append(errs, fmt.Errorf("--auth-type (IMAGEFS_AUTH_TYPE, OS_AUTH_TYPE): %w", err))
 	}
 	c.Auth.Mode = m
