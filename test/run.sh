@@ -22,6 +22,7 @@ packages=(
   prometheus
   python3-glance-store
   mount
+  python3-openstackclient
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
