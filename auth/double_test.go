@@ -32,6 +32,7 @@ type double struct {
 	bodies      []map[string]any  // POST /v3/auth/tokens bodies
 	trusts      map[string]bool   // existing trusts
 	appCredExp  string            // expires_at of app cred "ac1" (Keystone's format, no zone)
+	demoPW      string            // the demo user's password
 	keystoneOff atomic.Bool       // answer 503 to everything under /v3
 	posts       atomic.Int64      // POST /v3/auth/tokens
 	swift401    atomic.Int64
@@ -54,7 +55,7 @@ const (
 
 func newDouble(t *testing.T) *double {
 	d := &double{t: t, lifetime: time.Hour, tokens: map[string]dtoken{}, objects: map[string][]byte{},
-		trusts: map[string]bool{"tr1": true}}
+		trusts: map[string]bool{"tr1": true}, demoPW: "demo-pw"}
 	d.srv = httptest.NewServer(http.HandlerFunc(d.serve))
 	t.Cleanup(d.srv.Close)
 	return d
@@ -159,8 +160,11 @@ func (d *double) create(w http.ResponseWriter, body map[string]any) {
 	case get(ident, "password") != nil:
 		name, _ := get(ident, "password", "user", "name").(string)
 		pw, _ := get(ident, "password", "user", "password").(string)
+		d.mu.Lock()
+		demoPW := d.demoPW
+		d.mu.Unlock()
 		switch {
-		case name == "demo" && pw == "demo-pw":
+		case name == "demo" && pw == demoPW:
 			user, project, roles = "u-demo", dUserProject, []string{"member"}
 		case name == "svc" && pw == "svc-pw":
 			user, project, roles = "u-svc", dSvcProject, []string{"service", "member"}

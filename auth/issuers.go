@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -15,7 +16,7 @@ import (
 // credential builds the Credential of token t (storage URL aside).
 func credential(t *token) *Credential {
 	l := t.lifetime()
-	return &Credential{Token: t.id, ProjectID: t.projectID, UserID: t.userID,
+	return &Credential{Token: t.id, ProjectID: t.projectID, UserID: t.userID, ProjectName: t.names[0], UserName: t.names[1],
 		Lifetime: l, Issued: t.sent, Expires: t.sent.Add(l)}
 }
 
@@ -38,7 +39,12 @@ func (p *passwordIssuer) issue(ctx context.Context, _ *Credential) (*Credential,
 // appCredIssuer: an application credential. Keystone caps its tokens at
 // the credential's own expires_at, which the issuer reads once and keeps
 // as the hard deadline.
-type appCredIssuer struct{ cfg Config }
+type appCredIssuer struct {
+	cfg Config
+	// reread makes the next issue read the credential's expiry again
+	// (set by Reload: a new secret may be a new credential).
+	reread atomic.Bool
+}
 
 func (a *appCredIssuer) issue(ctx context.Context, prev *Credential) (*Credential, error) {
 	ks := a.cfg.keystone(a.cfg.AuthURL)
@@ -60,7 +66,7 @@ func (a *appCredIssuer) issue(ctx context.Context, prev *Credential) (*Credentia
 	if c.StorageURL, err = objectStoreURL(ctx, a.cfg, t); err != nil {
 		return nil, err
 	}
-	if prev != nil {
+	if prev != nil && !a.reread.Swap(false) {
 		c.HardDeadline = prev.HardDeadline
 	} else if t.appCredID != "" {
 		// Best effort: without it the keeper still works, it just cannot
@@ -138,6 +144,7 @@ func (s *serviceTokenIssuer) issue(ctx context.Context, prev *Credential) (*Cred
 	c.ServiceToken, c.Token = svc.id, s.cfg.Token
 	if prev != nil {
 		c.StorageURL, c.ProjectID, c.UserID = prev.StorageURL, prev.ProjectID, prev.UserID
+		c.ProjectName, c.UserName = prev.ProjectName, prev.UserName
 		c.UserExpires, c.HardDeadline = prev.UserExpires, prev.HardDeadline
 		return c, nil
 	}
@@ -169,6 +176,7 @@ func (s *serviceTokenIssuer) issue(ctx context.Context, prev *Credential) (*Cred
 		return nil, err
 	}
 	c.ProjectID, c.UserID = user.projectID, user.userID
+	c.ProjectName, c.UserName = user.names[0], user.names[1]
 	// The user token's expires_at is on Keystone's clock: the service
 	// token just issued tells the offset.
 	c.UserExpires = svc.local(user.expiresAt)

@@ -49,6 +49,8 @@ type Credential struct {
 	StorageURL   string // account URL, without a trailing slash
 	ProjectID    string // the account's project
 	UserID       string // the user the token acts as
+	ProjectName  string // names of the two, if Keystone gave them
+	UserName     string
 
 	// The token the keeper renews (the service token in service-token
 	// mode). Times are on the local clock.
@@ -80,9 +82,8 @@ type issuer interface {
 
 // Keeper owns the credentials of a mount. It is safe for concurrent use.
 type Keeper struct {
-	cfg Config
+	cfg Config // as given to New; the issuer holds the current secrets (Reload)
 	log *slog.Logger
-	iss issuer
 
 	cur atomic.Pointer[Credential]
 	// fb, when set for the current generation, makes requests use the
@@ -91,6 +92,8 @@ type Keeper struct {
 	fb atomic.Pointer[fallback]
 
 	mu       sync.Mutex    // guards the fields below
+	iss      issuer        // replaced by Reload
+	secrets  Config        // the configuration iss was made from
 	inflight chan struct{} // closed when the running renewal ends
 	lastErr  error         // result of the last renewal
 	lastFail time.Time     // when the last renewal failed
@@ -127,18 +130,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Keeper, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	var iss issuer
+	return newKeeper(ctx, cfg, log, newIssuer(cfg, log))
+}
+
+// newIssuer is the issuer of cfg's mode (cfg with defaults).
+func newIssuer(cfg Config, log *slog.Logger) issuer {
 	switch cfg.Mode {
 	case ModePassword:
-		iss = &passwordIssuer{cfg: cfg}
+		return &passwordIssuer{cfg: cfg}
 	case ModeAppCredential:
-		iss = &appCredIssuer{cfg: cfg}
+		return &appCredIssuer{cfg: cfg}
 	case ModeTrust:
-		iss = &trustIssuer{cfg: cfg}
+		return &trustIssuer{cfg: cfg}
 	case ModeServiceToken:
-		iss = &serviceTokenIssuer{cfg: cfg, log: log}
+		return &serviceTokenIssuer{cfg: cfg, log: log}
 	}
-	return newKeeper(ctx, cfg, log, iss)
+	return nil
 }
 
 // newKeeper is New with a given issuer (tests use fakes).
@@ -147,7 +154,7 @@ func newKeeper(ctx context.Context, cfg Config, log *slog.Logger, iss issuer) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	k := &Keeper{cfg: cfg, log: log, iss: iss, changed: make(chan struct{})}
+	k := &Keeper{cfg: cfg, log: log, iss: iss, secrets: cfg, changed: make(chan struct{})}
 	rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	c, err := iss.issue(rctx, nil)
 	cancel()
@@ -322,8 +329,11 @@ func (k *Keeper) renew(ctx context.Context, gen uint64, why string, force bool) 
 // doRenew asks Keystone for a new credential and publishes the result.
 func (k *Keeper) doRenew(ctx context.Context, done chan struct{}, why string) {
 	old := k.cur.Load()
+	k.mu.Lock()
+	iss := k.iss
+	k.mu.Unlock()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.cfg.Timeout)
-	c, err := k.iss.issue(rctx, old)
+	c, err := iss.issue(rctx, old)
 	cancel()
 	k.mu.Lock()
 	k.lastErr = err

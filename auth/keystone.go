@@ -25,6 +25,7 @@ type token struct {
 	expiresAt time.Time // Keystone's clock
 	projectID string
 	userID    string
+	names     [2]string // the project's and the user's, for messages
 	roles     []string
 	appCredID string // the application credential it was made from
 	trustID   string
@@ -65,10 +66,12 @@ type tokenBody struct {
 	IssuedAt  ksTime `json:"issued_at"`
 	ExpiresAt ksTime `json:"expires_at"`
 	Project   struct {
-		ID string `json:"id"`
+		ID   string `json:"id"`
+		Name string `json:"name"`
 	} `json:"project"`
 	User struct {
-		ID string `json:"id"`
+		ID   string `json:"id"`
+		Name string `json:"name"`
 	} `json:"user"`
 	Roles []struct {
 		Name string `json:"name"`
@@ -128,6 +131,7 @@ func (b *tokenBody) fill(t *token, now time.Time) error {
 	}
 	t.issuedAt, t.expiresAt = iss, exp
 	t.projectID, t.userID = b.Project.ID, b.User.ID
+	t.names = [2]string{b.Project.Name, b.User.Name}
 	t.appCredID, t.trustID = b.AppCred.ID, b.Trust.ID
 	for _, r := range b.Roles {
 		t.roles = append(t.roles, r.Name)

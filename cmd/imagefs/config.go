@@ -27,6 +27,7 @@ type Config struct {
 	authTypeFromCloud           bool // authType is the cloud's auth_type
 	tls                         auth.TLSOptions
 	secrets                     []*secretSource // authFlags' secrets, for their files and systemd credentials
+	SecretPoll                  time.Duration   // --secret-poll-interval (rotate.go)
 
 	Account    bool   // --account: the whole account, no CONTAINER argument
 	Container  string // from CONTAINER[/PREFIX]
@@ -182,6 +183,7 @@ func (c *Config) resolveAuth() error {
 func mountFlags(c *Config) []cli.Flag {
 	var fl []cli.Flag
 	fl = append(fl, authFlags(c)...)
+	fl = append(fl, rotationFlags(c)...)
 	fl = append(fl, writeFlags(c)...)
 	fl = append(fl, readFlags(c)...)
 	fl = append(fl, commonFlags(c)...)

@@ -90,7 +90,7 @@ func version() string {
 }
 
 func newApp() *cli.App {
-	var cfg, trustCfg Config
+	var cfg, trustCfg, checkCfg Config
 	return &cli.App{
 		Name:    "imagefs",
 		Usage:   "virtual-machine images in OpenStack Swift, as files",
@@ -134,6 +134,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			holdersCommand(),
 			trustCommand(&trustCfg),
+			configCommand(&checkCfg),
 		},
 	}
 }

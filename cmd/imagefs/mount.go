@@ -306,6 +306,8 @@ func (d *daemon) serve(ctx, life context.Context, cancelLife context.CancelFunc)
 	wg.Go(func() { _ = d.keeper.Run(life) })
 	wg.Go(func() { _ = d.upkeep().Run(life) })
 	d.serveMonitoring(life, &wg)
+	secrets := newSecretWatcher(cfg, d.keeper, log) // catches SIGHUP from here on
+	wg.Go(func() { secrets.Run(life) })
 	sdNotify(log, "READY=1")
 	tellHelper(readyMsg)
 

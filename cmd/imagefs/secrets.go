@@ -28,6 +28,12 @@ type secretSource struct {
 	what string // for messages: "password"
 	cat  string // the help category
 	dst  *auth.Secret
+
+	// file is where the secret was read from (its --NAME-file or systemd
+	// credential; "" if neither), credential tells which: rotate.go reads
+	// it again.
+	file       string
+	credential bool
 }
 
 func (s *secretSource) fileName() string { return s.name + "-file" }
@@ -72,7 +78,7 @@ func (s *secretSource) fromFile(path string) error {
 	if err != nil {
 		return fmt.Errorf("--%s (%s) %s: %v", s.fileName(), s.fileEnv(), path, err)
 	}
-	*s.dst = v
+	*s.dst, s.file = v, path
 	return nil
 }
 
@@ -97,7 +103,7 @@ func (c *Config) secretsFromCredentials() error {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("systemd credential %s (%s): %v", s.name, p, err))
 		default:
-			*s.dst = v
+			*s.dst, s.file, s.credential = v, p, true
 		}
 	}
 	return errors.Join(errs...)
