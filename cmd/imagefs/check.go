@@ -30,7 +30,9 @@ import (
 // configCommand is `imagefs config check`.
 func configCommand(cfg *Config) *cli.Command {
 	flags := mountFlags(cfg)
-	usageErr := func(c *cli.Context, err error, _ bool) error { return &usageError{msg: err.Error(), cmd: "config check"} }
+	usageErr := func(c *cli.Context, err error, _ bool) error {
+		return &usageError{msg: err.Error(), cmd: "config check"}
+	}
 	return &cli.Command{
 		Name:  "config",
 		Usage: "inspect the configuration of a mount",
