@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -221,6 +222,8 @@ func printSettings(out io.Writer, c *cli.Context, cfg *Config, flags []cli.Flag,
 			}
 		} else if val == "" {
 			continue
+		} else if slices.Contains(cfg.defaulted, name) {
+			src = "--os-default-domain (openstackclient's convention)"
 		} else if before[name] != val && before[name] == "" {
 			src = cloudSource(cfg, name)
 		}

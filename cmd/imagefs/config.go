@@ -24,7 +24,9 @@ type Config struct {
 	serviceCloud string // --service-cloud: clouds.yaml entry of the service user
 	// what resolveAuth read from clouds.yaml
 	cloudFile, serviceCloudFile cloudEntry
-	authTypeFromCloud           bool // authType is the cloud's auth_type
+	authTypeFromCloud           bool     // authType is the cloud's auth_type
+	defaultDomain               string   // --os-default-domain
+	defaulted                   []string // the flags filled from it
 	tls                         auth.TLSOptions
 	secrets                     []*secretSource // authFlags' secrets, for their files and systemd credentials
 	SecretPoll                  time.Duration   // --secret-poll-interval (rotate.go)
@@ -83,6 +85,8 @@ func authFlags(c *Config) []cli.Flag {
 		secret(osc, "os-password", "OS_PASSWORD", "password", &a.Password),
 		s(osc, "os-user-domain-name", "OS_USER_DOMAIN_NAME", "domain of the user", &a.UserDomainName),
 		s(osc, "os-user-domain-id", "OS_USER_DOMAIN_ID", "domain id of the user", &a.UserDomainID),
+		&cli.StringFlag{Name: "os-default-domain", EnvVars: []string{"OS_DEFAULT_DOMAIN"}, Value: "default", Destination: &c.defaultDomain, Category: osc,
+			Usage: "domain id of a password user (and its project) given by name without a domain, as openstackclient does"},
 		s(osc, "os-project-name", "OS_PROJECT_NAME", "project (tenant) name", &a.ProjectName),
 		s(osc, "os-project-id", "OS_PROJECT_ID", "project id", &a.ProjectID),
 		s(osc, "os-project-domain-name", "OS_PROJECT_DOMAIN_NAME", "domain of the project", &a.ProjectDomainName),
@@ -176,7 +180,33 @@ func (c *Config) resolveAuth() error {
 		errs = append(errs, fmt.Errorf("--auth-type (IMAGEFS_AUTH_TYPE, OS_AUTH_TYPE): %w", err))
 	}
 	c.Auth.Mode = m
+	c.applyDefaultDomain()
 	return errors.Join(errs...)
+}
+
+// applyDefaultDomain is openstackclient's convention (osc-lib's
+// _auth_default_domain) for the password plugins: a user without a user
+// domain, and a project without a project domain, are in the domain
+// --os-default-domain (OS_DEFAULT_DOMAIN, "default"). Only for the OS_*
+// user of the password and trust modes, as openstackclient.
+func (c *Config) applyDefaultDomain() {
+	a, id := &c.Auth, &c.Auth.Identity
+	mode := a.Mode
+	if mode == "" {
+		mode = a.InferMode()
+	}
+	if c.defaultDomain == "" || id.ApplicationCredentialID != "" || id.ApplicationCredentialName != "" ||
+		(mode != auth.ModePassword && mode != auth.ModeTrust) || (mode == auth.ModeTrust && a.Service != (auth.Identity{})) {
+		return
+	}
+	if id.Username != "" && id.UserDomainID == "" && id.UserDomainName == "" {
+		id.UserDomainID = c.defaultDomain
+		c.defaulted = append(c.defaulted, "os-user-domain-id")
+	}
+	if id.ProjectName != "" && id.ProjectDomainID == "" && id.ProjectDomainName == "" {
+		id.ProjectDomainID = c.defaultDomain
+		c.defaulted = append(c.defaulted, "os-project-domain-id")
+	}
 }
 
 // mountFlags are all the flags of `imagefs mount`: one function per area.
@@ -352,6 +382,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StatfsTTL < time.Second {
 		errs = append(errs, fmt.Errorf("--statfs-ttl %v: must be at least 1s", c.StatfsTTL))
+	}
+	if c.SecretPoll < 0 {
+		errs = append(errs, fmt.Errorf("--secret-poll-interval %v: must not be negative (0 reads the secret files only on SIGHUP)", c.SecretPoll))
 	}
 	if c.RetryBudget < 0 {
 		errs = append(errs, fmt.Errorf("--retry-budget %v: must not be negative", c.RetryBudget))

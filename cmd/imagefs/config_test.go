@@ -4,6 +4,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/imagefs/imagefs/auth"
 )
 
 // TestParseSize: units, the edges of int64, and what is not a size.
@@ -109,6 +111,32 @@ func TestUIDGIDRange(t *testing.T) {
 			t.Errorf("uid %d gid %d: %v", tc.uid, tc.gid, ids)
 		case tc.want != "" && (len(ids) != 1 || !strings.Contains(ids[0], tc.want)):
 			t.Errorf("uid %d gid %d: %v, want %q", tc.uid, tc.gid, ids, tc.want)
+		}
+	}
+}
+
+// TestDefaultDomain: as openstackclient, a password user (or trustee) and
+// its project given by name without domains are in --os-default-domain;
+// a domain given, an application credential or the IMAGEFS_SERVICE_*
+// trustee are left alone.
+func TestDefaultDomain(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		auth          auth.Config
+		user, project string
+	}{
+		{"password", auth.Config{Identity: auth.Identity{Username: "u", Password: "p", ProjectName: "pr"}}, "default", "default"},
+		{"trust", auth.Config{TrustID: "t", Identity: auth.Identity{Username: "u", Password: "p"}}, "default", ""},
+		{"user domain given", auth.Config{Identity: auth.Identity{Username: "u", UserDomainName: "D", ProjectName: "pr"}}, "", "default"},
+		{"application credential", auth.Config{Identity: auth.Identity{ApplicationCredentialName: "a", Username: "u"}}, "", ""},
+		{"service trustee", auth.Config{TrustID: "t", Identity: auth.Identity{Username: "u"}, Service: auth.Identity{Username: "s"}}, "", ""},
+	} {
+		c := Config{Auth: tc.auth, defaultDomain: "default"}
+		if err := c.resolveAuth(); err != nil {
+			t.Fatal(err)
+		}
+		if c.Auth.UserDomainID != tc.user || c.Auth.ProjectDomainID != tc.project {
+			t.Errorf("%s: user domain %q, project domain %q; want %q, %q", tc.name, c.Auth.UserDomainID, c.Auth.ProjectDomainID, tc.user, tc.project)
 		}
 	}
 }

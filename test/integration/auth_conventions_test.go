@@ -90,7 +90,10 @@ func TestAuthConventions(t *testing.T) {
 	forms := []authForm{
 		{name: "password", env: []string{"OS_AUTH_TYPE=password"}, store: labtest.Swift, secrets: []string{demoPW}},
 		{name: "v3password", env: []string{"OS_AUTH_TYPE=v3password"}, store: labtest.Swift, secrets: []string{demoPW}},
+		// openstackclient's --os-default-domain: no domains at all.
+		{name: "password-no-domains", env: []string{"OS_AUTH_TYPE=password", "OS_USER_DOMAIN_NAME=", "OS_PROJECT_DOMAIN_NAME="}, store: labtest.Swift, secrets: []string{demoPW}},
 		{name: "trust-password", env: append([]string{"OS_AUTH_TYPE=password"}, trustee...), store: labtest.Swift, secrets: []string{svcPW}},
+		{name: "trust-no-domain", env: append(append([]string{}, trustee...), "OS_USER_DOMAIN_NAME=", "OS_PROJECT_DOMAIN_NAME="), store: labtest.Swift, secrets: []string{svcPW}},
 		{name: "trust-v3password", env: append([]string{"OS_AUTH_TYPE=v3password"}, trustee...), store: labtest.Swift, secrets: []string{svcPW}},
 		{name: "trust-clouds.yaml", env: append([]string{"OS_CLOUD=lab-trust", "OS_CLIENT_CONFIG_FILE=" + clouds}, noOS...), store: labtest.Swift, secrets: []string{svcPW}},
 		{name: "v3applicationcredential", env: []string{"OS_AUTH_TYPE=v3applicationcredential", "OS_APPLICATION_CREDENTIAL_ID=" + acID,
