@@ -266,7 +266,7 @@ func (c Config) Validate() error {
 			add("OS_TRUST_ID with a user token: imagefs consumes a trust with the trustee's password (OS_AUTH_TYPE=password, OS_USERNAME, OS_PASSWORD), since a token rescoped to a trust cannot be renewed")
 		}
 		if c.Service == (Identity{}) {
-			add("service-token mode (OS_TOKEN, OS_AUTH_TYPE=token or v3token) needs the service user: a user token cannot be renewed, and a mount would fail when it expires, " +
+			add("service-token mode needs the service user (with OS_TOKEN, OS_AUTH_TYPE=token or v3token): a user token cannot be renewed, and a mount would fail when it expires, " +
 				"so imagefs sends it only with a service user's token (which it renews; Swift then accepts the user token past its expiry, within Keystone's allow_expired_window): " +
 				"set IMAGEFS_SERVICE_USERNAME, IMAGEFS_SERVICE_PASSWORD, IMAGEFS_SERVICE_PROJECT_NAME and the domains (or --service-* flags); without one, use a password, application credential or trust instead")
 		} else if c.Service.isAppCred() {

@@ -34,7 +34,7 @@ func TestValidateReportsEverythingAtOnce(t *testing.T) {
 		{"trust with app cred trustee", Config{AuthURL: "http://k/v3", TrustID: "t", Service: Identity{ApplicationCredentialID: "a", ApplicationCredentialSecret: "s"}},
 			[]string{"the trustee (service user) must use a password"}},
 		{"service token without service user", Config{AuthURL: "http://k/v3", Mode: ModeServiceToken},
-			[]string{"needs the user's token: set OS_TOKEN", "needs the service user: a user token cannot be renewed, and a mount would fail when it expires, so imagefs sends it only with a service user's token"}},
+			[]string{"needs the user's token: set OS_TOKEN", "needs the service user (with OS_TOKEN, OS_AUTH_TYPE=token or v3token): a user token cannot be renewed, and a mount would fail when it expires"}},
 		{"service user without project", Config{AuthURL: "ftp://k", Token: "t", Service: Identity{Username: "s", Password: "p", UserDomainName: "D"}, Interface: "outer"},
 			[]string{`OS_AUTH_URL "ftp://k" is not an http(s) URL`, "no service user project: set IMAGEFS_SERVICE_PROJECT_NAME", `OS_INTERFACE "outer"`}},
 	} {

@@ -92,6 +92,10 @@ func (w *secretWatcher) Run(ctx context.Context) {
 // reload (SIGHUP) reads every secret file again and takes what changed;
 // if one cannot be read, it keeps all the secrets in use.
 func (w *secretWatcher) reload(ctx context.Context) {
+	if len(w.sources()) == 0 {
+		w.log.Info("SIGHUP: no password or secret comes from a file or systemd credential; nothing to reload")
+		return
+	}
 	next := map[*secretSource]auth.Secret{}
 	for _, s := range w.sources() {
 		v, err := readSecret(s.file)

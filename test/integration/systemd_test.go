@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +31,7 @@ type unit struct {
 	cacheMode                 os.FileMode
 	startPre, start, stopPost [][]string // Exec*= command lines ("-" prefix dropped)
 	killSignal                syscall.Signal
+	reloadSignal              syscall.Signal // ExecReload=/bin/kill -HUP $MAINPID
 	stopTimeout               time.Duration
 }
 
@@ -88,6 +90,11 @@ func loadUnit(t *testing.T, inst, root string) unit {
 			u.start = append(u.start, argv)
 		case "ExecStopPost":
 			u.stopPost = append(u.stopPost, argv)
+		case "ExecReload":
+			if strings.Join(argv, " ") != "/bin/kill -HUP $MAINPID" {
+				t.Fatalf("ExecReload=%s: imagefs reloads its secret files on SIGHUP", v)
+			}
+			u.reloadSignal = syscall.SIGHUP
 		case "KillSignal":
 			if v != "SIGTERM" {
 				t.Fatalf("KillSignal=%s: imagefs unmounts cleanly on SIGTERM and SIGINT", v)
@@ -109,10 +116,24 @@ func loadUnit(t *testing.T, inst, root string) unit {
 	return u
 }
 
+// syncBuffer is a bytes.Buffer that the daemon's output goroutine may
+// write while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+
 // service is one run of the unit's ExecStart.
 type service struct {
 	cmd    *exec.Cmd
-	log    bytes.Buffer
+	log    syncBuffer
 	done   chan struct{}
 	err    error
 	notify *net.UnixConn
@@ -225,6 +246,22 @@ func TestSystemdUnit(t *testing.T) {
 			t.Fatalf("no block in the unit's cache directory %s after a read\nlog:\n%s", u.cacheDir, s.log.String())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// systemctl reload (SIGHUP) reads the secret files again; the mount
+	// goes on.
+	if u.reloadSignal != 0 {
+		if err := s.cmd.Process.Signal(u.reloadSignal); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(s.log.String(), "SIGHUP: ") {
+			if time.Now().After(deadline) {
+				t.Fatalf("no trace of the reload in the log:\n%s", s.log.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		readBack("after systemctl reload")
 	}
 
 	// A second start on the mounted mountpoint is refused, clearly.
