@@ -32,10 +32,15 @@ func rotationFlags(c *Config) []cli.Flag {
 	}
 }
 
+// reloader is what the watcher needs of the keeper (*auth.Keeper).
+type reloader interface {
+	Reload(ctx context.Context, cfg auth.Config) ([]string, error)
+}
+
 // secretWatcher reloads the rotated secrets of a mount.
 type secretWatcher struct {
 	cfg    *Config
-	keeper *auth.Keeper
+	keeper reloader
 	log    *slog.Logger
 	hup    chan os.Signal
 
@@ -49,7 +54,7 @@ type secretWatcher struct {
 
 // newSecretWatcher catches SIGHUP at once (its default is to end the
 // process); Run serves it.
-func newSecretWatcher(cfg *Config, keeper *auth.Keeper, log *slog.Logger) *secretWatcher {
+func newSecretWatcher(cfg *Config, keeper reloader, log *slog.Logger) *secretWatcher {
 	w := &secretWatcher{cfg: cfg, keeper: keeper, log: log, hup: make(chan os.Signal, 1),
 		pending: map[*secretSource]string{}, warned: map[*secretSource]string{}}
 	signal.Notify(w.hup, syscall.SIGHUP)

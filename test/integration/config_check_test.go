@@ -90,6 +90,19 @@ func TestConfigCheck(t *testing.T) {
 		noSecrets(t, r)
 	})
 
+	t.Run("systemd-credential", func(t *testing.T) {
+		creds := t.TempDir()
+		if err := os.WriteFile(filepath.Join(creds, "os-password"), []byte(pw), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := checkRun(t, []string{"OS_PASSWORD=", "CREDENTIALS_DIRECTORY=" + creds})
+		if r.Code != 0 {
+			t.Fatalf("exit %d: %s\n%s", r.Code, r.Stderr, r.Stdout)
+		}
+		row(t, r.Stdout, "os-password", "set", "systemd credential os-password ("+filepath.Join(creds, "os-password")+")")
+		noSecrets(t, r)
+	})
+
 	t.Run("clouds.yaml", func(t *testing.T) {
 		clouds := filepath.Join(dir, "clouds.yaml")
 		yaml := fmt.Sprintf("clouds:\n  lab:\n    auth:\n      auth_url: %s\n      username: demo\n      user_domain_name: Default\n      project_name: demo\n      project_domain_name: Default\n",
