@@ -40,13 +40,21 @@ func configCommand(cfg *Config) *cli.Command {
 		Subcommands: []*cli.Command{{
 			Name:      "check",
 			Usage:     "print the effective configuration and where each value comes from, then try Keystone and Swift, without mounting",
-			ArgsUsage: "[CONTAINER[/PREFIX] [MOUNTPOINT]]",
+			ArgsUsage: "[CONTAINER[/PREFIX] [MOUNTPOINT]] | --account [MOUNTPOINT]",
 			Description: "Takes the flags, environment, clouds.yaml, secret files and systemd credentials that 'imagefs mount' would.\n" +
 				"Secrets are never printed. Gets a token (mode, user, project, expiry), HEADs the account and the container,\n" +
 				"reads /info. Exits 1 with the error mount would give if something does not work.",
 			Flags:        flags,
 			OnUsageError: usageErr,
 			Action: func(c *cli.Context) error {
+				if cfg.Account {
+					// As mount --account: the account is the credentials'.
+					if c.NArg() > 1 {
+						return &usageError{msg: fmt.Sprintf("config check --account takes at most MOUNTPOINT, got %d arguments", c.NArg()), cmd: "config check"}
+					}
+					cfg.Mountpoint = c.Args().Get(0)
+					return runCheck(c, cfg, flags, os.Stdout)
+				}
 				if c.NArg() > 2 {
 					return &usageError{msg: fmt.Sprintf("config check takes at most CONTAINER[/PREFIX] and MOUNTPOINT, got %d arguments", c.NArg()), cmd: "config check"}
 				}
