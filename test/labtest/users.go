@@ -2,6 +2,7 @@ package labtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -45,10 +46,16 @@ func NewUser(t testing.TB, pw string) (name, id string) {
 	if len(name) > 64 {
 		name = name[len(name)-64:]
 	}
-	u, err := users.Create(context.Background(), c, users.CreateOpts{Name: name, DomainID: "default", Password: pw}).Extract()
+	var u *users.User
+	err := adminRetry(func() (err error) {
+		// A new name each time: a create that failed may have made one.
+		u, err = users.Create(context.Background(), c, users.CreateOpts{Name: name + "-" + fmt.Sprint(time.Now().UnixNano()%1000), DomainID: "default", Password: pw}).Extract()
+		return err
+	})
 	if err != nil {
 		t.Fatalf("create user %s: %v", name, err)
 	}
+	name = u.Name
 	t.Cleanup(func() { _ = users.Delete(context.Background(), admin(t), u.ID).ExtractErr() })
 	pages, err := roles.List(c, roles.ListOpts{Name: "member"}).AllPages(context.Background())
 	if err != nil {
@@ -58,7 +65,9 @@ func NewUser(t testing.TB, pw string) (name, id string) {
 	if err != nil || len(rs) != 1 {
 		t.Fatalf("role member: %v %v", rs, err)
 	}
-	if err := roles.Assign(context.Background(), c, rs[0].ID, roles.AssignOpts{UserID: u.ID, ProjectID: Keeper.Current().ProjectID}).ExtractErr(); err != nil {
+	if err := adminRetry(func() error {
+		return roles.Assign(context.Background(), c, rs[0].ID, roles.AssignOpts{UserID: u.ID, ProjectID: Keeper.Current().ProjectID}).ExtractErr()
+	}); err != nil {
 		t.Fatalf("assign member on demo to %s: %v", name, err)
 	}
 	return name, u.ID
@@ -68,7 +77,29 @@ func NewUser(t testing.TB, pw string) (name, id string) {
 // revokes the user's tokens).
 func SetPassword(t testing.TB, id, pw string) {
 	t.Helper()
-	if _, err := users.Update(context.Background(), admin(t), id, users.UpdateOpts{Password: pw}).Extract(); err != nil {
+	c := admin(t)
+	if err := adminRetry(func() error {
+		_, err := users.Update(context.Background(), c, id, users.UpdateOpts{Password: pw}).Extract()
+		return err
+	}); err != nil {
 		t.Fatalf("change the password of user %s: %v", id, err)
 	}
+}
+
+// adminRetry retries an admin write a few times: the lab's Keystone runs
+// on sqlite, which answers concurrent writes with "database is locked"
+// (500, or a dropped connection); a 4xx is final.
+func adminRetry(fn func() error) error {
+	var err error
+	for range 5 {
+		if err = fn(); err == nil {
+			return nil
+		}
+		var ec gophercloud.ErrUnexpectedResponseCode
+		if errors.As(err, &ec) && ec.Actual/100 == 4 {
+			return err
+		}
+		time.Sleep(time.Second)
+	}
+	return err
 }
