@@ -25,6 +25,9 @@ type authForm struct {
 	svcEnv  []string             // added for imagefs only (the service user of service-token mode)
 	store   segments.ObjectStore // the account the mount lands in
 	secrets []string             // never in imagefs' output
+	// userToken: OS_TOKEN is a demo token issued when the subtest starts
+	// (also a secret).
+	userToken bool
 }
 
 // openstack runs `openstack token issue` with env over the test's
@@ -57,7 +60,6 @@ func TestAuthConventions(t *testing.T) {
 	t.Parallel()
 	trust := labtest.NewTrust(t)
 	acID, acSecret := labtest.NewAppCredential(t, 3*time.Hour)
-	userTok := string(labtest.UserToken(t))
 	svc := labtest.ServiceUser()
 	svcPW := string(svc.Password)
 	demoPW := os.Getenv("OS_PASSWORD")
@@ -66,8 +68,10 @@ func TestAuthConventions(t *testing.T) {
 	trustee := []string{"OS_USERNAME=" + svc.Username, "OS_PASSWORD=" + svcPW, "OS_USER_DOMAIN_NAME=Default",
 		"OS_TRUST_ID=" + trust, "OS_PROJECT_NAME="}
 	// A plain token: no user credentials (openstackclient's token plugins
-	// refuse a user domain), the project to scope to kept.
-	token := []string{"OS_TOKEN=" + userTok, "OS_USERNAME=", "OS_PASSWORD=", "OS_USER_DOMAIN_NAME="}
+	// refuse a user domain), the project to scope to kept. The token is
+	// issued in the subtest (userToken): a parallel subtest may wait for a
+	// slot longer than the lab's token lifetime.
+	token := []string{"OS_USERNAME=", "OS_PASSWORD=", "OS_USER_DOMAIN_NAME="}
 
 	dir := t.TempDir()
 	clouds := filepath.Join(dir, "clouds.yaml")
@@ -99,12 +103,17 @@ func TestAuthConventions(t *testing.T) {
 		{name: "v3applicationcredential", env: []string{"OS_AUTH_TYPE=v3applicationcredential", "OS_APPLICATION_CREDENTIAL_ID=" + acID,
 			"OS_APPLICATION_CREDENTIAL_SECRET=" + string(acSecret), "OS_USERNAME=", "OS_PASSWORD=", "OS_PROJECT_NAME=", "OS_PROJECT_DOMAIN_NAME="},
 			store: labtest.Swift, secrets: []string{string(acSecret)}},
-		{name: "v3token", env: append([]string{"OS_AUTH_TYPE=v3token"}, token...), svcEnv: labtest.ServiceUserEnv(), store: img, secrets: []string{userTok, svcPW}},
-		{name: "token", env: append([]string{"OS_AUTH_TYPE=token"}, token...), svcEnv: labtest.ServiceUserEnv(), store: img, secrets: []string{userTok, svcPW}},
+		{name: "v3token", env: append([]string{"OS_AUTH_TYPE=v3token"}, token...), svcEnv: labtest.ServiceUserEnv(), store: img, secrets: []string{svcPW}, userToken: true},
+		{name: "token", env: append([]string{"OS_AUTH_TYPE=token"}, token...), svcEnv: labtest.ServiceUserEnv(), store: img, secrets: []string{svcPW}, userToken: true},
 	}
 	for _, f := range forms {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
+			if f.userToken {
+				tok := string(labtest.UserToken(t))
+				f.env = append(append([]string{}, f.env...), "OS_TOKEN="+tok)
+				f.secrets = append(append([]string{}, f.secrets...), tok)
+			}
 			if out, ok := openstack(t, f.env); !ok {
 				t.Fatalf("openstack token issue refuses the form: %s", out)
 			}
@@ -154,7 +163,8 @@ func TestAuthConventions(t *testing.T) {
 	// token without a service user cannot be renewed, so such a mount would
 	// fail when the token expires.
 	t.Run("token-without-service-user", func(t *testing.T) {
-		env := append([]string{"OS_AUTH_TYPE=v3token"}, token...)
+		userTok := string(labtest.UserToken(t))
+		env := append(append([]string{"OS_AUTH_TYPE=v3token"}, token...), "OS_TOKEN="+userTok)
 		if out, ok := openstack(t, env); !ok {
 			t.Fatalf("openstack token issue refuses a plain token: %s", out)
 		}
