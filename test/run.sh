@@ -73,6 +73,10 @@ export -f fuzz_one
 printf '%s\n' "${fuzz_targets[@]}" | xargs -P "$(nproc)" -L 1 bash -c 'fuzz_one "$@"' _
 
 say "integration tests (real binary, real mounts, the lab)"
-go test -tags integration -count=1 -timeout 70m ./test/... 
+# Many of these tests mostly wait (token expiries, grace periods, VMs
+# booting, daemons serving other namespaces), so more of them run at once
+# than there are CPUs. The output is that of the tests that did not pass,
+# each package's result, and the slowest tests.
+go test -tags integration -count=1 -timeout 70m -parallel 4 -json ./test/... | python3 test/gotest-summary.py
 
 say "all tests passed"
