@@ -15,7 +15,9 @@ for line in sys.stdin:
         continue
     key = (ev.get("Package", ""), ev.get("Test"))
     act = ev.get("Action")
-    if act == "output":
+    if act == "build-output":  # compiler errors
+        print(ev.get("Output", ""), end="")
+    elif act == "output":
         if key[1] is None:
             text = ev.get("Output", "")
             if text.startswith(("ok ", "FAIL", "---", "panic")) or "[no test files]" in text:
