@@ -183,17 +183,32 @@ func (r *Retrying) DeleteMany(ctx context.Context, container string, objects []s
 }
 
 func (r *Retrying) List(ctx context.Context, container, prefix string, delimiter rune, fn func(Info) error) error {
-	// A retried listing starts again from the beginning; entries fn has
-	// already seen are skipped, so fn sees each name once, in order.
+	return retryListing(ctx, r, container+"/"+prefix, func(ctx context.Context, each func(Info) error) error {
+		return r.ObjectStore.List(ctx, container, prefix, delimiter, each)
+	}, func(in Info) string { return in.Name }, fn)
+}
+
+func (r *Retrying) ListContainers(ctx context.Context, prefix string, fn func(name string) error) error {
+	return retryListing(ctx, r, "/"+prefix, func(ctx context.Context, each func(string) error) error {
+		return r.ObjectStore.ListContainers(ctx, prefix, each)
+	}, func(name string) string { return name }, fn)
+}
+
+// retryListing runs a listing under r's retries. A retried listing starts
+// again from the beginning; entries fn has already seen are skipped, so fn
+// sees each name once, in order. fn's error ends it, never retried.
+func retryListing[T any](ctx context.Context, r *Retrying, what string, list func(context.Context, func(T) error) error,
+	name func(T) string, fn func(T) error) error {
 	var last string
 	seen := false
-	err := r.do(ctx, "LIST", container+"/"+prefix, func(ctx context.Context) error {
-		return r.ObjectStore.List(ctx, container, prefix, delimiter, func(in Info) error {
-			if seen && in.Name <= last {
+	err := r.do(ctx, "LIST", what, func(ctx context.Context) error {
+		return list(ctx, func(e T) error {
+			n := name(e)
+			if seen && n <= last {
 				return nil
 			}
-			seen, last = true, in.Name
-			if err := fn(in); err != nil {
+			seen, last = true, n
+			if err := fn(e); err != nil {
 				return &callbackError{err}
 			}
 			return nil
@@ -206,34 +221,11 @@ func (r *Retrying) List(ctx context.Context, container, prefix string, delimiter
 	return err
 }
 
-// callbackError carries the error of a List callback through the retry
-// loop, which must not retry it.
+// callbackError carries the error of a listing's callback through the
+// retry loop, which must not retry it.
 type callbackError struct{ err error }
 
 func (e *callbackError) Error() string { return e.err.Error() }
-
-func (r *Retrying) ListContainers(ctx context.Context, prefix string, fn func(name string) error) error {
-	// As List: a retried listing skips the names fn has seen.
-	var last string
-	seen := false
-	err := r.do(ctx, "LIST", "/"+prefix, func(ctx context.Context) error {
-		return r.ObjectStore.ListContainers(ctx, prefix, func(name string) error {
-			if seen && name <= last {
-				return nil
-			}
-			seen, last = true, name
-			if err := fn(name); err != nil {
-				return &callbackError{err}
-			}
-			return nil
-		})
-	})
-	var ce *callbackError
-	if errors.As(err, &ce) {
-		return ce.err
-	}
-	return err
-}
 
 func (r *Retrying) HeadContainer(ctx context.Context, container string) (ci ContainerInfo, err error) {
 	err = r.do(ctx, "HEAD", container, func(ctx context.Context) error {
