@@ -79,7 +79,8 @@ type Stats struct {
 	PrefetchDropped     int64 // prefetch chunks not started for lack of memory
 	Cancelled           int64 // fetches cancelled because nobody wanted them
 	DiskWrites          int64 // blocks written to disk
-	DiskWriteDropped    int64 // blocks not written (queue full, disk full, error)
+	DiskWriteDropped    int64 // blocks not written (queue full past storeWait, disk full, error)
+	DiskWriteWaits      int64 // fetches that waited for room in the disk write queue
 	DiskCorrupt         int64 // block files rejected on load
 	MemBytes, DiskBytes int64 // current sizes
 }
@@ -91,7 +92,7 @@ func (s Stats) LogValue() slog.Value {
 		slog.Int64("fetches", s.Fetches), slog.Int64("fetched_bytes", s.FetchedBytes),
 		slog.Int64("prefetches", s.Prefetches), slog.Int64("prefetch_dropped", s.PrefetchDropped),
 		slog.Int64("cancelled", s.Cancelled), slog.Int64("disk_writes", s.DiskWrites),
-		slog.Int64("disk_write_dropped", s.DiskWriteDropped), slog.Int64("disk_corrupt", s.DiskCorrupt),
+		slog.Int64("disk_write_dropped", s.DiskWriteDropped), slog.Int64("disk_write_waits", s.DiskWriteWaits), slog.Int64("disk_corrupt", s.DiskCorrupt),
 		slog.Int64("mem_bytes", s.MemBytes), slog.Int64("disk_bytes", s.DiskBytes))
 }
 

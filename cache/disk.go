@@ -58,6 +58,11 @@ const (
 	diskFullPause = time.Minute
 	writeQueue    = 64
 	writers       = 2
+	// storeWait is how long a fetch waits for room in the write queue
+	// before the block is dropped (counted and logged): long enough for
+	// any disk that is merely busy, short enough that a hung one does not
+	// stall reads for good.
+	storeWait = 30 * time.Second
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -83,14 +88,16 @@ type disk struct {
 	queue     chan writeJob
 	wg        sync.WaitGroup
 	writeFile func(p, key string, idx, blockSize int64, data []byte) (int64, error) // writeBlockFile; tests replace it
+	storeWait time.Duration                                                         // storeWait; tests shorten it
 
 	mu        sync.Mutex              // guards the fields below
 	files     lru[diskKey, time.Time] // the block files, sized, with their mtimes (see touchEvery)
 	pauseTill time.Time               // no writes before (disk full)
 	full      bool                    // the disk-full condition was logged
 	errLogged bool
+	slowSince time.Time // the write queue stayed full past storeWait (logged); zero when not
 
-	writes, dropped, corrupt atomic.Int64
+	writes, dropped, corrupt, waits atomic.Int64
 }
 
 // openDisk opens (creating it if needed) and locks the cache directory,
@@ -115,7 +122,7 @@ func openDisk(dir string, limit, blockSize int64, log *slog.Logger) (*disk, erro
 		return nil, fmt.Errorf("lock cache directory %s: %w", dir, err)
 	}
 	d := &disk{root: root, limit: limit, blockSize: blockSize, log: log, lock: lock,
-		queue: make(chan writeJob, writeQueue), writeFile: writeBlockFile}
+		queue: make(chan writeJob, writeQueue), writeFile: writeBlockFile, storeWait: storeWait}
 	if err := d.scan(); err != nil {
 		lock.Close()
 		return nil, err
@@ -214,6 +221,7 @@ func (d *disk) addStats(s *Stats) {
 	s.DiskWrites = d.writes.Load()
 	s.DiskWriteDropped = d.dropped.Load()
 	s.DiskCorrupt = d.corrupt.Load()
+	s.DiskWriteWaits = d.waits.Load()
 }
 
 // load reads block k of version key, want bytes, from its file, or
@@ -320,13 +328,39 @@ func encodeHeader(key string, idx, blockSize int64, data []byte) []byte {
 	return h
 }
 
-// store queues block k of version key for writing. It never blocks:
-// when the writers are behind, the block is simply not persisted.
+// store queues block k of version key for writing. It is called by the
+// fetches, after the block was handed to its readers: when the writers are
+// behind, it waits for room in the queue (backpressure on the fetch, not on
+// the readers of the block), so that a busy disk still gets every block of
+// an image that was read whole. Only a queue that stays full for storeWait
+// drops the block, counted and logged.
 func (d *disk) store(k diskKey, key string, data []byte) {
+	j := writeJob{key: key, k: k, data: data}
 	select {
-	case d.queue <- writeJob{key: key, k: k, data: data}:
+	case d.queue <- j:
+		return
 	default:
-		d.dropped.Add(1)
+	}
+	d.waits.Add(1)
+	t := time.NewTimer(d.storeWait)
+	defer t.Stop()
+	select {
+	case d.queue <- j:
+		d.mu.Lock()
+		if !d.slowSince.IsZero() {
+			d.log.Info("block cache directory keeps up again", "dir", filepath.Dir(d.root), "slow_for", time.Since(d.slowSince).Round(time.Second))
+			d.slowSince = time.Time{}
+		}
+		d.mu.Unlock()
+	case <-t.C:
+		n := d.dropped.Add(1)
+		d.mu.Lock()
+		if d.slowSince.IsZero() {
+			d.slowSince = time.Now()
+			d.log.Warn("block cache directory too slow: blocks are not persisted while its writes stay behind (imagefs_cache_disk_write_dropped_total counts them)",
+				"dir", filepath.Dir(d.root), "waited", d.storeWait, "dropped_total", n)
+		}
+		d.mu.Unlock()
 	}
 }
 

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestDiskSurvivesReopen(t *testing.T) {
@@ -164,4 +166,89 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestDiskBusyKeepsEveryBlock: several files read whole at once while the
+// disk is slow are on disk entire afterwards: the fetches wait for the
+// writers instead of dropping blocks, and a reopened cache fetches
+// nothing.
+func TestDiskBusyKeepsEveryBlock(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{BlockSize: 64 * kib, Memory: 4 * mib, Dir: dir, DirSize: 256 * mib}
+	b := newBlocks(t, o)
+	write := b.disk.writeFile
+	b.disk.writeFile = func(p, key string, idx, bs int64, data []byte) (int64, error) {
+		time.Sleep(time.Millisecond) // a busy disk: the queue fills up
+		return write(p, key, idx, bs, data)
+	}
+	const files, size = 4, 8*mib + 3
+	srcs := make([]*memSource, files)
+	var wg sync.WaitGroup
+	errs := make(chan error, files)
+	for i := range srcs {
+		srcs[i] = &memSource{data: randBytes(size, uint64(20+i))}
+		f := b.Open(fmt.Sprintf("v%d", i), size, srcs[i])
+		wg.Go(func() {
+			for off := int64(0); off < size; off += 128 * kib {
+				p := make([]byte, 128*kib)
+				n, err := f.ReadAt(t.Context(), p, off)
+				if err != nil && !errors.Is(err, io.EOF) || !bytes.Equal(p[:n], srcs[i].data[off:off+int64(n)]) {
+					errs <- fmt.Errorf("file %d at %d: %d bytes, %v", i, off, n, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	b.Close()
+	blocks := int64(files * ((size + o.BlockSize - 1) / o.BlockSize))
+	st := b.Stats()
+	if st.DiskWrites != blocks || st.DiskWriteDropped != 0 {
+		t.Fatalf("after whole reads on a busy disk: %d of %d blocks written, %d dropped", st.DiskWrites, blocks, st.DiskWriteDropped)
+	}
+	if st.DiskWriteWaits == 0 {
+		t.Error("the disk never made a fetch wait: the test did not make it busy")
+	}
+	b2 := newBlocks(t, o)
+	for i, src := range srcs {
+		calls := src.calls()
+		readAt(t, b2.Open(fmt.Sprintf("v%d", i), size, src), src.data, 0, size)
+		if src.calls() != calls {
+			t.Errorf("file %d: %d fetches after the reopen, want none", i, src.calls()-calls)
+		}
+	}
+}
+
+// TestDiskStuckDropsCounted: a disk whose writes do not return makes a
+// fetch wait storeWait, then the block is dropped, counted and logged
+// once; reads go on.
+func TestDiskStuckDropsCounted(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))
+	b := newBlocks(t, Options{BlockSize: 64 * kib, Memory: 64 * mib, Dir: t.TempDir(), DirSize: 64 * mib, Log: log})
+	release := make(chan struct{})
+	b.disk.storeWait = 20 * time.Millisecond
+	b.disk.writeFile = func(p, key string, idx, bs int64, data []byte) (int64, error) {
+		<-release
+		return 0, errors.New("stuck")
+	}
+	src := &memSource{data: randBytes(8*mib, 12)}
+	readAt(t, b.Open("v", int64(len(src.data)), src), src.data, 0, int64(len(src.data)))
+	// 128 blocks: about 2 taken by the stuck writers, 64 queued, the rest
+	// dropped.
+	if st := b.Stats(); st.DiskWriteDropped < 128-4-writeQueue || st.DiskWriteDropped > 128-writeQueue {
+		t.Errorf("dropped %d blocks, want about %d", st.DiskWriteDropped, 128-2-writeQueue)
+	}
+	close(release)
+	b.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "block cache directory too slow"); n != 1 {
+		t.Errorf("the slow disk logged %d times, want once:\n%s", n, logs.String())
+	}
 }

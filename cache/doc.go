@@ -82,10 +82,14 @@
 // exceed Memory, the cache holds nothing else until they end. Prefetches
 // are refused first, as above. A reader that has a block's bytes in hand
 // keeps them whatever the cache evicts. The disk tier never makes a reader
-// wait either: a block the writers cannot take now (their queue is full,
-// the disk is full, a write fails) is not persisted
-// ([Stats.DiskWriteDropped]); a full disk is logged once and pauses the
-// writes for a minute, and reads go on uncached.
+// wait either, but it does make the fetches wait: a block is handed to its
+// readers first, then queued for the disk writers, and a fetch whose
+// block finds the queue full waits for room ([Stats.DiskWriteWaits]), so
+// that an image read whole is on disk whole even when the disk is busy.
+// A block is not persisted ([Stats.DiskWriteDropped]) only when the queue
+// stays full for 30 s (logged once per episode), the disk is full (logged
+// once, and the writes pause for a minute; reads go on uncached) or a
+// write fails (logged once).
 //
 // # The disk format
 //
