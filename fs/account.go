@@ -256,13 +256,13 @@ func (a *Account) Setxattr(ctx context.Context, attr string, data []byte, flags 
 
 // Mount mounts the account on dir, as Root.Mount does.
 func (a *Account) Mount(dir string, opts *fusefs.Options, lat fuse.LatencyMap) (*fuse.Server, error) {
-	return mount(dir, a, &a.stats, opts, lat)
+	return mount(dir, a, &a.stats, opts, lat, a.o)
 }
 
 // Stats returns the mount's counters: the FUSE traffic of the whole
 // mount, the commits of every container.
 func (a *Account) Stats() Stats {
-	s := Stats{ReadBytes: a.stats.readBytes.Load(), WrittenBytes: a.stats.writtenBytes.Load()}
+	s := Stats{ReadBytes: a.stats.readBytes.Load(), WrittenBytes: a.stats.writtenBytes.Load(), Passthroughs: a.o.pt.opens.Load()}
 	for _, r := range a.containerRoots() {
 		rs := r.Stats()
 		s.Commits += rs.Commits

@@ -65,6 +65,10 @@ type fileNode struct {
 	// readVersion is the version key of the last read open: the kernel
 	// may hold pages of it (FOPEN_KEEP_CACHE).
 	readVersion string
+	// ptKey is the version the kernel reads from the cache's whole file
+	// (passthrough.go) while ptOpens > 0.
+	ptKey   string
+	ptOpens int
 }
 
 var (

@@ -68,6 +68,12 @@ type Options struct {
 	// ReadOnly mounts read-only (the kernel's MS_RDONLY) and refuses
 	// every change with EROFS.
 	ReadOnly bool
+	// Passthrough hands the kernel the disk cache's file of an image
+	// that is whole in it, for read-only opens (passthrough.go), where
+	// the kernel allows it.
+	Passthrough bool
+
+	pt *passthrough // shared by the roots of one mount
 }
 
 // DefaultUsageTTL is the default of Options.UsageTTL.
@@ -103,6 +109,9 @@ func NewRoot(ctx context.Context, o Options) *Root {
 func (o Options) withDefaults(ctx context.Context) Options {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.pt == nil {
+		o.pt = &passthrough{}
 	}
 	if o.FileMode == 0 {
 		o.FileMode = DefaultFileMode

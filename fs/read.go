@@ -25,9 +25,10 @@ import (
 // readHandle reads one version of a file, which it holds open
 // (segments.Object) so that no host deletes it meanwhile.
 type readHandle struct {
-	f   *fileNode
-	s   *cache.Stream
-	obj *segments.Object
+	f    *fileNode
+	file *cache.File
+	s    *cache.Stream
+	obj  *segments.Object
 }
 
 var (
@@ -49,7 +50,8 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	f.setInfo(obj.Info)
 	r.meta.Put(f.object(), obj.Info)
 	key := obj.Manifest.Version
-	h := &readHandle{f: f, s: r.blocks.Open(key, obj.Size(), obj.Reader).NewStream(r.o.ReadAhead), obj: obj}
+	file := r.blocks.Open(key, obj.Size(), obj.Reader)
+	h := &readHandle{f: f, file: file, s: file.NewStream(r.o.ReadAhead), obj: obj}
 	f.mu.Lock()
 	keep := key != "" && f.readVersion == key
 	f.readVersion = key
@@ -57,6 +59,9 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	var flags uint32
 	if keep {
 		flags |= fuse.FOPEN_KEEP_CACHE
+	}
+	if ph, ok := f.passThrough(h, key); ok {
+		return ph, flags, 0 // go-fuse drops KEEP_CACHE for passthrough
 	}
 	return h, flags, 0
 }
