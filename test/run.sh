@@ -23,6 +23,7 @@ packages=(
   python3-glance-store
   mount
   python3-openstackclient
+  fio
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
