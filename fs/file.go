@@ -69,6 +69,10 @@ type fileNode struct {
 	// (passthrough.go) while ptOpens > 0.
 	ptKey   string
 	ptOpens int
+	ptFreed time.Time // when the last passthrough open was released
+	// cachedOpens are the read opens through the page cache: while there
+	// are any, the kernel refuses a passthrough open (EIO).
+	cachedOpens int
 }
 
 var (
@@ -197,6 +201,9 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		// Without O_TRUNC the new version starts as a copy of the current
 		// one (by reference: nothing is uploaded again).
 		keep := flags&syscall.O_TRUNC == 0
+		if f.passingThrough() {
+			return nil, 0, f.errPassedThrough("open for writing")
+		}
 		w, errno := f.startWrite(ctx, keep)
 		if errno != 0 {
 			return nil, 0, errno

@@ -67,7 +67,8 @@ func probePassthrough(server *fuse.Server) error {
 
 // passthroughHandle is a read handle whose reads the kernel serves from
 // the whole-image file; the daemon's Read is there for a kernel that
-// declines it after all.
+// declines it after all. whole is nil when the inode passes through
+// already (go-fuse reuses its backing file).
 type passthroughHandle struct {
 	*readHandle
 	whole *os.File
@@ -79,43 +80,85 @@ var (
 )
 
 // PassthroughFd implements fusefs.FilePassthroughFder.
-func (h *passthroughHandle) PassthroughFd() (int, bool) { return int(h.whole.Fd()), true }
+func (h *passthroughHandle) PassthroughFd() (int, bool) {
+	if h.whole == nil {
+		return 0, false
+	}
+	return int(h.whole.Fd()), true
+}
 
-// Release closes the whole file and, a moment later, lets another version
-// pass through: go-fuse drops the inode's backing file only after this
-// returns.
+// Release closes the whole file. The kernel dropped the inode's backing
+// file before it sent the RELEASE; go-fuse drops its id of it only after
+// this returns, so another version waits a moment (ptFreed) before it may
+// pass through.
 func (h *passthroughHandle) Release(ctx context.Context) syscall.Errno {
 	h.readHandle.Release(ctx)
-	h.whole.Close()
+	if h.whole != nil {
+		h.whole.Close()
+	}
 	f := h.f
-	time.AfterFunc(time.Second, func() {
-		f.mu.Lock()
-		f.ptOpens--
-		f.mu.Unlock()
-	})
+	f.mu.Lock()
+	if f.ptOpens--; f.ptOpens == 0 {
+		f.ptFreed = time.Now()
+	}
+	f.mu.Unlock()
 	return 0
 }
 
-// passThrough returns the whole file of version key if rh may pass
-// through: passthrough works on this mount, nothing writes the file, and
-// no other version of it passes through now.
-func (f *fileNode) passThrough(rh *readHandle, key string) (*passthroughHandle, bool) {
+// errPassedThrough is the refusal of an open the kernel would fail with
+// EIO: every open of an inode that passes through must pass through the
+// same file.
+func (f *fileNode) errPassedThrough(op string) syscall.Errno {
+	f.root.o.Log.Warn(op+" refused: the file is open with FUSE passthrough (of another version, or now for writing) and the kernel takes no other kind of open of it meanwhile; "+
+		"close those opens first (or mount with --passthrough=false)", "path", f.path())
+	return syscall.EBUSY
+}
+
+// passThrough opens rh, of version key: passed through (ph) where it may
+// (passthrough works on this mount, the version is whole in the cache,
+// nothing writes the file, no open reads it through the page cache: the
+// kernel refuses to mix the two on one inode), else through the page cache
+// (counted in cachedOpens). While the inode passes through another
+// version, it refuses (EBUSY).
+func (f *fileNode) passThrough(rh *readHandle, key string) (*passthroughHandle, syscall.Errno) {
 	r := f.root
-	if !r.o.Passthrough || !r.o.pt.on.Load() || key == "" || r.busy(f, f.object()) {
-		return nil, false
-	}
-	whole, ok := rh.file.Whole()
-	if !ok {
-		return nil, false
+	var whole *os.File
+	if r.o.Passthrough && r.o.pt.on.Load() && key != "" && !r.busy(f, f.object()) {
+		whole, _ = rh.file.Whole()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.ptOpens > 0 && f.ptKey != key {
-		whole.Close()
-		return nil, false
+	switch {
+	case f.ptOpens > 0 && f.ptKey == key:
+		if whole != nil {
+			whole.Close() // go-fuse has the inode's backing file already
+		}
+		f.ptOpens++
+		r.o.pt.opens.Add(1)
+		return &passthroughHandle{readHandle: rh}, 0
+	case f.ptOpens > 0:
+		if whole != nil {
+			whole.Close()
+		}
+		return nil, f.errPassedThrough("open")
+	case whole != nil && f.cachedOpens == 0 && (f.ptKey == key || time.Since(f.ptFreed) > time.Second):
+		f.ptKey = key
+		f.ptOpens++
+		r.o.pt.opens.Add(1)
+		return &passthroughHandle{readHandle: rh, whole: whole}, 0
 	}
-	f.ptKey = key
-	f.ptOpens++
-	r.o.pt.opens.Add(1)
-	return &passthroughHandle{readHandle: rh, whole: whole}, true
+	if whole != nil {
+		whole.Close()
+	}
+	f.cachedOpens++
+	rh.cached = true
+	return nil, 0
+}
+
+// passingThrough reports whether the inode passes through now (an open
+// for writing is refused then).
+func (f *fileNode) passingThrough() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ptOpens > 0
 }

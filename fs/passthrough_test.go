@@ -2,6 +2,7 @@ package fs_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"syscall"
 	"testing"
@@ -101,4 +102,89 @@ func TestPassthroughWholeImage(t *testing.T) {
 	if got, err := os.ReadFile(p); err != nil || string(got) != "new" {
 		t.Errorf("after an overwrite: %q, %v", got, err)
 	}
+}
+
+// TestPassthroughMixedOpens: the kernel refuses (EIO) an inode open both
+// through its page cache and passed through. An open of an image that
+// became whole while an older open reads it through the daemon is not
+// passed through; an open of a new version while an old one is passed
+// through is refused (EBUSY: the kernel would fail it), and reads the new
+// version once the old one is closed.
+func TestPassthroughMixedOpens(t *testing.T) {
+	blocks, err := cache.New(cache.Options{Memory: 4 * mib, Dir: t.TempDir(), DirSize: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { blocks.Close() })
+	e := mountWith(t, mib, func(o *fs.Options, _ *fusefs.Options) {
+		o.Blocks = blocks
+		o.Passthrough = true
+	})
+	data := randBytes(2*mib+5, 52)
+	e.put(t, "vm.img", data, nil)
+	p := e.dir + "/vm.img"
+	check := func(f *os.File, want []byte) {
+		t.Helper()
+		got := make([]byte, len(want)+1)
+		if n, _ := f.ReadAt(got, 0); n != len(want) || !bytes.Equal(got[:n], want) {
+			t.Fatalf("read %d bytes, want %d (or other bytes)", n, len(want))
+		}
+	}
+	cached, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cached.Close() // before the unmount, also after a t.Fatal
+	check(cached, data)
+	for i := 0; blocks.Stats().DiskWholeImages != 1; i++ {
+		if i > 500 {
+			t.Fatal("not whole")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	second, err := os.Open(p)
+	if err != nil {
+		t.Fatalf("an open next to one through the page cache: %v", err)
+	}
+	defer second.Close()
+	check(second, data)
+	second.Close()
+	cached.Close()
+	if e.root.Stats().Passthroughs != 0 {
+		t.Error("passed through while another open used the page cache")
+	}
+
+	pt, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pt.Close() // after a t.Fatal; closing twice is harmless
+	check(pt, data)
+	if e.root.Stats().Passthroughs != 1 {
+		t.Fatal("not passed through once alone")
+	}
+	data2 := randBytes(len(data)+7, 53)
+	e.put(t, "vm.img", data2, nil)
+	// The kernel takes no open of another file for this inode meanwhile:
+	// refused clearly, for reading and for writing.
+	if f, err := os.Open(p); !errors.Is(err, syscall.EBUSY) {
+		if err == nil {
+			f.Close()
+		}
+		t.Fatalf("an open of a new version next to a passed-through one: %v, want EBUSY", err)
+	}
+	if f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0); !errors.Is(err, syscall.EBUSY) {
+		if err == nil {
+			f.Close()
+		}
+		t.Fatalf("an open for writing next to a passed-through one: %v, want EBUSY", err)
+	}
+	check(pt, data) // the old open still reads its version
+	pt.Close()
+	other, err := os.Open(p)
+	if err != nil {
+		t.Fatalf("an open of the new version once the old one is closed: %v", err)
+	}
+	defer other.Close()
+	check(other, data2)
 }

@@ -29,6 +29,9 @@ type readHandle struct {
 	file *cache.File
 	s    *cache.Stream
 	obj  *segments.Object
+	// cached: opened through the page cache (counted in
+	// fileNode.cachedOpens).
+	cached bool
 }
 
 var (
@@ -60,7 +63,13 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	if keep {
 		flags |= fuse.FOPEN_KEEP_CACHE
 	}
-	if ph, ok := f.passThrough(h, key); ok {
+	ph, errno := f.passThrough(h, key)
+	if errno != 0 {
+		h.s.Close()
+		obj.Close()
+		return nil, 0, errno
+	}
+	if ph != nil {
 		return ph, flags, 0 // go-fuse drops KEEP_CACHE for passthrough
 	}
 	return h, flags, 0
@@ -78,6 +87,11 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 	h.s.Close()
 	h.obj.Close()
+	if h.cached {
+		h.f.mu.Lock()
+		h.f.cachedOpens--
+		h.f.mu.Unlock()
+	}
 	return 0
 }
 
