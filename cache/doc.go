@@ -106,6 +106,20 @@
 // restart through the files' mtimes, and DirSize, which counts the
 // headers too, is enforced at the start as well.
 //
+// # Whole images
+//
+// Once every block of a version is on disk (its last block written, or
+// one loaded after a restart), the version is assembled, in the
+// background and one at a time, into one whole-image file of its bytes
+// as they are, next to a seal that names the key and the CRC-32C of every
+// block and fingerprints the file (inode, size, mtime, ctime); its block
+// files are then removed (whole.go). The whole file and its seal are one
+// entry of the disk LRU. Loads from it check each block's CRC; a file
+// that no longer matches its seal (changed behind the cache's back) is
+// discarded at the start and at [File.Whole], which opens it for FUSE
+// passthrough. A close cuts an assembly short; it resumes when the
+// version is read again.
+//
 // # Invariants
 //
 //   - A block is served only from its own version: memory keys are the
@@ -139,7 +153,8 @@
 //     disk loads and the collection of the bytes;
 //   - fetch.go and fill.go: the fetch engine, its blocks in flight, its
 //     waiters, and the writer that fills blocks as the bytes arrive;
-//   - memory.go and disk.go: the two tiers, which call nothing above them;
+//   - memory.go, disk.go and whole.go: the two tiers, which call nothing
+//     above them;
 //   - lru.go: the byte-bounded least-recently-used index both tiers use;
 //   - blocks.go: Blocks, its options and counters, and File;
 //   - meta.go: Meta, the metadata cache.
