@@ -142,7 +142,7 @@ func TestReadPassthrough(t *testing.T) {
 	}
 	d = labtest.Mount(t, c, labtest.MountOpts{Args: args})
 	n0, _ = fp.DataGETs()
-	if got := labtest.SHA256File(t, img); got != sum {
+	if got := labtest.SHA256File(t, d.Path("vm.img")); got != sum {
 		t.Error("after damaging the whole file: wrong data")
 	}
 	if n1, b := fp.DataGETs(); n1 == n0 || b < size2 {
