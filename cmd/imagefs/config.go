@@ -308,8 +308,8 @@ func readFlags(c *Config) []cli.Flag {
 			"the kernel's readahead for the mount (read_ahead_kb), set after mounting; 0 keeps the kernel's default"),
 		&cli.DurationFlag{Name: "read-stall-timeout", EnvVars: []string{"IMAGEFS_READ_STALL_TIMEOUT"}, Value: 30 * time.Second, Destination: &r.StallTimeout, Category: "Reading",
 			Usage: "a GET whose body sends nothing for this long is cut and resumed on a new connection"},
-		&cli.BoolFlag{Name: "passthrough", EnvVars: []string{"IMAGEFS_PASSTHROUGH"}, Value: true, Destination: &r.Passthrough, Category: "Reading",
-			Usage: "read-only opens of images whole in --cache-dir are served by the kernel from the cache's file (FUSE passthrough, Linux 6.9+ as root); --passthrough=false reads them through the daemon"},
+		&cli.BoolFlag{Name: "passthrough", EnvVars: []string{"IMAGEFS_PASSTHROUGH"}, Value: false, Destination: &r.Passthrough, Category: "Reading",
+			Usage: "read-only opens of images whole in --cache-dir are served by the kernel from the cache's file (FUSE passthrough, Linux 6.9+ as root); while an image is open so, a newer version of it or an overwrite cannot be opened (EBUSY): see README"},
 	}
 }
 

@@ -60,7 +60,7 @@ func TestReadPassthrough(t *testing.T) {
 	cacheDir := t.TempDir()
 	fp := labtest.NewFaultProxy(t)
 	addr := freeAddr(t)
-	args := []string{"--os-storage-url", fp.StorageURL, "--cache-dir", cacheDir, "--cache-size", "1GiB", "--metrics-addr", addr}
+	args := []string{"--os-storage-url", fp.StorageURL, "--cache-dir", cacheDir, "--cache-size", "1GiB", "--metrics-addr", addr, "--passthrough"}
 	d := labtest.Mount(t, c, labtest.MountOpts{Args: args})
 	if !strings.Contains(d.LogText(), "FUSE passthrough available") {
 		t.Fatalf("passthrough is not available on this machine (Linux 6.9+ as root needed):\n%s", d.LogText())
