@@ -2,7 +2,10 @@ package fs
 
 import (
 	"context"
+	"fmt"
+	"path"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -268,8 +271,29 @@ func (a *Account) Stats() Stats {
 		s.Commits += rs.Commits
 		s.CommitFailures += rs.CommitFailures
 		s.Abandoned += rs.Abandoned
+		s.TracesRecorded += rs.TracesRecorded
+		s.TracesReplayed += rs.TracesReplayed
+		s.TraceBytes += rs.TraceBytes
 	}
 	return s
+}
+
+// Warm warms container/path (see Root.Warm).
+func (a *Account) Warm(ctx context.Context, rel string, o WarmOptions) (WarmProgress, error) {
+	rel = strings.Trim(path.Clean("/"+rel), "/")
+	name, rest, _ := strings.Cut(rel, "/")
+	if name == "" || rest == "" || segments.Hidden(name) {
+		return WarmProgress{Path: rel}, fmt.Errorf("%q is not a file of a container: name the files to warm as CONTAINER/PATH", rel)
+	}
+	switch ok, err := a.containerExists(name); {
+	case err != nil:
+		return WarmProgress{Path: rel}, fmt.Errorf("container %s: %w", name, err)
+	case !ok:
+		return WarmProgress{Path: rel}, fmt.Errorf("%s: no such container", name)
+	}
+	p, err := a.root(name).Warm(ctx, rest, o)
+	p.Path = rel
+	return p, err
 }
 
 // UploadList lists the files being written in every container, by path

@@ -65,6 +65,11 @@ type Options struct {
 	// UsageTTL is how long statfs (df) reuses the account's usage
 	// figures (statfs.go); zero means DefaultUsageTTL.
 	UsageTTL time.Duration
+	// BootTraces turns boot traces on (trace.go): the first open of a
+	// version on this host replays the version's trace from Swift, or
+	// records one for TraceWindow (default DefaultTraceWindow).
+	BootTraces  bool
+	TraceWindow time.Duration
 	// ReadOnly mounts read-only (the kernel's MS_RDONLY) and refuses
 	// every change with EROFS.
 	ReadOnly bool
@@ -95,7 +100,8 @@ type Root struct {
 	mu      sync.Mutex           // guards writing
 	writing map[string]*fileNode // object name -> file with an upload in progress
 
-	stats stats // stats.go
+	stats  stats    // stats.go
+	traces traceSet // trace.go
 }
 
 // NewRoot returns the root node. ctx is the mount's lifetime: uploads
@@ -121,6 +127,9 @@ func (o Options) withDefaults(ctx context.Context) Options {
 	}
 	if o.UsageTTL <= 0 {
 		o.UsageTTL = DefaultUsageTTL
+	}
+	if o.TraceWindow <= 0 {
+		o.TraceWindow = DefaultTraceWindow
 	}
 	if o.Blocks == nil {
 		o.Blocks, _ = cache.New(cache.Options{Memory: 64 << 20}) // memory only: cannot fail

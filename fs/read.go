@@ -25,10 +25,11 @@ import (
 // readHandle reads one version of a file, which it holds open
 // (segments.Object) so that no host deletes it meanwhile.
 type readHandle struct {
-	f    *fileNode
-	file *cache.File
-	s    *cache.Stream
-	obj  *segments.Object
+	f     *fileNode
+	file  *cache.File
+	s     *cache.Stream
+	obj   *segments.Object
+	trace *traceRun // nil unless this open records or replays the boot trace
 	// cached: opened through the page cache (counted in
 	// fileNode.cachedOpens).
 	cached bool
@@ -54,7 +55,7 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	r.meta.Put(f.object(), obj.Info)
 	key := obj.Manifest.Version
 	file := r.blocks.Open(key, obj.Size(), obj.Reader)
-	h := &readHandle{f: f, file: file, s: file.NewStream(r.o.ReadAhead), obj: obj}
+	h := &readHandle{f: f, file: file, s: file.NewStream(r.o.ReadAhead), obj: obj, trace: r.startTrace(f.object(), key, file)}
 	f.mu.Lock()
 	keep := key != "" && f.readVersion == key
 	f.readVersion = key
@@ -76,6 +77,7 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 }
 
 func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.trace.read(off, int64(len(dest)))
 	n, err := h.s.ReadAt(h.f.root.lifetime(), dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.f.root.errnoOf("read", h.f.path(), err)
@@ -85,6 +87,7 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 
 // Release drops the handle's prefetches and its hold.
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {
+	h.trace.close()
 	h.s.Close()
 	h.obj.Close()
 	if h.cached {
