@@ -12,6 +12,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/imagefs/imagefs/fs"
+
 	"github.com/imagefs/imagefs/auth"
 )
 
@@ -290,6 +292,8 @@ type ReadConfig struct {
 	KernelReadAhead Size
 	StallTimeout    time.Duration
 	Passthrough     bool
+	BootTraces      bool
+	TraceWindow     time.Duration
 }
 
 // readFlags configure the read path (segments.Reader, cache).
@@ -310,6 +314,10 @@ func readFlags(c *Config) []cli.Flag {
 			Usage: "a GET whose body sends nothing for this long is cut and resumed on a new connection"},
 		&cli.BoolFlag{Name: "passthrough", EnvVars: []string{"IMAGEFS_PASSTHROUGH"}, Value: false, Destination: &r.Passthrough, Category: "Reading",
 			Usage: "read-only opens of images whole in --cache-dir are served by the kernel from the cache's file (FUSE passthrough, Linux 6.9+ as root); while an image is open so, a newer version of it or an overwrite cannot be opened (EBUSY): see README"},
+		&cli.BoolFlag{Name: "boot-traces", EnvVars: []string{"IMAGEFS_BOOT_TRACES"}, Value: true, Destination: &r.BootTraces, Category: "Reading",
+			Usage: "record what the first open of an image reads in its first seconds (a VM booting) as a trace in Swift, and prefetch it on later first opens, on any host"},
+		&cli.DurationFlag{Name: "boot-trace-window", EnvVars: []string{"IMAGEFS_BOOT_TRACE_WINDOW"}, Value: fs.DefaultTraceWindow, Destination: &r.TraceWindow, Category: "Reading",
+			Usage: "how long after the first open a boot trace records"},
 	}
 }
 
@@ -328,6 +336,9 @@ func (r *ReadConfig) validate(mountpoint string) []error {
 		p.add(fmt.Errorf("--read-stall-timeout %v: must be at least 1s", r.StallTimeout))
 	}
 	p.add(notInMount("cache-dir", r.CacheDir, mountpoint))
+	if r.TraceWindow != 0 && (r.TraceWindow < time.Second || r.TraceWindow > 10*time.Minute) {
+		p.add(fmt.Errorf("--boot-trace-window %v: must be between 1s and 10m", r.TraceWindow))
+	}
 	return p
 }
 
