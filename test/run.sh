@@ -59,7 +59,7 @@ say "fuzzing every parser of outside input, 10 s each on top of its seed corpus"
 fuzz_targets=(
   "./segments FuzzManifest" "./segments FuzzInfo" "./segments FuzzHeadInfo" "./segments FuzzRetryAfter"
   "./segments FuzzListing" "./segments FuzzDLOManifest" "./segments FuzzUploadOf"
-  "./segments FuzzVersionState" "./segments FuzzDigestMeta"
+  "./segments FuzzVersionState" "./segments FuzzDigestMeta" "./segments FuzzTrace"
   "./auth FuzzTokenBody" "./cache FuzzBlockFile" "./cmd/imagefs FuzzCloudsYAML" "./cmd/imagefs FuzzUnescapeMount"
 )
 fuzz_one() { # package target
