@@ -19,9 +19,14 @@ import (
 // mountHost mounts container c of st as one host would: its own block
 // cache and its own versions (lease).
 func mountHost(t *testing.T, st *segmentstest.Store, traces bool) (string, *fs.Root) {
+	return mountHostDir(t, st, traces, "")
+}
+
+// mountHostDir is mountHost with a persistent cache in cacheDir.
+func mountHostDir(t *testing.T, st *segmentstest.Store, traces bool, cacheDir string) (string, *fs.Root) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	blocks, err := cache.New(cache.Options{Memory: 64 * mib, Log: log})
+	blocks, err := cache.New(cache.Options{Memory: 64 * mib, Dir: cacheDir, DirSize: 256 * mib, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
