@@ -149,6 +149,8 @@
 // Calls go one way, from the readers down to the tiers:
 //
 //   - stream.go: Stream, the prefetcher, over File;
+//   - warm.go: File.Warm, which fetches blocks through the fetch engine
+//     and writes them to the disk tier itself, waiting for the writes;
 //   - read.go: File.ReadAt, as memory hits, misses (joined or fetched),
 //     disk loads and the collection of the bytes;
 //   - fetch.go and fill.go: the fetch engine, its blocks in flight, its

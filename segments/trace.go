@@ -33,9 +33,9 @@ const keepTraces = "\x00keep"
 // Bounds of a trace: a boot reads tens to a few hundred MiB, in a few
 // thousand places at most.
 const (
-	MaxTraceExtents = 4096
-	MaxTraceBytes   = 1 << 30  // bytes of the image a trace may name
-	maxTraceObject  = 96 << 10 // bytes of the encoded trace
+	MaxTraceExtents = 2048
+	MaxTraceBytes   = 512 << 20 // bytes of the image a trace may name
+	maxTraceObject  = 96 << 10  // bytes of the encoded trace
 )
 
 // Trace is a boot trace: extents of one version, in first-read order.
