@@ -29,7 +29,7 @@ type readHandle struct {
 	file  *cache.File
 	s     *cache.Stream
 	obj   *segments.Object
-	trace *traceRun // nil unless this open records or replays the boot trace
+	trace *traceRun // the version's boot trace work; nil with traces off
 	// cached: opened through the page cache (counted in
 	// fileNode.cachedOpens).
 	cached bool
@@ -55,7 +55,7 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	r.meta.Put(f.object(), obj.Info)
 	key := obj.Manifest.Version
 	file := r.blocks.Open(key, obj.Size(), obj.Reader)
-	h := &readHandle{f: f, file: file, s: file.NewStream(r.o.ReadAhead), obj: obj, trace: r.startTrace(f.object(), key, file)}
+	h := &readHandle{f: f, file: file, s: file.NewStream(r.o.ReadAhead), obj: obj, trace: r.openTrace(f.object(), key, file)}
 	f.mu.Lock()
 	keep := key != "" && f.readVersion == key
 	f.readVersion = key

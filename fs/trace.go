@@ -13,74 +13,90 @@ import (
 
 // Boot traces (segments/trace.go has the format and where they live). The
 // first read open of a version on this host asks Swift for the version's
-// trace. If there is one, the open prefetches it, in order, ahead of the
-// reader, until the file is closed. If there is none, the open records
-// the blocks it reads for Options.TraceWindow (bounded: MaxTraceExtents,
-// MaxTraceBytes) and stores the trace at the end of the window or at
-// close, whichever comes first. Later opens of the version on this host
-// do neither: its blocks are in this host's cache by then.
+// trace. If there is one, it is prefetched, in order, ahead of the reader,
+// while the version is open. If there is none, the blocks read through
+// every open of the version are recorded for Options.TraceWindow
+// (bounded: MaxTraceExtents, MaxTraceBytes) and the trace is stored at
+// the end of the window, or once the version has had no open for
+// traceLinger, whichever comes first. The work is per version, not per
+// open: libvirt and qemu open an image, read its header and close it
+// before the open that boots, and that probe must neither end the
+// recording nor stop the replay. Later opens of the version on this host
+// do nothing more: its blocks are in this host's cache by then.
 
 // DefaultTraceWindow is the default of Options.TraceWindow.
 const DefaultTraceWindow = 30 * time.Second
 
-// Bounds of the replay.
 const (
+	// Bounds of the replay.
 	replayParallel = 4
 	replayChunk    = 4 << 20
+	// traceLinger is how long a version with no open keeps its trace
+	// work going: a probe's close is followed by the real open at once.
+	traceLinger = 2 * time.Second
 )
 
-// traceSet is the versions this host has recorded or replayed.
+// traceSet is the trace work of the versions opened on this host.
 type traceSet struct {
 	mu   sync.Mutex
-	seen map[string]bool
+	runs map[string]*traceRun // by version key, while opened
+	done map[string]bool      // versions traced: nothing more to do
 
 	recorded, replayed, replayBytes atomic.Int64
 }
 
-// first reports whether key is seen for the first time, and marks it.
-func (s *traceSet) first(key string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.seen == nil {
-		s.seen = map[string]bool{}
-	}
-	if s.seen[key] {
-		return false
-	}
-	s.seen[key] = true
-	return true
-}
-
-// traceRun is what one first open does for its version: record, or replay
-// the trace found in Swift.
+// traceRun is the trace work of one version on this host: record, or
+// replay the trace found in Swift.
 type traceRun struct {
 	r      *Root
 	object string
 	key    string
 	file   *cache.File
-	ctx    context.Context // of the replay: ends at close
+	ctx    context.Context // of the replay: ends once the version is closed
 	cancel context.CancelFunc
 
 	mu      sync.Mutex // guards the fields below
-	rec     bool       // recording (until the window ends, a trace is found, or it is stored)
-	looked  bool       // the lookup found no (good) trace
-	due     bool       // store was called before that
+	refs    int        // opens of the version
+	linger  *time.Timer
+	rec     bool // recording (until the window ends, a trace is found, or it is stored)
+	looked  bool // the lookup found no (good) trace
+	due     bool // store was called before that
 	seen    map[int64]bool
 	extents []segments.Extent
 	bytes   int64
 	timer   *time.Timer
 }
 
-// startTrace begins the trace work of a read open of version key of
-// object, if this is the version's first open on this host; nil if not.
-func (r *Root) startTrace(object, key string, file *cache.File) *traceRun {
-	if !r.o.BootTraces || key == "" || file.Size() == 0 || !r.traces.first(key) {
+// openTrace attaches a read open of version key of object to the
+// version's trace work (nil with traces off); the open calls close when
+// it is released.
+func (r *Root) openTrace(object, key string, file *cache.File) *traceRun {
+	if !r.o.BootTraces || key == "" || file.Size() == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithCancel(r.lifetime())
-	t := &traceRun{r: r, object: object, key: key, file: file, ctx: ctx, cancel: cancel, rec: true, seen: map[int64]bool{}}
-	t.timer = time.AfterFunc(r.o.TraceWindow, t.store)
-	go t.lookup()
+	s := &r.traces
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done[key] {
+		return nil
+	}
+	t := s.runs[key]
+	if t == nil {
+		if s.runs == nil {
+			s.runs, s.done = map[string]*traceRun{}, map[string]bool{}
+		}
+		ctx, cancel := context.WithCancel(r.lifetime())
+		t = &traceRun{r: r, object: object, key: key, file: file, ctx: ctx, cancel: cancel, rec: true, seen: map[int64]bool{}}
+		s.runs[key] = t
+		t.timer = time.AfterFunc(r.o.TraceWindow, t.store)
+		go t.lookup()
+	}
+	t.mu.Lock()
+	t.refs++
+	if t.linger != nil {
+		t.linger.Stop()
+	}
+	t.mu.Unlock()
 	return t
 }
 
@@ -208,6 +224,9 @@ func (t *traceRun) store() {
 		ctx, cancel := context.WithTimeout(t.r.lifetime(), time.Minute)
 		defer cancel()
 		if err := t.r.c.Versions().PutTrace(ctx, t.object, tr); err != nil {
+			if t.r.lifetime().Err() != nil {
+				return // unmounted meanwhile
+			}
 			t.r.o.Log.Warn("cannot store the boot trace", "object", t.object, "err", err)
 			return
 		}
@@ -216,12 +235,32 @@ func (t *traceRun) store() {
 	}()
 }
 
-// close ends the trace work of the open: the replay stops, a recording
-// is stored.
+// close detaches an open. Once the version has had no open for
+// traceLinger, the replay stops and a recording is stored.
 func (t *traceRun) close() {
 	if t == nil {
 		return
 	}
-	t.cancel()
-	t.store()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.refs--; t.refs == 0 {
+		t.linger = time.AfterFunc(traceLinger, t.idle)
+	}
+}
+
+func (t *traceRun) idle() {
+	s := &t.r.traces
+	s.mu.Lock()
+	t.mu.Lock()
+	idle := t.refs == 0
+	if idle {
+		delete(s.runs, t.key)
+		s.done[t.key] = true
+	}
+	t.mu.Unlock()
+	s.mu.Unlock()
+	if idle {
+		t.cancel()
+		t.store()
+	}
 }
