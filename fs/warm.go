@@ -110,8 +110,9 @@ func (r *Root) Warm(ctx context.Context, rel string, o WarmOptions) (WarmProgres
 	report()
 	ticker := time.NewTicker(o.Every)
 	defer ticker.Stop()
-	stopTicks := make(chan struct{})
+	stopTicks, ticksDone := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(ticksDone)
 		for {
 			select {
 			case <-ticker.C:
@@ -158,6 +159,7 @@ func (r *Root) Warm(ctx context.Context, rel string, o WarmOptions) (WarmProgres
 	}
 	wg.Wait()
 	close(stopTicks)
+	<-ticksDone // no report after Warm returns
 	// What is on disk now, whatever the counters say.
 	var onDisk int64
 	for idx := range n {

@@ -60,25 +60,32 @@ func (d *daemon) handleWarm(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad warm request: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	// Read the body to its end, so that the server notices when the
+	// client goes away (Ctrl-C) and cancels the request's context.
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	fl, _ := w.(http.Flusher)
 	enc := json.NewEncoder(w)
 	send := func(l warmLine) {
-		_ = enc.Encode(l)
+		if err := enc.Encode(l); err != nil {
+			cancel() // nobody listens any more
+			return
+		}
 		if fl != nil {
 			fl.Flush()
 		}
 	}
 	o := fs.WarmOptions{Rate: req.Rate, Parallel: req.Parallel, Progress: func(p fs.WarmProgress) { send(lineOf(p)) }}
 	d.log.Info("warm started", "path", req.Path, "rate", req.Rate)
-	p, err := d.root.Warm(r.Context(), req.Path, o)
+	p, err := d.root.Warm(ctx, req.Path, o)
 	last := lineOf(p)
 	last.Final = true
 	if err != nil {
 		last.Error = err.Error()
 		d.log.Warn("warm failed", "path", req.Path, "err", err)
 	}
-	o.Progress = nil
 	send(last)
 }
 
