@@ -85,7 +85,7 @@ func TestBootTraces(t *testing.T) {
 		t.Error("host B's log does not show the replay")
 	}
 
-	// Overwrite through host A: the new version has no trace; host B's
+	// Overwrite (with the swift client): the new version has no trace; host B's
 	// next open prefetches nothing and records the new one.
 	q := labtest.Pattern{Seed: 142, Size: 64 << 20}
 	labtest.PutSLO(t, c, "vm.img", q, q.Size, 16<<20)
