@@ -88,7 +88,7 @@ func (f *File) Warm(ctx context.Context, first, last int64) (fetched int64, err 
 		if b.disk.has(k) {
 			continue // the fetch's own queued write was faster
 		}
-		b.disk.write(writeJob{key: f.key, k: k, data: data})
+		b.disk.write(writeJob{key: f.key, k: k, data: data, size: f.size})
 		if !b.disk.has(k) {
 			err = fmt.Errorf("block %d: %w", idx, ErrNotPersisted)
 		}

@@ -48,6 +48,18 @@ func TestWarmFillsDisk(t *testing.T) {
 	if got, want := src.fetched(), int64(len(src.data))+64*kib; got > want {
 		t.Errorf("fetched %d bytes for a %d-byte file", got, want)
 	}
+	// A warmed image is assembled into its whole file, as one read whole.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if w, ok := f.Whole(); ok {
+			w.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the warmed image was not assembled into a whole file within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	calls := src.calls()
 	if n, err := f.Warm(t.Context(), 0, f.Blocks()); err != nil || n != 0 || src.calls() != calls {
 		t.Errorf("second warm fetched %d bytes (%v), %d calls", n, err, src.calls()-calls)
