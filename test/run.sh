@@ -24,6 +24,9 @@ packages=(
   mount
   python3-openstackclient
   fio
+  busybox-static
+  cpio
+  qemu-system-x86
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
