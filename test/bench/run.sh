@@ -5,6 +5,7 @@
 #   test/bench/run.sh [BENCH_REGEXP] [go test flags...]
 #
 #   test/bench/run.sh BenchmarkRead          # the read path (see READ.md)
+#   test/bench/run.sh BenchmarkHypervisor    # fio, warm and cold, VM boots (READ.md)
 #   test/bench/run.sh . -v                   # everything, with the logs
 #
 # Each benchmark runs once (-benchtime 1x) and repeats its own rounds
@@ -12,6 +13,11 @@
 # is also saved to test/bench/out/<regexp>-<date>.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# fio for BenchmarkHypervisor (the guest's packages are installed by the
+# benchmark itself, through test/labtest).
+if ! command -v fio >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fio >/dev/null
+fi
 export LAB_TOKEN_EXPIRATION=${LAB_TOKEN_EXPIRATION:-120}
 test/lab/lab.sh up >/dev/null
 eval "$(test/lab/lab.sh env)"
