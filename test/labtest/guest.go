@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -66,11 +67,15 @@ sleep 1
 poweroff -f
 `
 
+var guestMu sync.Mutex
+
 // BuildGuest returns the guest's kernel and initramfs, building them once
 // per package versions under /var/tmp/imagefs-guest/ (the packages are
 // installed if missing, the kernel package downloaded).
 func BuildGuest(t testing.TB) *Guest {
 	t.Helper()
+	guestMu.Lock() // parallel tests of one process build it once
+	defer guestMu.Unlock()
 	installPackages(t, guestPackages)
 	kpkg, kver := kernelPackage(t)
 	bver := strings.TrimSpace(RunCmd(t, "dpkg-query", "-W", "-f=${Version}", "busybox-static"))
@@ -89,10 +94,19 @@ func BuildGuest(t testing.TB) *Guest {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(tmp)
-	dl := exec.Command("apt-get", "download", "-q", kpkg+"="+kver)
-	dl.Dir = tmp
-	if out, err := dl.CombinedOutput(); err != nil {
-		t.Fatalf("guest: apt-get download %s=%s: %v\n%s", kpkg, kver, err, out)
+	download := func() ([]byte, error) {
+		dl := exec.Command("apt-get", "download", "-q", kpkg+"="+kver)
+		dl.Dir = tmp
+		return dl.CombinedOutput()
+	}
+	if out, err := download(); err != nil {
+		// Stale package lists name a version the mirror no longer has.
+		t.Logf("guest: apt-get download %s=%s: %v (%s); apt-get update and again", kpkg, kver, err, strings.TrimSpace(string(out)))
+		RunCmd(t, "apt-get", "update", "-qq", "-o", "DPkg::Lock::Timeout=300")
+		kpkg, kver = kernelPackage(t)
+		if out, err := download(); err != nil {
+			t.Fatalf("guest: apt-get download %s=%s: %v\n%s", kpkg, kver, err, out)
+		}
 	}
 	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
 	if len(debs) != 1 {
