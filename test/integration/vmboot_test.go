@@ -131,9 +131,9 @@ func TestLibvirtDirPool(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the domain (%s) did not start; libvirt says:\n%v", what, err)
 		}
-		console, err := dom.WaitPoweredOff(120 * time.Second)
+		console, err := dom.WaitPoweredOff(90 * time.Second)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v\nthe guest's console:\n%s", err, console)
 		}
 		if !strings.Contains(console, "IMAGEFS-GUEST: DISK OK") {
 			t.Fatalf("the guest (%s) did not find its disk intact; its console:\n%s\nqemu log:\n%s", what, console, dom.QemuLog())

@@ -633,7 +633,9 @@ func DomainXML(o DomainOpts, console string) string {
 	}
 	boot := "    <boot dev='hd'/>\n"
 	if g := o.Guest; g != nil {
-		boot = fmt.Sprintf("    <kernel>%s</kernel>\n    <initrd>%s</initrd>\n    <cmdline>%s</cmdline>\n", esc(g.Kernel), esc(g.Initrd), esc(GuestCmdline))
+		// ACPI, or the guest's poweroff only halts it (libvirt adds -no-acpi).
+		boot = fmt.Sprintf("    <kernel>%s</kernel>\n    <initrd>%s</initrd>\n    <cmdline>%s</cmdline>\n  </os>\n  <features>\n    <acpi/>\n",
+			esc(g.Kernel), esc(g.Initrd), esc(GuestCmdline))
 	}
 	return fmt.Sprintf(`<domain type='qemu'>
   <name>%s</name>
@@ -641,7 +643,7 @@ func DomainXML(o DomainOpts, console string) string {
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-%s  </os>
+%s  </%s>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
@@ -654,7 +656,7 @@ func DomainXML(o DomainOpts, console string) string {
     <memballoon model='none'/>
   </devices>
 </domain>
-`, esc(o.Name), o.MemoryMiB, boot, disks.String(), esc(console))
+`, esc(o.Name), o.MemoryMiB, boot, map[bool]string{true: "features", false: "os"}[o.Guest != nil], disks.String(), esc(console))
 }
 
 // State is virsh domstate.
