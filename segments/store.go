@@ -24,6 +24,10 @@ type Info struct {
 	// DLO is the X-Object-Manifest value ("container/prefix") of a
 	// dynamic large object manifest (Head only).
 	DLO string
+	// Listed is set for an entry of a container listing: Size, ETag,
+	// ContentType and LastModified are known, Meta, SLO and DLO are not
+	// (a zero-byte object may be a DLO manifest; only a HEAD tells).
+	Listed bool
 }
 
 // ContainerInfo is what a HEAD of a container says.

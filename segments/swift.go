@@ -640,7 +640,7 @@ func (s *SwiftStore) deleteEach(ctx context.Context, container string, objects [
 // is well under maxListPage; maxListEntries stops a server that sends
 // pages for ever (a variable, for the tests).
 const (
-	listPageSize = 1000
+	listPageSize = 10000 // Swift's container_listing_limit default, its maximum
 	maxListPage  = 16 << 20
 )
 
@@ -733,7 +733,10 @@ type listEntry struct {
 func parseListing(r io.Reader, container, prefix string) ([]Info, error) {
 	var page []Info
 	err := decodeArray(r, func(e listEntry) error {
-		in := Info{Container: container, Name: e.Name, Size: e.Bytes, ETag: e.Hash, ContentType: e.ContentType}
+		in := Info{Container: container, Name: e.Name, Size: e.Bytes, ETag: e.Hash, ContentType: e.ContentType, Listed: true}
+		if total, ctype, ok := swiftBytes(e.ContentType); ok {
+			in.Size, in.ContentType = total, ctype
+		}
 		if e.Subdir != "" {
 			in = Info{Container: container, Name: e.Subdir, Subdir: true, ContentType: "application/directory"}
 		}
@@ -758,6 +761,25 @@ func parseListing(r io.Reader, container, prefix string) ([]Info, error) {
 		return nil
 	})
 	return page, err
+}
+
+// swiftBytes reads the swift_bytes=N parameter of a listed content type:
+// the slo middleware records an SLO's total size there, and the container
+// server turns it into the entry's bytes before it answers; a listing that
+// still has it (an older container server) lists the manifest's own size
+// as bytes. It returns the total and the content type without the
+// parameter.
+func swiftBytes(ctype string) (int64, string, bool) {
+	i := strings.LastIndex(ctype, ";swift_bytes=")
+	if i < 0 {
+		return 0, ctype, false
+	}
+	v := ctype[i+len(";swift_bytes="):]
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, ctype, false
+	}
+	return n, ctype[:i], true
 }
 
 // ListContainers implements ObjectStore: the account listing (GET on

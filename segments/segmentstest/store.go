@@ -489,7 +489,7 @@ func (s *Store) Head(ctx context.Context, c, o string) (segments.Info, error) {
 // info is an object's Info as Head (full) or a listing shows it.
 func (s *Store) info(c, o string, ob *object, full bool) segments.Info {
 	in := segments.Info{Container: c, Name: o, Size: s.sizeOf(ob), ETag: ob.etag, ContentType: ob.ctype,
-		LastModified: ob.modified}
+		LastModified: ob.modified, Listed: !full}
 	if in.ContentType == "" {
 		in.ContentType = "application/octet-stream"
 	}
