@@ -10,13 +10,15 @@ func TestMetaPutAtAfterForget(t *testing.T) {
 	c := NewMeta[string, int](time.Second)
 	c.Now = func() time.Time { return now }
 
-	before := c.Mark() // a listing page is requested
-	c.Forget("a")      // this mount commits a
+	before := now // a listing page is requested
+	now = now.Add(time.Millisecond)
+	c.Forget("a") // this mount commits a
+	now = now.Add(time.Millisecond)
 	c.PutAt("a", 1, true, before, 10*time.Second)
 	if _, _, found := c.Get("a"); found {
 		t.Fatal("an answer read before a Forget was cached after it")
 	}
-	after := c.Mark()
+	after := now
 	c.PutAt("a", 2, true, after, 10*time.Second)
 	if v, ok, found := c.Get("a"); !found || !ok || v != 2 {
 		t.Fatalf("an answer read after the Forget: %v %v %v", v, ok, found)
@@ -40,7 +42,7 @@ func TestMetaAgeFromMark(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := NewMeta[string, int](time.Second)
 	c.Now = func() time.Time { return now }
-	m := c.Mark()
+	m := now
 	now = now.Add(3 * time.Second) // a long listing
 	c.PutAt("x", 1, true, m, 2*time.Second)
 	if _, _, found := c.Get("x"); found {

@@ -100,10 +100,37 @@ func (f *fileNode) object() string { return f.root.object(f.path()) }
 // OnForget drops the file's inode number once the kernel forgot it.
 func (f *fileNode) OnForget() { f.root.inos.drop(f.path(), false, f.StableAttr().Ino) }
 
+// setInfo records what Swift said of the file. A listing's entry counts
+// from its page's request, and does not replace a newer answer.
 func (f *fileNode) setInfo(in segments.Info) {
+	at := time.Now()
+	if in.Listed() {
+		at = in.ListedAt
+	}
 	f.mu.Lock()
-	f.info, f.infoAt = in, time.Now()
+	if !at.Before(f.infoAt) {
+		f.info, f.infoAt = in, at
+	}
 	f.mu.Unlock()
+}
+
+// refreshFull is refresh for what a listing does not tell (metadata).
+func (f *fileNode) refreshFull(ctx context.Context) error {
+	if err := f.refresh(ctx); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	listed := f.w == nil && f.info.Listed()
+	f.mu.Unlock()
+	if !listed {
+		return nil
+	}
+	in, err := f.root.headFull(ctx, f.object())
+	if err != nil {
+		return err
+	}
+	f.setInfo(in)
+	return nil
 }
 
 // fillAttr reports the size and times the node knows now.
@@ -259,6 +286,7 @@ func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer,
 	r.mu.Unlock()
 	f.mu.Unlock()
 	r.meta.Forget(obj)
+	r.forgetListing(obj)
 	return w, 0
 }
 
@@ -301,6 +329,7 @@ func (f *fileNode) finishWrite(w *segments.Writer, committed bool) {
 	}
 	r.mu.Unlock()
 	r.meta.Forget(obj)
+	r.forgetListing(obj)
 }
 
 // abort abandons the upload w (nil: the one in progress, if any).
@@ -336,7 +365,7 @@ func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 	if !ok {
 		return 0, noXattr(attr)
 	}
-	if err := f.refresh(ctx); err != nil {
+	if err := f.refreshFull(ctx); err != nil {
 		return 0, f.root.errnoOf("getxattr", f.path(), err)
 	}
 	f.mu.Lock()
@@ -357,7 +386,7 @@ func xattrValue(dest []byte, v string) (uint32, syscall.Errno) {
 }
 
 func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	if err := f.refresh(ctx); err != nil {
+	if err := f.refreshFull(ctx); err != nil {
 		return 0, f.root.errnoOf("listxattr", f.path(), err)
 	}
 	var v string

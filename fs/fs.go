@@ -50,6 +50,10 @@ type Options struct {
 	// AttrTTL is how long metadata (HEAD answers) is trusted, in the
 	// daemon and in the kernel.
 	AttrTTL time.Duration
+	// ListTTL is how long what a directory listing told (its names, and
+	// the attributes of its entries) is trusted, in the daemon and in the
+	// kernel (list.go); zero means AttrTTL.
+	ListTTL time.Duration
 	// UID, GID, FileMode and DirMode are the owner and permission bits
 	// of every file and directory (see attr.go); zero modes mean
 	// DefaultFileMode and DefaultDirMode.
@@ -93,8 +97,9 @@ type Root struct {
 	meta   *cache.Meta[string, segments.Info]
 	blocks *cache.Blocks
 
-	inos *inodes
-	dlos dloCache
+	inos  *inodes
+	dlos  dloCache
+	lists listings
 	use  *usageCache
 
 	mu      sync.Mutex           // guards writing
@@ -142,7 +147,7 @@ func (o Options) withDefaults(ctx context.Context) Options {
 // inos; o has its defaults.
 func newRoot(ctx context.Context, o Options, inos *inodes) *Root {
 	r := &Root{o: o, c: o.Objects, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), inos: inos,
-		dlos: dloCache{dirs: map[string]dloEntry{}}, writing: map[string]*fileNode{}, blocks: o.Blocks}
+		dlos: dloCache{dirs: map[string]dloEntry{}}, lists: listings{at: map[string]time.Time{}}, writing: map[string]*fileNode{}, blocks: o.Blocks}
 	r.use = newUsageCache(ctx, o, func(ctx context.Context) (segments.Usage, error) { return r.c.Usage(ctx) })
 	r.dirNode = dirNode{root: r, rel: ""}
 	return r
@@ -240,22 +245,38 @@ func (r *Root) lifetime() context.Context { return r.ctx }
 // object is the object name of a path relative to the mount.
 func (r *Root) object(rel string) string { return r.c.Prefix() + rel }
 
-// head returns an object's metadata through the metadata cache.
+// head returns an object's attributes through the metadata cache: a
+// listing's entry will do, but for a zero-byte object (it may be a DLO
+// manifest, whose size only a HEAD tells).
 func (r *Root) head(ctx context.Context, name string) (segments.Info, error) {
+	return r.headIf(name, func(in segments.Info) bool { return !in.Listed() || in.Size > 0 })
+}
+
+// headFull is head for what only a HEAD tells (metadata: digests, mtime;
+// SLO, DLO): a listing's entry will not do.
+func (r *Root) headFull(ctx context.Context, name string) (segments.Info, error) {
+	return r.headIf(name, func(in segments.Info) bool { return !in.Listed() })
+}
+
+// headIf HEADs name unless the cache has an answer good enough.
+func (r *Root) headIf(name string, enough func(segments.Info) bool) (segments.Info, error) {
 	if in, exists, found := r.meta.Get(name); found {
 		if !exists {
 			return segments.Info{}, segments.ErrNotFound
 		}
-		return in, nil
+		if enough(in) {
+			return in, nil
+		}
 	}
+	asked := time.Now()
 	// A HEAD is short: a signal that interrupts the request (qemu-img gets
 	// some while it opens its images) must not fail the lookup with EINTR.
 	in, err := r.c.Head(r.lifetime(), name)
 	switch {
 	case err == nil:
-		r.meta.Put(name, in)
+		r.meta.PutAt(name, in, true, asked, r.o.AttrTTL)
 	case isNotFound(err):
-		r.meta.PutMissing(name)
+		r.meta.PutAt(name, segments.Info{}, false, asked, r.o.AttrTTL)
 	}
 	return in, err
 }

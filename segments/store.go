@@ -24,11 +24,15 @@ type Info struct {
 	// DLO is the X-Object-Manifest value ("container/prefix") of a
 	// dynamic large object manifest (Head only).
 	DLO string
-	// Listed is set for an entry of a container listing: Size, ETag,
-	// ContentType and LastModified are known, Meta, SLO and DLO are not
-	// (a zero-byte object may be a DLO manifest; only a HEAD tells).
-	Listed bool
+	// ListedAt is set for an entry of a container listing: when the
+	// request for its page began. Size, ETag, ContentType and
+	// LastModified are known, Meta, SLO and DLO are not (a zero-byte
+	// object may be a DLO manifest; only a HEAD tells).
+	ListedAt time.Time
 }
+
+// Listed reports whether in came from a listing (see ListedAt).
+func (in Info) Listed() bool { return !in.ListedAt.IsZero() }
 
 // ContainerInfo is what a HEAD of a container says.
 type ContainerInfo struct {

@@ -655,6 +655,7 @@ func (s *SwiftStore) List(ctx context.Context, container, prefix string, delimit
 	var marker string
 	total := 0
 	for {
+		asked := time.Now()
 		page, err := s.listPage(ctx, container, prefix, delimiter, marker)
 		if err != nil {
 			return err
@@ -673,6 +674,7 @@ func (s *SwiftStore) List(ctx context.Context, container, prefix string, delimit
 				"the listing goes on past %d names", maxListEntries)}
 		}
 		for _, in := range page {
+			in.ListedAt = asked
 			if err := fn(in); err != nil {
 				return err
 			}
@@ -733,7 +735,7 @@ type listEntry struct {
 func parseListing(r io.Reader, container, prefix string) ([]Info, error) {
 	var page []Info
 	err := decodeArray(r, func(e listEntry) error {
-		in := Info{Container: container, Name: e.Name, Size: e.Bytes, ETag: e.Hash, ContentType: e.ContentType, Listed: true}
+		in := Info{Container: container, Name: e.Name, Size: e.Bytes, ETag: e.Hash, ContentType: e.ContentType}
 		if total, ctype, ok := swiftBytes(e.ContentType); ok {
 			in.Size, in.ContentType = total, ctype
 		}

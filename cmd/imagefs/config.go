@@ -41,6 +41,7 @@ type Config struct {
 	Write WriteConfig
 
 	AttrTTL     time.Duration
+	ListTTL     time.Duration // 0: AttrTTL
 	RetryBudget time.Duration
 	AllowOther  bool
 	UID, GID    int
@@ -347,6 +348,8 @@ func commonFlags(c *Config) []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "attr-ttl", EnvVars: []string{"IMAGEFS_ATTR_TTL"}, Value: time.Second, Destination: &c.AttrTTL,
 			Usage: "how long file metadata is cached"},
+		&cli.DurationFlag{Name: "list-ttl", EnvVars: []string{"IMAGEFS_LIST_TTL"}, Destination: &c.ListTTL,
+			Usage: "how long a directory listing (its names and the sizes and times it shows) is cached; 0 means as --attr-ttl"},
 		&cli.DurationFlag{Name: "retry-budget", EnvVars: []string{"IMAGEFS_RETRY_BUDGET"}, Value: 3 * time.Minute, Destination: &c.RetryBudget,
 			Usage: "how long one Swift operation is retried (5xx, 429, timeouts, resets) before it fails with EIO"},
 		&cli.BoolFlag{Name: "allow-other", EnvVars: []string{"IMAGEFS_ALLOW_OTHER"}, Destination: &c.AllowOther,
@@ -393,6 +396,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadOnly && c.CreateContainer {
 		errs = append(errs, errors.New("--read-only and --create-container: a read-only mount cannot create its container; drop one of them"))
+	}
+	if c.ListTTL < 0 {
+		errs = append(errs, fmt.Errorf("--list-ttl %v: must not be negative (0 means as --attr-ttl)", c.ListTTL))
 	}
 	if c.StatfsTTL < time.Second {
 		errs = append(errs, fmt.Errorf("--statfs-ttl %v: must be at least 1s", c.StatfsTTL))

@@ -238,6 +238,7 @@ func (d *daemon) fsOptions(objects *segments.Container) fs.Options {
 		Objects:     objects,
 		Log:         d.log,
 		AttrTTL:     cfg.AttrTTL,
+		ListTTL:     cfg.ListTTL,
 		UID:         uint32(cfg.UID),
 		GID:         uint32(cfg.GID),
 		FileMode:    fileMode,
