@@ -33,7 +33,7 @@ const DefaultMetaMax = 200_000
 
 type metaEntry[V any] struct {
 	v       V
-	ok      bool // false: a cached "does not exist"
+	ok      bool      // false: a cached "does not exist"
 	tomb    bool      // a Forget: no value
 	at      time.Time // when the answer's request began, or of the Forget
 	expires time.Time

@@ -100,7 +100,7 @@ type Root struct {
 	inos  *inodes
 	dlos  dloCache
 	lists listings
-	use  *usageCache
+	use   *usageCache
 
 	mu      sync.Mutex           // guards writing
 	writing map[string]*fileNode // object name -> file with an upload in progress

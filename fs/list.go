@@ -133,14 +133,14 @@ type dirHandle struct {
 	wg     sync.WaitGroup // the lister and its HEADs
 
 	started  time.Time
-	open     []string          // names emitted that a later subdir entry could repeat
-	local    map[string]bool   // files being written on this host: listed at the end
-	localOut []string          // of those, the ones still to emit
-	refs     []dloRef          // DLO manifests of the directory found so far
-	last     segments.Info     // the entry Readdirent returned last
-	lastDir  bool              // ... and whether it is a directory
-	failed   bool              // the listing stopped with an error
-	ended    bool              // the listing's entries are all out
+	open     []string        // names emitted that a later subdir entry could repeat
+	local    map[string]bool // files being written on this host: listed at the end
+	localOut []string        // of those, the ones still to emit
+	refs     []dloRef        // DLO manifests of the directory found so far
+	last     segments.Info   // the entry Readdirent returned last
+	lastDir  bool            // ... and whether it is a directory
+	failed   bool            // the listing stopped with an error
+	ended    bool            // the listing's entries are all out
 }
 
 var (
