@@ -248,18 +248,25 @@ func (r *Root) object(rel string) string { return r.c.Prefix() + rel }
 // head returns an object's attributes through the metadata cache: a
 // listing's entry will do, but for a zero-byte object (it may be a DLO
 // manifest, whose size only a HEAD tells).
+//
+// A HEAD is short: a signal that interrupts the request (qemu-img gets
+// some while it opens its images) must not fail the lookup with EINTR, so
+// it runs under the mount's lifetime, not ctx.
 func (r *Root) head(ctx context.Context, name string) (segments.Info, error) {
-	return r.headIf(name, func(in segments.Info) bool { return !in.Listed() || in.Size > 0 })
+	return r.headIf(r.lifetime(), name, func(in segments.Info) bool { return !in.Listed() || in.Size > 0 })
 }
 
 // headFull is head for what only a HEAD tells (metadata: digests, mtime;
 // SLO, DLO): a listing's entry will not do.
 func (r *Root) headFull(ctx context.Context, name string) (segments.Info, error) {
-	return r.headIf(name, func(in segments.Info) bool { return !in.Listed() })
+	return r.headIf(r.lifetime(), name, notListed)
 }
 
-// headIf HEADs name unless the cache has an answer good enough.
-func (r *Root) headIf(name string, enough func(segments.Info) bool) (segments.Info, error) {
+func notListed(in segments.Info) bool { return !in.Listed() }
+
+// headIf HEADs name under ctx unless the cache has an answer enough
+// calls good enough.
+func (r *Root) headIf(ctx context.Context, name string, enough func(segments.Info) bool) (segments.Info, error) {
 	if in, exists, found := r.meta.Get(name); found {
 		if !exists {
 			return segments.Info{}, segments.ErrNotFound
@@ -269,9 +276,7 @@ func (r *Root) headIf(name string, enough func(segments.Info) bool) (segments.In
 		}
 	}
 	asked := time.Now()
-	// A HEAD is short: a signal that interrupts the request (qemu-img gets
-	// some while it opens its images) must not fail the lookup with EINTR.
-	in, err := r.c.Head(r.lifetime(), name)
+	in, err := r.c.Head(ctx, name)
 	switch {
 	case err == nil:
 		r.meta.PutAt(name, in, true, asked, r.o.AttrTTL)

@@ -49,7 +49,8 @@ import (
 const headParallel = 16
 
 // listAhead is how many entries the listing goroutine may fetch ahead of
-// the kernel: one page.
+// the kernel: one page, so that the next page is fetched while the kernel
+// takes this one.
 const listAhead = 10_000
 
 // listTTL is how long what a listing told is trusted.
@@ -128,7 +129,7 @@ type dirHandle struct {
 	d      *dirNode
 	prefix string
 
-	items  chan listItem // from the lister; closed at the end
+	items  chan *listItem // from the lister; closed at the end
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the lister and its HEADs
 
@@ -155,7 +156,7 @@ func (h *dirHandle) start() {
 	r := h.d.root
 	ctx, cancel := context.WithCancel(r.lifetime()) // see the package doc
 	h.cancel = cancel
-	h.items = make(chan listItem, listAhead)
+	h.items = make(chan *listItem, listAhead)
 	h.started = time.Now()
 	h.open = h.open[:0]
 	h.local = map[string]bool{}
@@ -171,7 +172,7 @@ func (h *dirHandle) start() {
 		defer h.wg.Done()
 		defer close(h.items)
 		err := r.c.List(ctx, h.prefix, '/', func(in segments.Info) error {
-			it := listItem{in: in}
+			it := &listItem{in: in}
 			if !in.Subdir && in.Size == 0 && !strings.HasSuffix(in.Name, "/") && in.ContentType != dirMarkerType {
 				it.head = make(chan headAnswer, 1)
 				select {
@@ -183,7 +184,7 @@ func (h *dirHandle) start() {
 				go func() {
 					defer h.wg.Done()
 					defer func() { <-sem }()
-					full, err := r.headFull(ctx, in.Name)
+					full, err := r.headIf(ctx, in.Name, notListed)
 					it.head <- headAnswer{full, err}
 				}()
 			}
@@ -195,7 +196,7 @@ func (h *dirHandle) start() {
 			}
 		})
 		if err != nil && ctx.Err() == nil {
-			h.items <- listItem{err: err}
+			h.items <- &listItem{err: err}
 		}
 	}()
 }
@@ -257,7 +258,7 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 
 // entry turns a listing item into a directory entry, or drops it (a
 // repeat, a DLO part, a hidden name, a file this host is writing).
-func (h *dirHandle) entry(it listItem) (name string, dir bool, in segments.Info, keep bool) {
+func (h *dirHandle) entry(it *listItem) (name string, dir bool, in segments.Info, keep bool) {
 	r := h.d.root
 	in = it.in
 	name = strings.TrimPrefix(in.Name, h.prefix)

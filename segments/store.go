@@ -68,6 +68,7 @@ type Limits struct {
 	MaxManifestSegments int   // slo.max_manifest_segments
 	MaxManifestSize     int64 // slo.max_manifest_size, bytes
 	MaxFileSize         int64 // swift.max_file_size, bytes
+	ListingLimit        int   // swift.container_listing_limit: names a listing page may ask for
 	SLO                 bool  // the slo middleware is present
 	BulkDelete          bool
 	// Problems names the limits /info gave that made no sense (and were
@@ -80,6 +81,7 @@ var DefaultLimits = Limits{
 	MaxManifestSegments: 1000,
 	MaxManifestSize:     8 << 20,
 	MaxFileSize:         5 << 30,
+	ListingLimit:        10000,
 	SLO:                 true,
 }
 

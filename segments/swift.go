@@ -38,6 +38,10 @@ type SwiftOptions struct {
 type SwiftStore struct {
 	c      *swift.Connection
 	noBulk atomic.Bool // bulk delete was refused; delete one by one
+	// pageSize is the listing page size, once Limits read the cluster's
+	// container_listing_limit (a larger limit is refused with 412); 0:
+	// listPageSize.
+	pageSize atomic.Int64
 }
 
 var _ ObjectStore = (*SwiftStore)(nil)
@@ -685,7 +689,11 @@ func (s *SwiftStore) List(ctx context.Context, container, prefix string, delimit
 
 // listPage GETs one page of a container listing.
 func (s *SwiftStore) listPage(ctx context.Context, container, prefix string, delimiter rune, marker string) ([]Info, error) {
-	q := url.Values{"format": {"json"}, "limit": {strconv.Itoa(listPageSize)}}
+	limit := int64(listPageSize)
+	if n := s.pageSize.Load(); n > 0 {
+		limit = n
+	}
+	q := url.Values{"format": {"json"}, "limit": {strconv.FormatInt(limit, 10)}}
 	if prefix != "" {
 		q.Set("prefix", prefix)
 	}
@@ -907,6 +915,7 @@ func (s *SwiftStore) Limits(ctx context.Context) (Limits, error) {
 	if err == nil {
 		var l Limits
 		if l, err = parseInfo(b); err == nil {
+			s.pageSize.Store(int64(min(listPageSize, l.ListingLimit)))
 			return l, nil
 		}
 	}
@@ -959,7 +968,9 @@ func parseLimits(info map[string]any) Limits {
 		}
 		return int64(f)
 	}
-	l.MaxFileSize = num(section("swift"), "swift", "max_file_size", 1, maxSaneFileSize, DefaultLimits.MaxFileSize)
+	sw := section("swift")
+	l.MaxFileSize = num(sw, "swift", "max_file_size", 1, maxSaneFileSize, DefaultLimits.MaxFileSize)
+	l.ListingLimit = int(num(sw, "swift", "container_listing_limit", 1, 1<<30, int64(DefaultLimits.ListingLimit)))
 	_, l.SLO = info["slo"]
 	slo := section("slo")
 	l.MaxManifestSegments = int(num(slo, "slo", "max_manifest_segments", 2, maxManifestEntries, int64(DefaultLimits.MaxManifestSegments)))

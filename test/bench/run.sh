@@ -6,6 +6,7 @@
 #
 #   test/bench/run.sh BenchmarkRead          # the read path (see READ.md)
 #   test/bench/run.sh BenchmarkHypervisor    # fio, warm and cold, VM boots (READ.md)
+#   test/bench/run.sh BenchmarkList          # ls -l of large directories (LIST.md)
 #   test/bench/run.sh . -v                   # everything, with the logs
 #
 # Each benchmark runs once (-benchtime 1x) and repeats its own rounds
@@ -17,6 +18,11 @@ cd "$(dirname "$0")/../.."
 # benchmark itself, through test/labtest).
 if ! command -v fio >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fio >/dev/null
+fi
+# BenchmarkList compares with rclone mount.
+if ! command -v rclone >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rclone >/dev/null ||
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rclone >/dev/null; }
 fi
 export LAB_TOKEN_EXPIRATION=${LAB_TOKEN_EXPIRATION:-120}
 test/lab/lab.sh up >/dev/null
