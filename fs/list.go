@@ -96,16 +96,16 @@ var _ fusefs.NodeOpendirHandler = (*dirNode)(nil)
 // read while the directory's last complete listing is fresh.
 func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	r := d.root
-	prefix := d.listPrefix()
-	if !r.lists.fresh(prefix, r.listTTL()) {
+	h := &dirHandle{d: d, prefix: d.listPrefix()}
+	if r.listTTL() <= 0 {
+		return h, 0, 0 // the kernel keeps nothing
+	}
+	if !r.lists.fresh(h.prefix, r.listTTL()) {
 		// The kernel's copy (if any) is older than the TTL, or this mount
 		// changed the directory: drop it, the stream fills a new one.
+		// (go-fuse gives FOPEN_CACHE_DIR only with FOPEN_KEEP_CACHE.)
 		// Inside OPENDIR this waits on no page the kernel holds locked.
 		_ = d.NotifyContent(0, 0)
-	}
-	h := &dirHandle{d: d, prefix: prefix}
-	if r.listTTL() <= 0 {
-		return h, 0, 0
 	}
 	return h, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }

@@ -640,18 +640,22 @@ func (s *SwiftStore) deleteEach(ctx context.Context, container string, objects [
 	return g.Wait()
 }
 
-// Bounds on listings: a page of at most 1000 names of at most 1024 bytes
-// is well under maxListPage; maxListEntries stops a server that sends
-// pages for ever (a variable, for the tests).
+// Bounds on listings: a page of at most 10,000 names of at most 1024
+// bytes, with their hash, type and time, is under maxListPage;
+// maxListEntries stops a server that sends pages for ever (a variable,
+// for the tests). The first page is smaller: most listings stop at their
+// first name (does a directory exist?) or are small, and a large one
+// starts streaming sooner.
 const (
-	listPageSize = 10000 // Swift's container_listing_limit default, its maximum
-	maxListPage  = 16 << 20
+	listPageSize  = 10000 // Swift's container_listing_limit default, its maximum
+	listFirstPage = 1000
+	maxListPage   = 16 << 20
 )
 
 var maxListEntries = 10_000_000
 
 // List implements ObjectStore. It asks for pages of listPageSize names
-// after the last name of the previous page (Swift may answer short pages)
+// (the first of listFirstPage) after the last name of the previous page (Swift may answer short pages)
 // until a page is empty. A page that does not go past the marker (a server
 // that repeats itself) and more than maxListEntries names in all are bad
 // answers, so a broken listing fails instead of running for ever.
@@ -660,7 +664,7 @@ func (s *SwiftStore) List(ctx context.Context, container, prefix string, delimit
 	total := 0
 	for {
 		asked := time.Now()
-		page, err := s.listPage(ctx, container, prefix, delimiter, marker)
+		page, err := s.listPage(ctx, container, prefix, delimiter, marker, marker == "")
 		if err != nil {
 			return err
 		}
@@ -688,10 +692,13 @@ func (s *SwiftStore) List(ctx context.Context, container, prefix string, delimit
 }
 
 // listPage GETs one page of a container listing.
-func (s *SwiftStore) listPage(ctx context.Context, container, prefix string, delimiter rune, marker string) ([]Info, error) {
+func (s *SwiftStore) listPage(ctx context.Context, container, prefix string, delimiter rune, marker string, first bool) ([]Info, error) {
 	limit := int64(listPageSize)
 	if n := s.pageSize.Load(); n > 0 {
 		limit = n
+	}
+	if first {
+		limit = min(limit, listFirstPage)
 	}
 	q := url.Values{"format": {"json"}, "limit": {strconv.FormatInt(limit, 10)}}
 	if prefix != "" {
