@@ -101,13 +101,18 @@ func (f *fileNode) object() string { return f.root.object(f.path()) }
 func (f *fileNode) OnForget() { f.root.inos.drop(f.path(), false, f.StableAttr().Ino) }
 
 // setInfo records what Swift said of the file. A listing's entry counts
-// from its page's request, and does not replace a newer answer.
+// from its page's request, and does not replace a newer answer; of the
+// version a HEAD told of, it keeps the HEAD's metadata (stored mtime).
 func (f *fileNode) setInfo(in segments.Info) {
 	at := time.Now()
 	if in.Listed() {
 		at = in.ListedAt
 	}
 	f.mu.Lock()
+	if in.Listed() && in.Meta == nil && !f.info.Listed() && f.info.ETag == in.ETag && f.info.Size == in.Size {
+		// The version a HEAD told of: keep what only the HEAD knows.
+		in.Meta, in.SLO, in.DLO = f.info.Meta, f.info.SLO, f.info.DLO
+	}
 	if !at.Before(f.infoAt) {
 		f.info, f.infoAt = in, at
 	}

@@ -20,18 +20,26 @@ import (
 // lsl runs ls -l on dir and returns name -> size.
 func lsl(t *testing.T, dir string) map[string]string {
 	t.Helper()
+	sizes, _ := lslTimes(t, dir)
+	return sizes
+}
+
+// lslTimes runs ls -l on dir and returns name -> size and name -> mtime
+// (Unix seconds).
+func lslTimes(t *testing.T, dir string) (map[string]string, map[string]string) {
+	t.Helper()
 	out, err := exec.Command("ls", "-l", "--time-style=+%s", dir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ls -l %s: %v\n%s", dir, err, out)
 	}
-	sizes := map[string]string{}
+	sizes, times := map[string]string{}, map[string]string{}
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 7 {
-			sizes[f[6]] = f[4]
+			sizes[f[6]], times[f[6]] = f[4], f[5]
 		}
 	}
-	return sizes
+	return sizes, times
 }
 
 // TestListAttributesFromListing: ls -l of a directory costs its listing
@@ -53,14 +61,24 @@ func TestListAttributesFromListing(t *testing.T) {
 	e.put(t, "imgs/disk-part-1", make([]byte, 700), nil)
 	e.put(t, "imgs/disk-part-2", make([]byte, 300), nil)
 	e.put(t, "imgs/sub/x.img", []byte("x"), nil)
+	// Stored mtimes (as the swift CLI writes them): known to ls -l for a
+	// file HEADed before (same version), the listing's time otherwise.
+	e.put(t, "imgs/stat.img", []byte("s"), map[string]string{"mtime": "1600000000.5"})
+	e.put(t, "imgs/unseen.img", []byte("u"), map[string]string{"mtime": "1600000000.5"})
+	if st, err := os.Stat(filepath.Join(e.dir, "imgs/stat.img")); err != nil || st.ModTime().Unix() != 1600000000 {
+		t.Fatalf("stat of stat.img: %v, %v", st, err)
+	}
 
 	if _, err := os.Stat(filepath.Join(e.dir, "imgs")); err != nil {
 		t.Fatal(err)
 	}
 	heads, lists := e.st.Calls("HEAD"), e.st.Calls("LIST")
-	got := lsl(t, filepath.Join(e.dir, "imgs"))
-	if len(got) != n+2 { // the files, the DLO, sub
-		t.Fatalf("ls -l shows %d entries, want %d", len(got), n+2)
+	got, times := lslTimes(t, filepath.Join(e.dir, "imgs"))
+	if len(got) != n+4 { // the files, the DLO, sub, stat.img, unseen.img
+		t.Fatalf("ls -l shows %d entries, want %d", len(got), n+4)
+	}
+	if times["stat.img"] != "1600000000" || times["unseen.img"] == "1600000000" {
+		t.Errorf("ls -l times: stat.img %s (want its stored 1600000000), unseen.img %s (want the listing's)", times["stat.img"], times["unseen.img"])
 	}
 	if got["disk"] != "1000" || got["00007.img"] != "7" || got["disk-part-1"] != "" {
 		t.Errorf("ls -l: disk %q (want 1000), 00007.img %q (want 7), disk-part-1 %q (want hidden)", got["disk"], got["00007.img"], got["disk-part-1"])
