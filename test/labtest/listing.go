@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,22 +26,34 @@ type TarFile struct {
 }
 
 // ExtractArchive creates the objects files in container c with Swift's
-// bulk middleware (PUT ?extract-archive=tar), in tars of at most 500
+// bulk middleware (PUT ?extract-archive=tar), in tars of at most 200
 // objects, 8 at a time (Swift extracts each tar one object after the
-// other).
+// other). A tar whose token expired during its extraction (the lab's
+// live two minutes) is sent again with a fresh one.
 func ExtractArchive(t testing.TB, c string, files []TarFile) {
 	t.Helper()
-	const perTar = 500
+	const perTar = 200
 	g, ctx := errgroup.WithContext(t.Context())
 	g.SetLimit(8)
 	for start := 0; start < len(files); start += perTar {
 		chunk := files[start:min(start+perTar, len(files))]
-		g.Go(func() error { return extract(ctx, c, chunk) })
+		g.Go(func() error {
+			var err error
+			for range 3 {
+				if err = extract(ctx, c, chunk); err == nil || !errors.Is(err, errExpired) {
+					return err
+				}
+			}
+			return err
+		})
 	}
 	if err := g.Wait(); err != nil {
 		t.Fatalf("extract-archive into %s: %v", c, err)
 	}
 }
+
+// errExpired: the token expired while Swift extracted a tar.
+var errExpired = errors.New("the token expired during the extraction")
 
 func extract(ctx context.Context, c string, files []TarFile) error {
 	var buf bytes.Buffer
@@ -83,6 +96,9 @@ func extract(ctx context.Context, c string, files []TarFile) error {
 	}
 	if err := json.Unmarshal(bytes.TrimSpace(body), &res); err != nil {
 		return fmt.Errorf("PUT ?extract-archive: answer %.300q: %v", body, err)
+	}
+	if strings.HasPrefix(res.Status, "401") {
+		return fmt.Errorf("PUT ?extract-archive: %d of %d objects created: %w", res.Created, len(files), errExpired)
 	}
 	if res.Created != len(files) || !strings.HasPrefix(res.Status, "201") {
 		return fmt.Errorf("PUT ?extract-archive: %d of %d objects created, %s, errors %v", res.Created, len(files), res.Status, res.Errors)
