@@ -141,6 +141,7 @@ type dirHandle struct {
 	last     segments.Info   // the entry Readdirent returned last
 	lastDir  bool            // ... and whether it is a directory
 	failed   bool            // the listing stopped with an error
+	emitted  uint64          // entries returned since the listing started
 	ended    bool            // the listing's entries are all out
 }
 
@@ -165,7 +166,7 @@ func (h *dirHandle) start() {
 		h.local[n] = true
 	}
 	h.refs = r.cachedDLOs(h.prefix)
-	h.failed, h.ended = false, false
+	h.failed, h.ended, h.emitted = false, false, 0
 	sem := make(chan struct{}, headParallel)
 	h.wg.Add(1)
 	go func() {
@@ -215,22 +216,43 @@ func (h *dirHandle) stop() {
 
 func (h *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) { h.stop() }
 
-// Seekdir to the start (rewinddir) lists afresh; go-fuse replays an
-// interrupted batch itself, so no other offset reaches here.
+// Seekdir lists afresh and skips to entry off (the entries' offsets are
+// their positions in the stream: go-fuse numbers them 1, 2, ...). Offset
+// 0 is rewinddir. Other offsets come when the kernel's cached copy of the
+// directory (FOPEN_CACHE_DIR) is dropped while a reader is part way
+// through it: the kernel goes on reading at its position, from the
+// daemon. (go-fuse replays an interrupted batch itself.) Entries added or
+// removed meanwhile may be skipped or seen twice, as readdir allows.
 func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if off != 0 {
-		return syscall.ENOTSUP
-	}
 	h.stop()
+	h.emitted = 0 // the next Readdirent starts the listing again
+	for h.emitted < off {
+		de, errno := h.Readdirent(ctx)
+		if errno != 0 {
+			return errno
+		}
+		if de == nil {
+			break // the directory is shorter now: the reader sees its end
+		}
+	}
 	return 0
 }
 
 // Readdirent returns the next entry of the listing.
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	r := h.d.root
 	if h.cancel == nil {
 		h.start()
 	}
+	de, errno := h.next()
+	if de != nil {
+		h.emitted++
+	}
+	return de, errno
+}
+
+// next returns the next entry of the listing, nil at its end.
+func (h *dirHandle) next() (*fuse.DirEntry, syscall.Errno) {
+	r := h.d.root
 	for {
 		// No EINTR on the request's interrupt (the package doc): go-fuse
 		// would keep that error for every later batch of this handle

@@ -3,11 +3,13 @@ package fs_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,5 +188,75 @@ func TestListStreams(t *testing.T) {
 			t.Fatalf("%s listed twice", name)
 		}
 		seen[name] = true
+	}
+}
+
+// A reader may go back to an entry it saw (telldir/seekdir, or the kernel
+// when its cached copy of the directory is dropped while a reader is part
+// way through it): the listing starts again and skips to that entry.
+func TestListSeekToEntry(t *testing.T) {
+	e := mountContainer(t, mib, nil, func(o *fs.Options, mo *fusefs.Options) { o.AttrTTL = 0 })
+	const n = 300
+	for i := range n {
+		e.put(t, fmt.Sprintf("d/%04d", i), []byte("x"), nil)
+	}
+	fd, err := syscall.Open(filepath.Join(e.dir, "d"), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	// dirents reads one getdents64 buffer: names and each entry's d_off.
+	type dirent struct {
+		name string
+		off  int64
+	}
+	dirents := func() []dirent {
+		t.Helper()
+		buf := make([]byte, 2048) // a few dozen entries
+		nb, err := syscall.ReadDirent(fd, buf)
+		if err != nil {
+			t.Fatalf("getdents: %v", err)
+		}
+		var out []dirent
+		for b := buf[:nb]; len(b) > 0; {
+			reclen := int(binary.LittleEndian.Uint16(b[16:18]))
+			name := string(bytes.TrimRight(b[19:reclen], "\x00"))
+			if name != "." && name != ".." {
+				out = append(out, dirent{name, int64(binary.LittleEndian.Uint64(b[8:16]))})
+			}
+			b = b[reclen:]
+		}
+		return out
+	}
+	first := dirents()
+	second := dirents()
+	if len(first) < 3 || len(second) == 0 {
+		t.Fatalf("short reads: %d and %d entries", len(first), len(second))
+	}
+	// Back to the middle of the first batch: the reader goes on from the
+	// entry after it.
+	mid := len(first) / 2
+	if _, err := syscall.Seek(fd, first[mid].off, 0); err != nil {
+		t.Fatal(err)
+	}
+	again := dirents()
+	if len(again) == 0 || again[0].name != first[mid+1].name {
+		t.Fatalf("after seeking to %q (offset %d): next %v, want %q", first[mid].name, first[mid].off, again[:min(len(again), 3)], first[mid+1].name)
+	}
+	// And the rest of the directory follows, each name once.
+	seen := map[string]bool{}
+	for _, d := range first[:mid+1] {
+		seen[d.name] = true
+	}
+	for batch := again; len(batch) > 0; batch = dirents() {
+		for _, d := range batch {
+			if seen[d.name] {
+				t.Fatalf("%s listed twice", d.name)
+			}
+			seen[d.name] = true
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d names in all, want %d", len(seen), n)
 	}
 }

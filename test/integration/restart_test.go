@@ -85,7 +85,7 @@ func (r *vmReader) waitReads(t *testing.T, n int, what string) {
 // old daemon too (libvirt's are slaves, which an unmount reaches).
 func TestRestartWithOtherNamespace(t *testing.T) {
 	c := labtest.NewContainer(t)
-	// --holder-timeout 0: the production default (labtest's is 20 s).
+	// --holder-timeout 0: the production default (labtest's is 2 s).
 	d1 := labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--shutdown-timeout", "1s", "--holder-timeout", "0"}})
 	src, sum := labtest.RandomFile(t, 16<<20, 98)
 	labtest.RunCmd(t, "cp", src, d1.Path("x.img"))
