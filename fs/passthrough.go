@@ -156,9 +156,22 @@ func (f *fileNode) passThrough(rh *readHandle, key string) (*passthroughHandle, 
 }
 
 // passingThrough reports whether the inode passes through now (an open
-// for writing is refused then).
+// for writing is refused then). The kernel sends RELEASE after close(2)
+// has returned, so a reader's last close may still be on its way: it
+// waits a moment for that before it says yes.
 func (f *fileNode) passingThrough() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.ptOpens > 0
+	deadline := time.Now().Add(releaseWait)
+	for {
+		f.mu.Lock()
+		n := f.ptOpens
+		f.mu.Unlock()
+		if n == 0 || time.Now().After(deadline) {
+			return n > 0
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
+
+// releaseWait is how long an open for writing waits for the RELEASE of
+// passed-through opens that were closed just before.
+const releaseWait = time.Second
