@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 )
@@ -79,7 +80,9 @@ type Stats struct {
 	PrefetchDropped     int64 // prefetch chunks not started for lack of memory
 	Cancelled           int64 // fetches cancelled because nobody wanted them
 	DiskWrites          int64 // blocks written to disk
-	DiskWriteDropped    int64 // blocks not written (queue full, disk full, error)
+	DiskWriteDropped    int64 // blocks not written (queue full past storeWait, disk full, error)
+	DiskWriteWaits      int64 // fetches that waited for room in the disk write queue
+	DiskWholeImages     int64 // image versions whole on disk, in one file each (current)
 	DiskCorrupt         int64 // block files rejected on load
 	MemBytes, DiskBytes int64 // current sizes
 }
@@ -91,7 +94,7 @@ func (s Stats) LogValue() slog.Value {
 		slog.Int64("fetches", s.Fetches), slog.Int64("fetched_bytes", s.FetchedBytes),
 		slog.Int64("prefetches", s.Prefetches), slog.Int64("prefetch_dropped", s.PrefetchDropped),
 		slog.Int64("cancelled", s.Cancelled), slog.Int64("disk_writes", s.DiskWrites),
-		slog.Int64("disk_write_dropped", s.DiskWriteDropped), slog.Int64("disk_corrupt", s.DiskCorrupt),
+		slog.Int64("disk_write_dropped", s.DiskWriteDropped), slog.Int64("disk_write_waits", s.DiskWriteWaits), slog.Int64("disk_whole_images", s.DiskWholeImages), slog.Int64("disk_corrupt", s.DiskCorrupt),
 		slog.Int64("mem_bytes", s.MemBytes), slog.Int64("disk_bytes", s.DiskBytes))
 }
 
@@ -186,6 +189,18 @@ func (b *Blocks) Open(key string, size int64, src Source) *File {
 	sum := sha256.Sum256([]byte(f.key))
 	copy(f.hash[:], sum[:16])
 	return f
+}
+
+// Whole opens the version's whole-image file, if every block of it is on
+// disk, assembled into one file that is still the one sealed (see
+// whole.go): the image's bytes as they are, for the kernel to read
+// (FUSE passthrough). The caller closes it. A removed whole file (evicted)
+// stays readable through an open one.
+func (f *File) Whole() (*os.File, bool) {
+	if !f.disk {
+		return nil, false
+	}
+	return f.b.disk.openWhole(f.hash, f.key, f.size)
 }
 
 // Size is the file's size.

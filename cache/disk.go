@@ -58,6 +58,11 @@ const (
 	diskFullPause = time.Minute
 	writeQueue    = 64
 	writers       = 2
+	// storeWait is how long a fetch waits for room in the write queue
+	// before the block is dropped (counted and logged): long enough for
+	// any disk that is merely busy, short enough that a hung one does not
+	// stall reads for good.
+	storeWait = 30 * time.Second
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -71,6 +76,7 @@ type writeJob struct {
 	key  string
 	k    diskKey
 	data []byte
+	size int64 // the image's
 }
 
 // disk is the persistent tier of a Blocks cache.
@@ -83,14 +89,24 @@ type disk struct {
 	queue     chan writeJob
 	wg        sync.WaitGroup
 	writeFile func(p, key string, idx, blockSize int64, data []byte) (int64, error) // writeBlockFile; tests replace it
+	storeWait time.Duration                                                         // storeWait; tests shorten it
 
 	mu        sync.Mutex              // guards the fields below
 	files     lru[diskKey, time.Time] // the block files, sized, with their mtimes (see touchEvery)
 	pauseTill time.Time               // no writes before (disk full)
 	full      bool                    // the disk-full condition was logged
 	errLogged bool
+	slowSince time.Time // the write queue stayed full past storeWait (logged); zero when not
+	// The whole-image files (whole.go): sealed ones by hash, the number
+	// of block files of each hash, the hashes being assembled.
+	wholes     map[[16]byte]*whole
+	counts     map[[16]byte]int64
+	assembling map[[16]byte]bool
 
-	writes, dropped, corrupt atomic.Int64
+	assembler chan struct{} // one assembly at a time
+	closing   atomic.Bool
+
+	writes, dropped, corrupt, waits, wholesMade atomic.Int64
 }
 
 // openDisk opens (creating it if needed) and locks the cache directory,
@@ -115,7 +131,8 @@ func openDisk(dir string, limit, blockSize int64, log *slog.Logger) (*disk, erro
 		return nil, fmt.Errorf("lock cache directory %s: %w", dir, err)
 	}
 	d := &disk{root: root, limit: limit, blockSize: blockSize, log: log, lock: lock,
-		queue: make(chan writeJob, writeQueue), writeFile: writeBlockFile}
+		queue: make(chan writeJob, writeQueue), writeFile: writeBlockFile, storeWait: storeWait,
+		wholes: map[[16]byte]*whole{}, counts: map[[16]byte]int64{}, assembling: map[[16]byte]bool{}, assembler: make(chan struct{}, 1)}
 	if err := d.scan(); err != nil {
 		lock.Close()
 		return nil, err
@@ -134,7 +151,11 @@ func (d *disk) scan() error {
 		mtime time.Time
 	}
 	var all []found
-	err := filepath.WalkDir(d.root, func(p string, de iofs.DirEntry, err error) error {
+	err := d.scanWholes(func(k diskKey, size int64, mtime time.Time) { all = append(all, found{k, size, mtime}) })
+	if err != nil {
+		return fmt.Errorf("scan cache directory: %w", err)
+	}
+	err = filepath.WalkDir(d.root, func(p string, de iofs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -150,6 +171,10 @@ func (d *disk) scan() error {
 		if !ok || d.path(k) != p {
 			return nil // not ours (or in the wrong directory): leave it alone
 		}
+		if d.wholes[k.hash] != nil {
+			_ = os.Remove(p) // in its whole file already
+			return nil
+		}
 		info, err := de.Info()
 		if err != nil {
 			return nil
@@ -162,10 +187,10 @@ func (d *disk) scan() error {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].mtime.Before(all[j].mtime) })
 	for _, f := range all {
-		d.files.put(f.k, f.mtime, f.size)
+		d.indexLocked(f.k, f.mtime, f.size)
 	}
 	d.remove(d.trimLocked())
-	d.log.Info("block cache directory", "dir", filepath.Dir(d.root), "blocks", d.files.len(), "bytes", d.files.bytes, "limit", d.limit)
+	d.log.Info("block cache directory", "dir", filepath.Dir(d.root), "entries", d.files.len(), "whole_images", len(d.wholes), "bytes", d.files.bytes, "limit", d.limit)
 	return nil
 }
 
@@ -204,22 +229,69 @@ func (d *disk) path(k diskKey) string { return filepath.Join(d.root, blockName(k
 func (d *disk) has(k diskKey) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.files.peek(k) != nil
+	return d.files.peek(k) != nil || d.wholes[k.hash] != nil
+}
+
+// maybeAssembleLocked starts the assembly of the whole file of version
+// key (size bytes) once all its blocks are on disk: when the last one is
+// written, or when one is loaded (an assembly cut short by a close goes
+// on at the next mount).
+func (d *disk) maybeAssembleLocked(hash [16]byte, key string, size int64) {
+	if d.counts[hash] == d.nblocks(size) && d.wholes[hash] == nil && !d.assembling[hash] && !d.closing.Load() {
+		d.assembling[hash] = true
+		d.wg.Go(func() { d.assemble(hash, key, size) })
+	}
+}
+
+// indexLocked adds (or refreshes) an entry of the index.
+func (d *disk) indexLocked(k diskKey, mtime time.Time, size int64) {
+	if k.idx >= 0 && d.files.peek(k) == nil {
+		d.counts[k.hash]++
+	}
+	d.files.put(k, mtime, size)
+}
+
+// unindexLocked drops an entry of the index (not its files).
+func (d *disk) unindexLocked(k diskKey) {
+	if d.files.peek(k) == nil {
+		return
+	}
+	d.files.remove(k)
+	d.unindexedLocked(k)
+}
+
+// unindexedLocked accounts for an entry gone from d.files.
+func (d *disk) unindexedLocked(k diskKey) {
+	if k.idx == wholeIdx {
+		delete(d.wholes, k.hash)
+		return
+	}
+	if d.counts[k.hash]--; d.counts[k.hash] <= 0 {
+		delete(d.counts, k.hash)
+	}
 }
 
 func (d *disk) addStats(s *Stats) {
 	d.mu.Lock()
 	s.DiskBytes = d.files.bytes
+	s.DiskWholeImages = int64(len(d.wholes))
 	d.mu.Unlock()
 	s.DiskWrites = d.writes.Load()
 	s.DiskWriteDropped = d.dropped.Load()
 	s.DiskCorrupt = d.corrupt.Load()
+	s.DiskWriteWaits = d.waits.Load()
 }
 
 // load reads block k of version key, want bytes, from its file, or
 // returns nil (and forgets the file) if it is missing or does not hold
 // exactly that block.
-func (d *disk) load(k diskKey, key string, want int64) []byte {
+func (d *disk) load(k diskKey, key string, want, size int64) []byte {
+	d.mu.Lock()
+	w := d.wholes[k.hash]
+	d.mu.Unlock()
+	if w != nil {
+		return d.loadWhole(k, w, key, want)
+	}
 	p := d.path(k)
 	data, err := readBlockFile(p, key, k.idx, d.blockSize, want)
 	if err != nil {
@@ -230,18 +302,10 @@ func (d *disk) load(k diskKey, key string, want int64) []byte {
 		d.forget(k, true)
 		return nil
 	}
+	d.touch(k, p)
 	d.mu.Lock()
-	var touch bool
-	if touched := d.files.get(k); touched != nil {
-		if now := time.Now(); now.Sub(*touched) > touchEvery {
-			*touched, touch = now, true
-		}
-	}
+	d.maybeAssembleLocked(k.hash, key, size)
 	d.mu.Unlock()
-	if touch {
-		now := time.Now()
-		_ = os.Chtimes(p, now, now)
-	}
 	return data
 }
 
@@ -320,13 +384,39 @@ func encodeHeader(key string, idx, blockSize int64, data []byte) []byte {
 	return h
 }
 
-// store queues block k of version key for writing. It never blocks:
-// when the writers are behind, the block is simply not persisted.
-func (d *disk) store(k diskKey, key string, data []byte) {
+// store queues block k of version key for writing. It is called by the
+// fetches, after the block was handed to its readers: when the writers are
+// behind, it waits for room in the queue (backpressure on the fetch, not on
+// the readers of the block), so that a busy disk still gets every block of
+// an image that was read whole. Only a queue that stays full for storeWait
+// drops the block, counted and logged.
+func (d *disk) store(k diskKey, key string, data []byte, size int64) {
+	j := writeJob{key: key, k: k, data: data, size: size}
 	select {
-	case d.queue <- writeJob{key: key, k: k, data: data}:
+	case d.queue <- j:
+		return
 	default:
-		d.dropped.Add(1)
+	}
+	d.waits.Add(1)
+	t := time.NewTimer(d.storeWait)
+	defer t.Stop()
+	select {
+	case d.queue <- j:
+		d.mu.Lock()
+		if !d.slowSince.IsZero() {
+			d.log.Info("block cache directory keeps up again", "dir", filepath.Dir(d.root), "slow_for", time.Since(d.slowSince).Round(time.Second))
+			d.slowSince = time.Time{}
+		}
+		d.mu.Unlock()
+	case <-t.C:
+		n := d.dropped.Add(1)
+		d.mu.Lock()
+		if d.slowSince.IsZero() {
+			d.slowSince = time.Now()
+			d.log.Warn("block cache directory too slow: blocks are not persisted while its writes stay behind (imagefs_cache_disk_write_dropped_total counts them)",
+				"dir", filepath.Dir(d.root), "waited", d.storeWait, "dropped_total", n)
+		}
+		d.mu.Unlock()
 	}
 }
 
@@ -339,7 +429,7 @@ func (d *disk) writer() {
 func (d *disk) write(j writeJob) {
 	d.mu.Lock()
 	paused := time.Now().Before(d.pauseTill)
-	exists := d.files.peek(j.k) != nil
+	exists := d.files.peek(j.k) != nil || d.wholes[j.k.hash] != nil
 	d.mu.Unlock()
 	if exists {
 		return
@@ -361,8 +451,9 @@ func (d *disk) write(j writeJob) {
 		d.full = false
 		d.log.Info("block cache directory writable again", "dir", filepath.Dir(d.root))
 	}
-	d.files.put(j.k, time.Now(), size) // written twice: one entry, the last
+	d.indexLocked(j.k, time.Now(), size) // written twice: one entry, the last
 	victims := d.trimLocked()
+	d.maybeAssembleLocked(j.k.hash, j.key, j.size)
 	d.mu.Unlock()
 	d.remove(victims)
 }
@@ -418,12 +509,21 @@ func writeBlockFile(p, key string, idx, blockSize int64, data []byte) (int64, er
 // rest fits in the limit, and returns them for removal.
 func (d *disk) trimLocked() []diskKey {
 	var victims []diskKey
-	d.files.trim(d.limit, func(k diskKey) { victims = append(victims, k) })
+	d.files.trim(d.limit, func(k diskKey) {
+		d.unindexedLocked(k)
+		victims = append(victims, k)
+	})
 	return victims
 }
 
+// remove removes the files of entries. A whole file still open for the
+// kernel (passthrough) lives on until it is closed.
 func (d *disk) remove(keys []diskKey) {
 	for _, k := range keys {
+		if k.idx == wholeIdx {
+			d.removeWhole(k.hash)
+			continue
+		}
 		_ = os.Remove(d.path(k))
 	}
 }
@@ -431,7 +531,7 @@ func (d *disk) remove(keys []diskKey) {
 // forget drops an entry (and its file).
 func (d *disk) forget(k diskKey, removeFile bool) {
 	d.mu.Lock()
-	d.files.remove(k)
+	d.unindexLocked(k)
 	d.mu.Unlock()
 	if removeFile {
 		_ = os.Remove(d.path(k))
@@ -439,6 +539,7 @@ func (d *disk) forget(k diskKey, removeFile bool) {
 }
 
 func (d *disk) close() error {
+	d.closing.Store(true)
 	close(d.queue)
 	d.wg.Wait()
 	return d.lock.Close()

@@ -82,10 +82,14 @@
 // exceed Memory, the cache holds nothing else until they end. Prefetches
 // are refused first, as above. A reader that has a block's bytes in hand
 // keeps them whatever the cache evicts. The disk tier never makes a reader
-// wait either: a block the writers cannot take now (their queue is full,
-// the disk is full, a write fails) is not persisted
-// ([Stats.DiskWriteDropped]); a full disk is logged once and pauses the
-// writes for a minute, and reads go on uncached.
+// wait either, but it does make the fetches wait: a block is handed to its
+// readers first, then queued for the disk writers, and a fetch whose
+// block finds the queue full waits for room ([Stats.DiskWriteWaits]), so
+// that an image read whole is on disk whole even when the disk is busy.
+// A block is not persisted ([Stats.DiskWriteDropped]) only when the queue
+// stays full for 30 s (logged once per episode), the disk is full (logged
+// once, and the writes pause for a minute; reads go on uncached) or a
+// write fails (logged once).
 //
 // # The disk format
 //
@@ -101,6 +105,20 @@
 // locked (flock), so two daemons never share it. Recency survives a
 // restart through the files' mtimes, and DirSize, which counts the
 // headers too, is enforced at the start as well.
+//
+// # Whole images
+//
+// Once every block of a version is on disk (its last block written, or
+// one loaded after a restart), the version is assembled, in the
+// background and one at a time, into one whole-image file of its bytes
+// as they are, next to a seal that names the key and the CRC-32C of every
+// block and fingerprints the file (inode, size, mtime, ctime); its block
+// files are then removed (whole.go). The whole file and its seal are one
+// entry of the disk LRU. Loads from it check each block's CRC; a file
+// that no longer matches its seal (changed behind the cache's back) is
+// discarded at the start and at [File.Whole], which opens it for FUSE
+// passthrough. A close cuts an assembly short; it resumes when the
+// version is read again.
 //
 // # Invariants
 //
@@ -131,11 +149,14 @@
 // Calls go one way, from the readers down to the tiers:
 //
 //   - stream.go: Stream, the prefetcher, over File;
+//   - warm.go: File.Warm, which fetches blocks through the fetch engine
+//     and writes them to the disk tier itself, waiting for the writes;
 //   - read.go: File.ReadAt, as memory hits, misses (joined or fetched),
 //     disk loads and the collection of the bytes;
 //   - fetch.go and fill.go: the fetch engine, its blocks in flight, its
 //     waiters, and the writer that fills blocks as the bytes arrive;
-//   - memory.go and disk.go: the two tiers, which call nothing above them;
+//   - memory.go, disk.go and whole.go: the two tiers, which call nothing
+//     above them;
 //   - lru.go: the byte-bounded least-recently-used index both tiers use;
 //   - blocks.go: Blocks, its options and counters, and File;
 //   - meta.go: Meta, the metadata cache.

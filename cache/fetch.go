@@ -245,6 +245,6 @@ func (b *Blocks) publish(fe *fetch, i int, data []byte) {
 	b.mem.put(pd.k, data)
 	b.mu.Unlock()
 	if fe.f.disk {
-		b.disk.store(fe.f.diskKey(pd.k.idx), fe.f.key, data)
+		b.disk.store(fe.f.diskKey(pd.k.idx), fe.f.key, data, fe.f.size)
 	}
 }

@@ -115,7 +115,7 @@ func (r *blockRead) loadDisk(onDisk []int64) {
 	f, b := r.f, r.f.b
 	for _, idx := range onDisk {
 		i, k := idx-r.first, bkey{f.key, idx}
-		if data := b.disk.load(f.diskKey(idx), f.key, f.blockLen(idx)); data != nil {
+		if data := b.disk.load(f.diskKey(idx), f.key, f.blockLen(idx), f.size); data != nil {
 			r.blocks[i].data = data
 			b.mu.Lock()
 			b.stats.DiskHits++

@@ -2,7 +2,10 @@ package fs
 
 import (
 	"context"
+	"fmt"
+	"path"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -256,20 +259,41 @@ func (a *Account) Setxattr(ctx context.Context, attr string, data []byte, flags 
 
 // Mount mounts the account on dir, as Root.Mount does.
 func (a *Account) Mount(dir string, opts *fusefs.Options, lat fuse.LatencyMap) (*fuse.Server, error) {
-	return mount(dir, a, &a.stats, opts, lat)
+	return mount(dir, a, &a.stats, opts, lat, a.o)
 }
 
 // Stats returns the mount's counters: the FUSE traffic of the whole
 // mount, the commits of every container.
 func (a *Account) Stats() Stats {
-	s := Stats{ReadBytes: a.stats.readBytes.Load(), WrittenBytes: a.stats.writtenBytes.Load()}
+	s := Stats{ReadBytes: a.stats.readBytes.Load(), WrittenBytes: a.stats.writtenBytes.Load(), Passthroughs: a.o.pt.opens.Load()}
 	for _, r := range a.containerRoots() {
 		rs := r.Stats()
 		s.Commits += rs.Commits
 		s.CommitFailures += rs.CommitFailures
 		s.Abandoned += rs.Abandoned
+		s.TracesRecorded += rs.TracesRecorded
+		s.TracesReplayed += rs.TracesReplayed
+		s.TraceBytes += rs.TraceBytes
 	}
 	return s
+}
+
+// Warm warms container/path (see Root.Warm).
+func (a *Account) Warm(ctx context.Context, rel string, o WarmOptions) (WarmProgress, error) {
+	rel = strings.Trim(path.Clean("/"+rel), "/")
+	name, rest, _ := strings.Cut(rel, "/")
+	if name == "" || rest == "" || segments.Hidden(name) {
+		return WarmProgress{Path: rel}, fmt.Errorf("%q is not a file of a container: name the files to warm as CONTAINER/PATH", rel)
+	}
+	switch ok, err := a.containerExists(name); {
+	case err != nil:
+		return WarmProgress{Path: rel}, fmt.Errorf("container %s: %w", name, err)
+	case !ok:
+		return WarmProgress{Path: rel}, fmt.Errorf("%s: no such container", name)
+	}
+	p, err := a.root(name).Warm(ctx, rest, o)
+	p.Path = rel
+	return p, err
 }
 
 // UploadList lists the files being written in every container, by path

@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"errors"
-	"sort"
 	"strings"
 	"syscall"
 
@@ -22,7 +21,6 @@ type dirNode struct {
 
 var (
 	_ fusefs.NodeLookuper  = (*dirNode)(nil)
-	_ fusefs.NodeReaddirer = (*dirNode)(nil)
 	_ fusefs.NodeGetattrer = (*dirNode)(nil)
 	_ fusefs.NodeMkdirer   = (*dirNode)(nil)
 	_ fusefs.NodeRmdirer   = (*dirNode)(nil)
@@ -133,48 +131,6 @@ func isDirMarker(in segments.Info) bool {
 	return strings.HasSuffix(in.Name, "/") || (in.Size == 0 && in.ContentType == dirMarkerType)
 }
 
-func (d *dirNode) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	work := d.root.lifetime() // see the package doc
-	r := d.root
-	prefix := d.listPrefix()
-	seen := map[string]bool{}
-	var entries []fuse.DirEntry
-	add := func(name string, mode uint32) {
-		if name == "" || seen[name] {
-			return
-		}
-		seen[name] = true
-		rel := join(d.rel, name)
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: mode, Ino: r.inos.get(rel, mode == syscall.S_IFDIR)})
-	}
-	var zero []string // zero-byte files: maybe DLO manifests
-	err := r.c.List(work, prefix, '/', func(in segments.Info) error {
-		name := strings.TrimPrefix(in.Name, prefix)
-		switch {
-		case in.Subdir || strings.HasSuffix(name, "/"):
-			add(strings.TrimSuffix(name, "/"), syscall.S_IFDIR)
-		case in.ContentType == dirMarkerType && in.Size == 0:
-			add(name, syscall.S_IFDIR)
-		default:
-			add(name, syscall.S_IFREG)
-			if in.Size == 0 {
-				zero = append(zero, in.Name)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, r.errnoOf("readdir", d.rel, err)
-	}
-	entries = r.hideParts(work, prefix, entries, zero)
-	// Files being written here are visible on this host before commit.
-	for _, name := range r.uploadingIn(prefix) {
-		add(name, syscall.S_IFREG)
-	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Name < entries[j].Name })
-	return fusefs.NewListDirStream(entries), 0
-}
-
 func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	work := d.root.lifetime() // see the package doc
 	rel := join(d.rel, name)
@@ -194,6 +150,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, syscall.EEXIST
 	}
 	marker := r.object(rel) + "/"
+	defer r.forgetListing(r.object(rel))
 	if err := r.c.PutMarker(work, marker, dirMarkerType); err != nil {
 		return nil, r.errnoOf("mkdir", rel, err)
 	}
@@ -227,6 +184,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if !marker {
 		return syscall.ENOENT
 	}
+	defer r.forgetListing(r.object(rel))
 	if err := r.c.DeleteMarker(work, prefix); err != nil {
 		return r.errnoOf("rmdir", rel, err)
 	}
@@ -247,6 +205,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	defer r.meta.Forget(obj)
 	defer r.forgetDLOs(obj)
+	defer r.forgetListing(obj)
 	// The objects of the version go at a later reap, so this is two small
 	// requests.
 	ctx = r.lifetime()
@@ -346,6 +305,8 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fusefs.Inod
 	defer r.meta.Forget(dstObj)
 	defer r.forgetDLOs(srcObj)
 	defer r.forgetDLOs(dstObj)
+	defer r.forgetListing(srcObj)
+	defer r.forgetListing(dstObj)
 	if err := r.c.Rename(ctx, in, dstObj); err != nil {
 		return r.errnoOf("rename", src, err)
 	}

@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/imagefs/imagefs/segments"
@@ -163,29 +162,21 @@ func (r *Root) isPart(ctx context.Context, obj string) (bool, error) {
 	return partOf(refs, obj) != "", nil
 }
 
-// hideParts drops from a listing of prefix the parts of the DLOs found
-// among its zero-byte names, and the names hidden by their shape.
-func (r *Root) hideParts(ctx context.Context, prefix string, entries []fuse.DirEntry, zero []string) []fuse.DirEntry {
-	var refs []dloRef
-	if len(zero) > 0 {
-		refs = r.findDLOs(ctx, prefix, zero)
-	} else {
-		r.dlos.mu.Lock()
-		r.dlos.dirs[prefix] = dloEntry{at: time.Now()}
-		r.dlos.mu.Unlock()
+// cachedDLOs returns the DLO manifests an earlier listing of the
+// directory found, if still trusted; nil otherwise.
+func (r *Root) cachedDLOs(prefix string) []dloRef {
+	r.dlos.mu.Lock()
+	defer r.dlos.mu.Unlock()
+	if e, ok := r.dlos.dirs[prefix]; ok && time.Since(e.at) < r.dloTTL() {
+		return append([]dloRef(nil), e.refs...)
 	}
-	out := entries[:0]
-	for _, e := range entries {
-		full := prefix + e.Name
-		if e.Mode&syscall.S_IFDIR != 0 {
-			full += "/"
-		}
-		// Directories stay: a DLO's parts are files next to it, and a
-		// prefix that takes in a whole directory is not Glance's.
-		if e.Mode&syscall.S_IFDIR == 0 && (partOf(refs, full) != "" || r.hidden(strings.TrimPrefix(full, r.c.Prefix()))) {
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
+	return nil
+}
+
+// rememberDLOs records the DLO manifests a complete listing of the
+// directory found (it began at at).
+func (r *Root) rememberDLOs(prefix string, refs []dloRef, at time.Time) {
+	r.dlos.mu.Lock()
+	r.dlos.dirs[prefix] = dloEntry{refs: refs, at: at}
+	r.dlos.mu.Unlock()
 }

@@ -65,6 +65,14 @@ type fileNode struct {
 	// readVersion is the version key of the last read open: the kernel
 	// may hold pages of it (FOPEN_KEEP_CACHE).
 	readVersion string
+	// ptKey is the version the kernel reads from the cache's whole file
+	// (passthrough.go) while ptOpens > 0.
+	ptKey   string
+	ptOpens int
+	ptFreed time.Time // when the last passthrough open was released
+	// cachedOpens are the read opens through the page cache: while there
+	// are any, the kernel refuses a passthrough open (EIO).
+	cachedOpens int
 }
 
 var (
@@ -92,10 +100,42 @@ func (f *fileNode) object() string { return f.root.object(f.path()) }
 // OnForget drops the file's inode number once the kernel forgot it.
 func (f *fileNode) OnForget() { f.root.inos.drop(f.path(), false, f.StableAttr().Ino) }
 
+// setInfo records what Swift said of the file. A listing's entry counts
+// from its page's request, and does not replace a newer answer; of the
+// version a HEAD told of, it keeps the HEAD's metadata (stored mtime).
 func (f *fileNode) setInfo(in segments.Info) {
+	at := time.Now()
+	if in.Listed() {
+		at = in.ListedAt
+	}
 	f.mu.Lock()
-	f.info, f.infoAt = in, time.Now()
+	if in.Listed() && in.Meta == nil && !f.info.Listed() && f.info.ETag == in.ETag && f.info.Size == in.Size {
+		// The version a HEAD told of: keep what only the HEAD knows.
+		in.Meta, in.SLO, in.DLO = f.info.Meta, f.info.SLO, f.info.DLO
+	}
+	if !at.Before(f.infoAt) {
+		f.info, f.infoAt = in, at
+	}
 	f.mu.Unlock()
+}
+
+// refreshFull is refresh for what a listing does not tell (metadata).
+func (f *fileNode) refreshFull(ctx context.Context) error {
+	if err := f.refresh(ctx); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	listed := f.w == nil && f.info.Listed()
+	f.mu.Unlock()
+	if !listed {
+		return nil
+	}
+	in, err := f.root.headFull(ctx, f.object())
+	if err != nil {
+		return err
+	}
+	f.setInfo(in)
+	return nil
 }
 
 // fillAttr reports the size and times the node knows now.
@@ -193,6 +233,9 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		// Without O_TRUNC the new version starts as a copy of the current
 		// one (by reference: nothing is uploaded again).
 		keep := flags&syscall.O_TRUNC == 0
+		if f.passingThrough() {
+			return nil, 0, f.errPassedThrough("open for writing")
+		}
 		w, errno := f.startWrite(ctx, keep)
 		if errno != 0 {
 			return nil, 0, errno
@@ -248,6 +291,7 @@ func (f *fileNode) startWrite(ctx context.Context, keep bool) (*segments.Writer,
 	r.mu.Unlock()
 	f.mu.Unlock()
 	r.meta.Forget(obj)
+	r.forgetListing(obj)
 	return w, 0
 }
 
@@ -290,6 +334,7 @@ func (f *fileNode) finishWrite(w *segments.Writer, committed bool) {
 	}
 	r.mu.Unlock()
 	r.meta.Forget(obj)
+	r.forgetListing(obj)
 }
 
 // abort abandons the upload w (nil: the one in progress, if any).
@@ -325,7 +370,7 @@ func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 	if !ok {
 		return 0, noXattr(attr)
 	}
-	if err := f.refresh(ctx); err != nil {
+	if err := f.refreshFull(ctx); err != nil {
 		return 0, f.root.errnoOf("getxattr", f.path(), err)
 	}
 	f.mu.Lock()
@@ -346,7 +391,7 @@ func xattrValue(dest []byte, v string) (uint32, syscall.Errno) {
 }
 
 func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	if err := f.refresh(ctx); err != nil {
+	if err := f.refreshFull(ctx); err != nil {
 		return 0, f.root.errnoOf("listxattr", f.path(), err)
 	}
 	var v string

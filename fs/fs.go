@@ -50,6 +50,10 @@ type Options struct {
 	// AttrTTL is how long metadata (HEAD answers) is trusted, in the
 	// daemon and in the kernel.
 	AttrTTL time.Duration
+	// ListTTL is how long what a directory listing told (its names, and
+	// the attributes of its entries) is trusted, in the daemon and in the
+	// kernel (list.go); zero means AttrTTL.
+	ListTTL time.Duration
 	// UID, GID, FileMode and DirMode are the owner and permission bits
 	// of every file and directory (see attr.go); zero modes mean
 	// DefaultFileMode and DefaultDirMode.
@@ -65,9 +69,20 @@ type Options struct {
 	// UsageTTL is how long statfs (df) reuses the account's usage
 	// figures (statfs.go); zero means DefaultUsageTTL.
 	UsageTTL time.Duration
+	// BootTraces turns boot traces on (trace.go): the first open of a
+	// version on this host replays the version's trace from Swift, or
+	// records one for TraceWindow (default DefaultTraceWindow).
+	BootTraces  bool
+	TraceWindow time.Duration
 	// ReadOnly mounts read-only (the kernel's MS_RDONLY) and refuses
 	// every change with EROFS.
 	ReadOnly bool
+	// Passthrough hands the kernel the disk cache's file of an image
+	// that is whole in it, for read-only opens (passthrough.go), where
+	// the kernel allows it.
+	Passthrough bool
+
+	pt *passthrough // shared by the roots of one mount
 }
 
 // DefaultUsageTTL is the default of Options.UsageTTL.
@@ -82,14 +97,16 @@ type Root struct {
 	meta   *cache.Meta[string, segments.Info]
 	blocks *cache.Blocks
 
-	inos *inodes
-	dlos dloCache
-	use  *usageCache
+	inos  *inodes
+	dlos  dloCache
+	lists listings
+	use   *usageCache
 
 	mu      sync.Mutex           // guards writing
 	writing map[string]*fileNode // object name -> file with an upload in progress
 
-	stats stats // stats.go
+	stats  stats    // stats.go
+	traces traceSet // trace.go
 }
 
 // NewRoot returns the root node. ctx is the mount's lifetime: uploads
@@ -104,6 +121,9 @@ func (o Options) withDefaults(ctx context.Context) Options {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.pt == nil {
+		o.pt = &passthrough{}
+	}
 	if o.FileMode == 0 {
 		o.FileMode = DefaultFileMode
 	}
@@ -112,6 +132,9 @@ func (o Options) withDefaults(ctx context.Context) Options {
 	}
 	if o.UsageTTL <= 0 {
 		o.UsageTTL = DefaultUsageTTL
+	}
+	if o.TraceWindow <= 0 {
+		o.TraceWindow = DefaultTraceWindow
 	}
 	if o.Blocks == nil {
 		o.Blocks, _ = cache.New(cache.Options{Memory: 64 << 20}) // memory only: cannot fail
@@ -124,7 +147,7 @@ func (o Options) withDefaults(ctx context.Context) Options {
 // inos; o has its defaults.
 func newRoot(ctx context.Context, o Options, inos *inodes) *Root {
 	r := &Root{o: o, c: o.Objects, ctx: ctx, meta: cache.NewMeta[string, segments.Info](o.AttrTTL), inos: inos,
-		dlos: dloCache{dirs: map[string]dloEntry{}}, writing: map[string]*fileNode{}, blocks: o.Blocks}
+		dlos: dloCache{dirs: map[string]dloEntry{}}, lists: listings{at: map[string]time.Time{}}, writing: map[string]*fileNode{}, blocks: o.Blocks}
 	r.use = newUsageCache(ctx, o, func(ctx context.Context) (segments.Usage, error) { return r.c.Usage(ctx) })
 	r.dirNode = dirNode{root: r, rel: ""}
 	return r
@@ -222,22 +245,43 @@ func (r *Root) lifetime() context.Context { return r.ctx }
 // object is the object name of a path relative to the mount.
 func (r *Root) object(rel string) string { return r.c.Prefix() + rel }
 
-// head returns an object's metadata through the metadata cache.
+// head returns an object's attributes through the metadata cache: a
+// listing's entry will do, but for a zero-byte object (it may be a DLO
+// manifest, whose size only a HEAD tells).
+//
+// A HEAD is short: a signal that interrupts the request (qemu-img gets
+// some while it opens its images) must not fail the lookup with EINTR, so
+// it runs under the mount's lifetime, not ctx.
 func (r *Root) head(ctx context.Context, name string) (segments.Info, error) {
+	return r.headIf(r.lifetime(), name, func(in segments.Info) bool { return !in.Listed() || in.Size > 0 })
+}
+
+// headFull is head for what only a HEAD tells (metadata: digests, mtime;
+// SLO, DLO): a listing's entry will not do.
+func (r *Root) headFull(ctx context.Context, name string) (segments.Info, error) {
+	return r.headIf(r.lifetime(), name, notListed)
+}
+
+func notListed(in segments.Info) bool { return !in.Listed() }
+
+// headIf HEADs name under ctx unless the cache has an answer enough
+// calls good enough.
+func (r *Root) headIf(ctx context.Context, name string, enough func(segments.Info) bool) (segments.Info, error) {
 	if in, exists, found := r.meta.Get(name); found {
 		if !exists {
 			return segments.Info{}, segments.ErrNotFound
 		}
-		return in, nil
+		if enough(in) {
+			return in, nil
+		}
 	}
-	// A HEAD is short: a signal that interrupts the request (qemu-img gets
-	// some while it opens its images) must not fail the lookup with EINTR.
-	in, err := r.c.Head(r.lifetime(), name)
+	asked := time.Now()
+	in, err := r.c.Head(ctx, name)
 	switch {
 	case err == nil:
-		r.meta.Put(name, in)
+		r.meta.PutAt(name, in, true, asked, r.o.AttrTTL)
 	case isNotFound(err):
-		r.meta.PutMissing(name)
+		r.meta.PutAt(name, segments.Info{}, false, asked, r.o.AttrTTL)
 	}
 	return in, err
 }

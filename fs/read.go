@@ -25,9 +25,14 @@ import (
 // readHandle reads one version of a file, which it holds open
 // (segments.Object) so that no host deletes it meanwhile.
 type readHandle struct {
-	f   *fileNode
-	s   *cache.Stream
-	obj *segments.Object
+	f     *fileNode
+	file  *cache.File
+	s     *cache.Stream
+	obj   *segments.Object
+	trace *traceRun // the version's boot trace work; nil with traces off
+	// cached: opened through the page cache (counted in
+	// fileNode.cachedOpens).
+	cached bool
 }
 
 var (
@@ -49,7 +54,8 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	f.setInfo(obj.Info)
 	r.meta.Put(f.object(), obj.Info)
 	key := obj.Manifest.Version
-	h := &readHandle{f: f, s: r.blocks.Open(key, obj.Size(), obj.Reader).NewStream(r.o.ReadAhead), obj: obj}
+	file := r.blocks.Open(key, obj.Size(), obj.Reader)
+	h := &readHandle{f: f, file: file, s: file.NewStream(r.o.ReadAhead), obj: obj, trace: r.openTrace(f.object(), key, file)}
 	f.mu.Lock()
 	keep := key != "" && f.readVersion == key
 	f.readVersion = key
@@ -58,10 +64,20 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	if keep {
 		flags |= fuse.FOPEN_KEEP_CACHE
 	}
+	ph, errno := f.passThrough(h, key)
+	if errno != 0 {
+		h.s.Close()
+		obj.Close()
+		return nil, 0, errno
+	}
+	if ph != nil {
+		return ph, flags, 0 // go-fuse drops KEEP_CACHE for passthrough
+	}
 	return h, flags, 0
 }
 
 func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.trace.read(off, int64(len(dest)))
 	n, err := h.s.ReadAt(h.f.root.lifetime(), dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.f.root.errnoOf("read", h.f.path(), err)
@@ -71,8 +87,14 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 
 // Release drops the handle's prefetches and its hold.
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {
+	h.trace.close()
 	h.s.Close()
 	h.obj.Close()
+	if h.cached {
+		h.f.mu.Lock()
+		h.f.cachedOpens--
+		h.f.mu.Unlock()
+	}
 	return 0
 }
 

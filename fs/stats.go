@@ -21,6 +21,9 @@ type Stats struct {
 	Commits                 int64 // close(2) that published a new version
 	CommitFailures          int64 // close(2) that returned an error: nothing published
 	Abandoned               int64 // uploads abandoned (writer killed, shutdown timeout)
+	Passthroughs            int64 // opens the kernel reads from the disk cache's whole file
+	// Boot traces (trace.go): stored, replayed, bytes read ahead by replays.
+	TracesRecorded, TracesReplayed, TraceBytes int64
 }
 
 // stats are the counters of Stats.
@@ -34,7 +37,8 @@ type stats struct {
 func (r *Root) Stats() Stats {
 	s := &r.stats
 	return Stats{ReadBytes: s.readBytes.Load(), WrittenBytes: s.writtenBytes.Load(), Commits: s.commits.Load(),
-		CommitFailures: s.commitFailures.Load(), Abandoned: s.abandoned.Load()}
+		CommitFailures: s.commitFailures.Load(), Abandoned: s.abandoned.Load(), Passthroughs: r.o.pt.opens.Load(),
+		TracesRecorded: r.traces.recorded.Load(), TracesReplayed: r.traces.replayed.Load(), TraceBytes: r.traces.replayBytes.Load()}
 }
 
 // Upload is a file being written.
@@ -76,11 +80,11 @@ func (f *fileNode) progress() (segments.Progress, bool) {
 // the time every FUSE request took to lat (nil: not measured), under
 // the operation's name: "lookup", "read", "write", "flush", ...
 func (r *Root) Mount(dir string, opts *fusefs.Options, lat fuse.LatencyMap) (*fuse.Server, error) {
-	return mount(dir, r, &r.stats, opts, lat)
+	return mount(dir, r, &r.stats, opts, lat, r.o)
 }
 
 // mount mounts the tree of top on dir, counting its FUSE traffic in st.
-func mount(dir string, top fusefs.InodeEmbedder, st *stats, opts *fusefs.Options, lat fuse.LatencyMap) (*fuse.Server, error) {
+func mount(dir string, top fusefs.InodeEmbedder, st *stats, opts *fusefs.Options, lat fuse.LatencyMap, o Options) (*fuse.Server, error) {
 	raw := fusefs.NewNodeFS(top, opts)
 	if lat == nil {
 		lat = noLatencies{}
@@ -93,6 +97,7 @@ func mount(dir string, top fusefs.InodeEmbedder, st *stats, opts *fusefs.Options
 	if err := server.WaitMount(); err != nil {
 		return nil, err
 	}
+	o.pt.start(server, o)
 	return server, nil
 }
 

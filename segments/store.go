@@ -24,7 +24,15 @@ type Info struct {
 	// DLO is the X-Object-Manifest value ("container/prefix") of a
 	// dynamic large object manifest (Head only).
 	DLO string
+	// ListedAt is set for an entry of a container listing: when the
+	// request for its page began. Size, ETag, ContentType and
+	// LastModified are known, Meta, SLO and DLO are not (a zero-byte
+	// object may be a DLO manifest; only a HEAD tells).
+	ListedAt time.Time
 }
+
+// Listed reports whether in came from a listing (see ListedAt).
+func (in Info) Listed() bool { return !in.ListedAt.IsZero() }
 
 // ContainerInfo is what a HEAD of a container says.
 type ContainerInfo struct {
@@ -60,6 +68,7 @@ type Limits struct {
 	MaxManifestSegments int   // slo.max_manifest_segments
 	MaxManifestSize     int64 // slo.max_manifest_size, bytes
 	MaxFileSize         int64 // swift.max_file_size, bytes
+	ListingLimit        int   // swift.container_listing_limit: names a listing page may ask for
 	SLO                 bool  // the slo middleware is present
 	BulkDelete          bool
 	// Problems names the limits /info gave that made no sense (and were
@@ -72,6 +81,7 @@ var DefaultLimits = Limits{
 	MaxManifestSegments: 1000,
 	MaxManifestSize:     8 << 20,
 	MaxFileSize:         5 << 30,
+	ListingLimit:        10000,
 	SLO:                 true,
 }
 

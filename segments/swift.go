@@ -38,6 +38,10 @@ type SwiftOptions struct {
 type SwiftStore struct {
 	c      *swift.Connection
 	noBulk atomic.Bool // bulk delete was refused; delete one by one
+	// pageSize is the listing page size, once Limits read the cluster's
+	// container_listing_limit (a larger limit is refused with 412); 0:
+	// listPageSize.
+	pageSize atomic.Int64
 }
 
 var _ ObjectStore = (*SwiftStore)(nil)
@@ -636,18 +640,22 @@ func (s *SwiftStore) deleteEach(ctx context.Context, container string, objects [
 	return g.Wait()
 }
 
-// Bounds on listings: a page of at most 1000 names of at most 1024 bytes
-// is well under maxListPage; maxListEntries stops a server that sends
-// pages for ever (a variable, for the tests).
+// Bounds on listings: a page of at most 10,000 names of at most 1024
+// bytes, with their hash, type and time, is under maxListPage;
+// maxListEntries stops a server that sends pages for ever (a variable,
+// for the tests). The first page is smaller: most listings stop at their
+// first name (does a directory exist?) or are small, and a large one
+// starts streaming sooner.
 const (
-	listPageSize = 1000
-	maxListPage  = 16 << 20
+	listPageSize  = 10000 // Swift's container_listing_limit default, its maximum
+	listFirstPage = 1000
+	maxListPage   = 16 << 20
 )
 
 var maxListEntries = 10_000_000
 
 // List implements ObjectStore. It asks for pages of listPageSize names
-// after the last name of the previous page (Swift may answer short pages)
+// (the first of listFirstPage) after the last name of the previous page (Swift may answer short pages)
 // until a page is empty. A page that does not go past the marker (a server
 // that repeats itself) and more than maxListEntries names in all are bad
 // answers, so a broken listing fails instead of running for ever.
@@ -655,7 +663,8 @@ func (s *SwiftStore) List(ctx context.Context, container, prefix string, delimit
 	var marker string
 	total := 0
 	for {
-		page, err := s.listPage(ctx, container, prefix, delimiter, marker)
+		asked := time.Now()
+		page, err := s.listPage(ctx, container, prefix, delimiter, marker, marker == "")
 		if err != nil {
 			return err
 		}
@@ -673,6 +682,7 @@ func (s *SwiftStore) List(ctx context.Context, container, prefix string, delimit
 				"the listing goes on past %d names", maxListEntries)}
 		}
 		for _, in := range page {
+			in.ListedAt = asked
 			if err := fn(in); err != nil {
 				return err
 			}
@@ -682,8 +692,15 @@ func (s *SwiftStore) List(ctx context.Context, container, prefix string, delimit
 }
 
 // listPage GETs one page of a container listing.
-func (s *SwiftStore) listPage(ctx context.Context, container, prefix string, delimiter rune, marker string) ([]Info, error) {
-	q := url.Values{"format": {"json"}, "limit": {strconv.Itoa(listPageSize)}}
+func (s *SwiftStore) listPage(ctx context.Context, container, prefix string, delimiter rune, marker string, first bool) ([]Info, error) {
+	limit := int64(listPageSize)
+	if n := s.pageSize.Load(); n > 0 {
+		limit = n
+	}
+	if first {
+		limit = min(limit, listFirstPage)
+	}
+	q := url.Values{"format": {"json"}, "limit": {strconv.FormatInt(limit, 10)}}
 	if prefix != "" {
 		q.Set("prefix", prefix)
 	}
@@ -734,6 +751,9 @@ func parseListing(r io.Reader, container, prefix string) ([]Info, error) {
 	var page []Info
 	err := decodeArray(r, func(e listEntry) error {
 		in := Info{Container: container, Name: e.Name, Size: e.Bytes, ETag: e.Hash, ContentType: e.ContentType}
+		if total, ctype, ok := swiftBytes(e.ContentType); ok {
+			in.Size, in.ContentType = total, ctype
+		}
 		if e.Subdir != "" {
 			in = Info{Container: container, Name: e.Subdir, Subdir: true, ContentType: "application/directory"}
 		}
@@ -758,6 +778,25 @@ func parseListing(r io.Reader, container, prefix string) ([]Info, error) {
 		return nil
 	})
 	return page, err
+}
+
+// swiftBytes reads the swift_bytes=N parameter of a listed content type:
+// the slo middleware records an SLO's total size there, and the container
+// server turns it into the entry's bytes before it answers; a listing that
+// still has it (an older container server) lists the manifest's own size
+// as bytes. It returns the total and the content type without the
+// parameter.
+func swiftBytes(ctype string) (int64, string, bool) {
+	i := strings.LastIndex(ctype, ";swift_bytes=")
+	if i < 0 {
+		return 0, ctype, false
+	}
+	v := ctype[i+len(";swift_bytes="):]
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, ctype, false
+	}
+	return n, ctype[:i], true
 }
 
 // ListContainers implements ObjectStore: the account listing (GET on
@@ -883,6 +922,7 @@ func (s *SwiftStore) Limits(ctx context.Context) (Limits, error) {
 	if err == nil {
 		var l Limits
 		if l, err = parseInfo(b); err == nil {
+			s.pageSize.Store(int64(min(listPageSize, l.ListingLimit)))
 			return l, nil
 		}
 	}
@@ -935,7 +975,9 @@ func parseLimits(info map[string]any) Limits {
 		}
 		return int64(f)
 	}
-	l.MaxFileSize = num(section("swift"), "swift", "max_file_size", 1, maxSaneFileSize, DefaultLimits.MaxFileSize)
+	sw := section("swift")
+	l.MaxFileSize = num(sw, "swift", "max_file_size", 1, maxSaneFileSize, DefaultLimits.MaxFileSize)
+	l.ListingLimit = int(num(sw, "swift", "container_listing_limit", 1, 1<<30, int64(DefaultLimits.ListingLimit)))
 	_, l.SLO = info["slo"]
 	slo := section("slo")
 	l.MaxManifestSegments = int(num(slo, "slo", "max_manifest_segments", 2, maxManifestEntries, int64(DefaultLimits.MaxManifestSegments)))

@@ -221,7 +221,10 @@ func TestSwiftInfoLimits(t *testing.T) {
 		problems []string
 	}{
 		{`{"slo": {"max_manifest_segments": 1000, "max_manifest_size": 8388608}, "swift": {"max_file_size": 5368709122}, "bulk_delete": {}}`,
-			Limits{MaxManifestSegments: 1000, MaxManifestSize: 8 << 20, MaxFileSize: 5368709122, SLO: true, BulkDelete: true}, nil},
+			Limits{MaxManifestSegments: 1000, MaxManifestSize: 8 << 20, MaxFileSize: 5368709122, ListingLimit: 10000, SLO: true, BulkDelete: true}, nil},
+		{`{"swift": {"container_listing_limit": 2000}}`, Limits{MaxManifestSegments: 1000, MaxManifestSize: 8 << 20, MaxFileSize: 5 << 30, ListingLimit: 2000}, nil},
+		{`{"swift": {"container_listing_limit": 0}}`, Limits{MaxManifestSegments: 1000, MaxManifestSize: 8 << 20, MaxFileSize: 5 << 30, ListingLimit: 10000},
+			[]string{"container_listing_limit is 0"}},
 		{`{"slo": {"max_manifest_segments": 1}}`, DefaultLimits, []string{"slo.max_manifest_segments is 1"}},
 		{`{"slo": {"max_manifest_segments": 0, "max_manifest_size": -1}, "swift": {"max_file_size": 1e300}}`, DefaultLimits,
 			[]string{"max_manifest_segments is 0", "max_manifest_size is -1", "max_file_size is 1e+300"}},
@@ -230,7 +233,7 @@ func TestSwiftInfoLimits(t *testing.T) {
 		{`{"slo": {"max_manifest_segments": 1e12, "max_manifest_size": 10.5}, "swift": {"max_file_size": "big"}}`, DefaultLimits,
 			[]string{"max_manifest_segments is 1000000000000", "max_manifest_size is 10.5", `max_file_size is "big"`}},
 		{`{"slo": "yes"}`, DefaultLimits, []string{`slo is "yes", not an object`}},
-		{`{"swift": {}}`, Limits{MaxManifestSegments: 1000, MaxManifestSize: 8 << 20, MaxFileSize: 5 << 30}, nil},
+		{`{"swift": {}}`, Limits{MaxManifestSegments: 1000, MaxManifestSize: 8 << 20, MaxFileSize: 5 << 30, ListingLimit: 10000}, nil},
 	} {
 		answer.Store(tc.info)
 		l, err := st.Limits(ctx)
@@ -277,5 +280,56 @@ func TestRetryAfterBounds(t *testing.T) {
 	}
 	if d := DefaultRetryPolicy.backoff(1, 1000*time.Hour); d != maxRetryAfter {
 		t.Errorf("Retry-After of 1000 h: %v", d)
+	}
+}
+
+// TestSwiftListPagesAndSLOBytes: listing pages ask for 10,000 names (the
+// first for 1,000), or
+// the cluster's container_listing_limit once /info was read (Swift
+// refuses a larger limit with 412); an entry's swift_bytes (an SLO's
+// total, from a container server that did not fold it into bytes) is its
+// size; entries carry when their page was asked for.
+func TestSwiftListPagesAndSLOBytes(t *testing.T) {
+	var limits []string
+	var info atomic.Value
+	info.Store(`{"swift": {}}`)
+	st, _ := badSwift(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/info" {
+			fmt.Fprint(w, info.Load().(string))
+			return
+		}
+		q := r.URL.Query()
+		limits = append(limits, q.Get("limit"))
+		if q.Get("marker") != "" {
+			fmt.Fprint(w, `[]`)
+			return
+		}
+		fmt.Fprint(w, `[{"name":"p/a-slo","bytes":312,"hash":"x","content_type":"application/octet-stream;swift_bytes=3145733"},`+
+			`{"name":"p/b-odd","bytes":5,"content_type":"text/plain;swift_bytes=nope"}]`)
+	})
+	ctx := t.Context()
+	before := time.Now()
+	var got []Info
+	if err := st.List(ctx, "c", "p/", '/', func(in Info) error { got = append(got, in); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Size != 3145733 || got[0].ContentType != "application/octet-stream" ||
+		got[1].Size != 5 || got[1].ContentType != "text/plain;swift_bytes=nope" {
+		t.Errorf("entries %+v", got)
+	}
+	for _, in := range got {
+		if !in.Listed() || in.ListedAt.Before(before) {
+			t.Errorf("%s: ListedAt %v, want the time its page was asked for (after %v)", in.Name, in.ListedAt, before)
+		}
+	}
+	info.Store(`{"swift": {"container_listing_limit": 700}}`)
+	if _, err := st.Limits(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.List(ctx, "c", "p/", '/', func(Info) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"1000", "10000", "700", "700"}; fmt.Sprint(limits) != fmt.Sprint(want) {
+		t.Errorf("page limits asked %v, want %v", limits, want)
 	}
 }

@@ -23,6 +23,10 @@ packages=(
   python3-glance-store
   mount
   python3-openstackclient
+  fio
+  busybox-static
+  cpio
+  qemu-system-x86
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
@@ -58,7 +62,7 @@ say "fuzzing every parser of outside input, 10 s each on top of its seed corpus"
 fuzz_targets=(
   "./segments FuzzManifest" "./segments FuzzInfo" "./segments FuzzHeadInfo" "./segments FuzzRetryAfter"
   "./segments FuzzListing" "./segments FuzzDLOManifest" "./segments FuzzUploadOf"
-  "./segments FuzzVersionState" "./segments FuzzDigestMeta"
+  "./segments FuzzVersionState" "./segments FuzzDigestMeta" "./segments FuzzTrace"
   "./auth FuzzTokenBody" "./cache FuzzBlockFile" "./cmd/imagefs FuzzCloudsYAML" "./cmd/imagefs FuzzUnescapeMount"
 )
 fuzz_one() { # package target
@@ -73,6 +77,10 @@ export -f fuzz_one
 printf '%s\n' "${fuzz_targets[@]}" | xargs -P "$(nproc)" -L 1 bash -c 'fuzz_one "$@"' _
 
 say "integration tests (real binary, real mounts, the lab)"
-go test -tags integration -count=1 -timeout 70m ./test/... 
+# Many of these tests mostly wait (token expiries, grace periods, VMs
+# booting, daemons serving other namespaces), so more of them run at once
+# than there are CPUs. The output is that of the tests that did not pass,
+# each package's result, and the slowest tests.
+go test -tags integration -count=1 -timeout 70m -parallel 4 -json ./test/... | python3 test/gotest-summary.py
 
 say "all tests passed"

@@ -39,6 +39,7 @@ type mountRoot interface {
 	Mount(dir string, opts *fusefs.Options, lat fuse.LatencyMap) (*fuse.Server, error)
 	Stats() fs.Stats
 	UploadList() []fs.Upload
+	Warm(ctx context.Context, rel string, o fs.WarmOptions) (fs.WarmProgress, error)
 }
 
 // upkeep runs the versions' leases and reaping for the mount's life.

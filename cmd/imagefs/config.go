@@ -12,6 +12,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/imagefs/imagefs/fs"
+
 	"github.com/imagefs/imagefs/auth"
 )
 
@@ -39,6 +41,7 @@ type Config struct {
 	Write WriteConfig
 
 	AttrTTL     time.Duration
+	ListTTL     time.Duration // 0: AttrTTL
 	RetryBudget time.Duration
 	AllowOther  bool
 	UID, GID    int
@@ -289,6 +292,9 @@ type ReadConfig struct {
 	ReadAhead       Size
 	KernelReadAhead Size
 	StallTimeout    time.Duration
+	Passthrough     bool
+	BootTraces      bool
+	TraceWindow     time.Duration
 }
 
 // readFlags configure the read path (segments.Reader, cache).
@@ -307,6 +313,12 @@ func readFlags(c *Config) []cli.Flag {
 			"the kernel's readahead for the mount (read_ahead_kb), set after mounting; 0 keeps the kernel's default"),
 		&cli.DurationFlag{Name: "read-stall-timeout", EnvVars: []string{"IMAGEFS_READ_STALL_TIMEOUT"}, Value: 30 * time.Second, Destination: &r.StallTimeout, Category: "Reading",
 			Usage: "a GET whose body sends nothing for this long is cut and resumed on a new connection"},
+		&cli.BoolFlag{Name: "passthrough", EnvVars: []string{"IMAGEFS_PASSTHROUGH"}, Value: false, Destination: &r.Passthrough, Category: "Reading",
+			Usage: "read-only opens of images whole in --cache-dir are served by the kernel from the cache's file (FUSE passthrough, Linux 6.9+ as root); while an image is open so, a newer version of it or an overwrite cannot be opened (EBUSY): see README"},
+		&cli.BoolFlag{Name: "boot-traces", EnvVars: []string{"IMAGEFS_BOOT_TRACES"}, Value: true, Destination: &r.BootTraces, Category: "Reading",
+			Usage: "record what the first open of an image reads in its first seconds (a VM booting) as a trace in Swift, and prefetch it on later first opens, on any host"},
+		&cli.DurationFlag{Name: "boot-trace-window", EnvVars: []string{"IMAGEFS_BOOT_TRACE_WINDOW"}, Value: fs.DefaultTraceWindow, Destination: &r.TraceWindow, Category: "Reading",
+			Usage: "how long after the first open a boot trace records"},
 	}
 }
 
@@ -325,6 +337,9 @@ func (r *ReadConfig) validate(mountpoint string) []error {
 		p.add(fmt.Errorf("--read-stall-timeout %v: must be at least 1s", r.StallTimeout))
 	}
 	p.add(notInMount("cache-dir", r.CacheDir, mountpoint))
+	if r.TraceWindow != 0 && (r.TraceWindow < time.Second || r.TraceWindow > 10*time.Minute) {
+		p.add(fmt.Errorf("--boot-trace-window %v: must be between 1s and 10m", r.TraceWindow))
+	}
 	return p
 }
 
@@ -333,6 +348,8 @@ func commonFlags(c *Config) []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "attr-ttl", EnvVars: []string{"IMAGEFS_ATTR_TTL"}, Value: time.Second, Destination: &c.AttrTTL,
 			Usage: "how long file metadata is cached"},
+		&cli.DurationFlag{Name: "list-ttl", EnvVars: []string{"IMAGEFS_LIST_TTL"}, Destination: &c.ListTTL,
+			Usage: "how long a directory listing (its names and the sizes and times it shows) is cached; 0 means as --attr-ttl"},
 		&cli.DurationFlag{Name: "retry-budget", EnvVars: []string{"IMAGEFS_RETRY_BUDGET"}, Value: 3 * time.Minute, Destination: &c.RetryBudget,
 			Usage: "how long one Swift operation is retried (5xx, 429, timeouts, resets) before it fails with EIO"},
 		&cli.BoolFlag{Name: "allow-other", EnvVars: []string{"IMAGEFS_ALLOW_OTHER"}, Destination: &c.AllowOther,
@@ -379,6 +396,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadOnly && c.CreateContainer {
 		errs = append(errs, errors.New("--read-only and --create-container: a read-only mount cannot create its container; drop one of them"))
+	}
+	if c.ListTTL < 0 {
+		errs = append(errs, fmt.Errorf("--list-ttl %v: must not be negative (0 means as --attr-ttl)", c.ListTTL))
 	}
 	if c.StatfsTTL < time.Second {
 		errs = append(errs, fmt.Errorf("--statfs-ttl %v: must be at least 1s", c.StatfsTTL))

@@ -99,6 +99,18 @@ func runGC(parent context.Context, c *gcConfig, out io.Writer) error {
 		return fmt.Errorf("gc %s: retired versions: %v", c.Container, err)
 	}
 	reportVersions(out, vrep, c, now)
+	// Boot traces of versions that are gone (the object changed or was
+	// removed): small, never referenced by a manifest, so no orphan scan
+	// sees them.
+	stale, err := v.PruneTraces(ctx, !c.Delete)
+	switch {
+	case err != nil:
+		return fmt.Errorf("gc %s: boot traces: %v", c.Container, err)
+	case stale > 0 && c.Delete:
+		fmt.Fprintf(out, "boot traces: deleted %d of versions that are gone\n", stale)
+	case stale > 0:
+		fmt.Fprintf(out, "boot traces: %d of versions that are gone; run again with --delete to remove them\n", stale)
+	}
 	o := segments.GCOptions{Container: c.Container, SegmentContainer: c.SegmentContainer, MinAge: c.MinAge, Protected: vrep.Protected}
 	rep, err := segments.FindOrphans(ctx, st, o)
 	if err != nil {

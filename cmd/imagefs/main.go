@@ -132,6 +132,7 @@ func newApp() *cli.App {
 			helperCommand(),
 			gcCommand(),
 			statusCommand(),
+			warmCommand(),
 			holdersCommand(),
 			trustCommand(&trustCfg),
 			configCommand(&checkCfg),

@@ -204,7 +204,10 @@ var (
 	dCacheFetched   = desc("imagefs_cache_fetched_bytes_total", "Bytes fetched from Swift into the cache.")
 	dCacheBytes     = desc("imagefs_cache_bytes", "Bytes the block cache holds, by tier.", "tier")
 	dCacheLimit     = desc("imagefs_cache_limit_bytes", "Bytes the block cache may hold, by tier (--read-memory, --cache-size).", "tier")
-	dCacheDropped   = desc("imagefs_cache_disk_write_dropped_total", "Blocks not written to the disk tier (queue full, disk full, error).")
+	dCacheDropped   = desc("imagefs_cache_disk_write_dropped_total", "Blocks not written to the disk tier (queue full for 30 s, disk full, error).")
+	dCacheWhole     = desc("imagefs_cache_whole_images", "Image versions whole in --cache-dir, each in one file (what passthrough serves).")
+	dPassthroughs   = desc("imagefs_passthrough_opens_total", "Opens whose reads the kernel serves from the disk cache's whole-image file (FUSE passthrough).")
+	dCacheWaits     = desc("imagefs_cache_disk_write_waits_total", "Fetches that waited for room in the disk tier's write queue (a busy cache disk).")
 	dCacheCorrupt   = desc("imagefs_cache_disk_corrupt_total", "Block files of the disk tier rejected when loaded.")
 	dPrefetches     = desc("imagefs_prefetches_total", "Prefetch fetches started.")
 	dPrefetchDrop   = desc("imagefs_prefetch_dropped_total", "Prefetches not started for lack of memory.")
@@ -217,7 +220,7 @@ var (
 
 var allDescs = []*prometheus.Desc{dFUSERead, dFUSEWritten, dCommits, dAbandoned, dUploads, dUploadWritten, dUploadStored,
 	dUploadSegments, dRetries, dAuthRenewals, dAuthFailures, dAuth401, dAuthFallbacks, dAuthExpiry, dAuthDeadline,
-	dCacheHits, dCacheMisses, dCacheFetched, dCacheBytes, dCacheLimit, dCacheDropped, dCacheCorrupt, dPrefetches,
+	dCacheHits, dCacheMisses, dCacheFetched, dCacheBytes, dCacheLimit, dCacheDropped, dCacheWaits, dCacheWhole, dPassthroughs, dCacheCorrupt, dPrefetches,
 	dPrefetchDrop, dWriteMem, dWriteMemBudget, dWorkers, dStaging, dStagingBudget}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -281,6 +284,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(dCacheLimit, float64(diskLimit), "disk")
 	counter(dCacheDropped, cs.DiskWriteDropped)
+	counter(dCacheWaits, cs.DiskWriteWaits)
+	counter(dPassthroughs, fst.Passthroughs)
+	gauge(dCacheWhole, float64(cs.DiskWholeImages))
 	counter(dCacheCorrupt, cs.DiskCorrupt)
 	counter(dPrefetches, cs.Prefetches)
 	counter(dPrefetchDrop, cs.PrefetchDropped)

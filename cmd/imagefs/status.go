@@ -198,6 +198,7 @@ func (d *daemon) serveControl(ctx context.Context, l net.Listener, path string) 
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(d.report())
 	})
+	mux.HandleFunc("POST /warm", d.handleWarm) // warm.go
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

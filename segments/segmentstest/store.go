@@ -575,6 +575,7 @@ func (s *Store) DeleteMany(ctx context.Context, c string, objs []string) error {
 
 // List implements ObjectStore.
 func (s *Store) List(ctx context.Context, c, prefix string, delim rune, fn func(segments.Info) error) error {
+	asked := time.Now()
 	if err := s.enter(ctx, "LIST", c, prefix); err != nil {
 		return err
 	}
@@ -604,7 +605,9 @@ func (s *Store) List(ctx context.Context, c, prefix string, delim rune, fn func(
 				continue
 			}
 		}
-		out = append(out, s.info(c, n, m[n], false))
+		in := s.info(c, n, m[n], false)
+		in.ListedAt = asked
+		out = append(out, in)
 	}
 	s.mu.Unlock()
 	// Swift sorts subdirs among names; keep name order.

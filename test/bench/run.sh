@@ -5,6 +5,8 @@
 #   test/bench/run.sh [BENCH_REGEXP] [go test flags...]
 #
 #   test/bench/run.sh BenchmarkRead          # the read path (see READ.md)
+#   test/bench/run.sh BenchmarkHypervisor    # fio, warm and cold, VM boots (READ.md)
+#   test/bench/run.sh BenchmarkList          # ls -l of large directories (LIST.md)
 #   test/bench/run.sh . -v                   # everything, with the logs
 #
 # Each benchmark runs once (-benchtime 1x) and repeats its own rounds
@@ -12,6 +14,16 @@
 # is also saved to test/bench/out/<regexp>-<date>.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# fio for BenchmarkHypervisor (the guest's packages are installed by the
+# benchmark itself, through test/labtest).
+if ! command -v fio >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fio >/dev/null
+fi
+# BenchmarkList compares with rclone mount.
+if ! command -v rclone >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rclone >/dev/null ||
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rclone >/dev/null; }
+fi
 export LAB_TOKEN_EXPIRATION=${LAB_TOKEN_EXPIRATION:-120}
 test/lab/lab.sh up >/dev/null
 eval "$(test/lab/lab.sh env)"

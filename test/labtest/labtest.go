@@ -197,8 +197,9 @@ func Mount(t testing.TB, target string, o MountOpts) *Daemon {
 	// are reaped a few seconds after retirement (tests wait for that),
 	// leases die a few seconds after a crash. A stop waits at most 2 s
 	// for other mount namespaces (production: until they let go): tests
-	// that unshare a mount namespace copy every other test's mount too.
-	// A test's own Args win.
+	// that unshare a mount namespace copy every other test's mount too,
+	// and a test that stops its daemon must not wait on another's
+	// namespace; tests of the holders set their own. A test's own Args win.
 	args := append([]string{"mount", "--log-level", "debug", "--version-grace", "2s", "--reap-interval", "1s", "--lease-ttl", "6s",
 		"--holder-timeout", "2s"}, o.Args...)
 	if target != "" { // "" for --account in o.Args

@@ -532,6 +532,9 @@ type DomainOpts struct {
 	Name      string // DomainPrefix + the test's name if empty
 	MemoryMiB int    // 64 if 0
 	Disks     []Disk // vda, vdb, ... (virtio)
+	// Guest, when set, is booted directly (<kernel>, <initrd>, <cmdline>)
+	// instead of SeaBIOS looking for a boot sector.
+	Guest *Guest
 }
 
 // Domain is a transient domain (virsh create).
@@ -628,14 +631,19 @@ func DomainXML(o DomainOpts, console string) string {
 		}
 		disks.WriteString("    </disk>\n")
 	}
+	boot := "    <boot dev='hd'/>\n"
+	if g := o.Guest; g != nil {
+		// ACPI, or the guest's poweroff only halts it (libvirt adds -no-acpi).
+		boot = fmt.Sprintf("    <kernel>%s</kernel>\n    <initrd>%s</initrd>\n    <cmdline>%s</cmdline>\n  </os>\n  <features>\n    <acpi/>\n",
+			esc(g.Kernel), esc(g.Initrd), esc(GuestCmdline))
+	}
 	return fmt.Sprintf(`<domain type='qemu'>
   <name>%s</name>
   <memory unit='MiB'>%d</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <boot dev='hd'/>
-  </os>
+%s  </%s>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
@@ -648,7 +656,7 @@ func DomainXML(o DomainOpts, console string) string {
     <memballoon model='none'/>
   </devices>
 </domain>
-`, esc(o.Name), o.MemoryMiB, disks.String(), esc(console))
+`, esc(o.Name), o.MemoryMiB, boot, map[bool]string{true: "features", false: "os"}[o.Guest != nil], disks.String(), esc(console))
 }
 
 // State is virsh domstate.
@@ -715,6 +723,25 @@ func (d *Domain) WaitDiskRead(target string, timeout time.Duration) error {
 			return fmt.Errorf("the guest read nothing from %s within %v (domain %s); qemu log:\n%s", target, timeout, st, d.QemuLog())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// WaitPoweredOff waits until the guest has powered off (a transient
+// domain then vanishes) and returns its lines on the console.
+func (d *Domain) WaitPoweredOff(timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := d.State()
+		if err != nil || st == "shut off" {
+			d.dead = true
+			b, _ := os.ReadFile(d.Console)
+			return GuestLines(string(b)), nil
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(d.Console)
+			return GuestLines(string(b)), fmt.Errorf("domain %s is still %q after %v; qemu log:\n%s", d.Name, st, timeout, d.QemuLog())
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
