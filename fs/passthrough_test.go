@@ -63,6 +63,7 @@ func TestPassthroughWholeImage(t *testing.T) {
 		}
 	}
 	reads := e.lat.count("read")
+	waitReleased(t, e)
 	readDirect(data)
 	if got := e.lat.count("read") - reads; got != 0 {
 		t.Errorf("%d READ requests reached the daemon for a whole cached image", got)
@@ -83,6 +84,7 @@ func TestPassthroughWholeImage(t *testing.T) {
 	}
 	waitWhole(2)
 	reads = e.lat.count("read")
+	waitReleased(t, e)
 	readDirect(data2)
 	if e.lat.count("read") != reads || e.root.Stats().Passthroughs != 2 {
 		t.Errorf("the new version, whole: %d READs, %d passthrough opens", e.lat.count("read")-reads, e.root.Stats().Passthroughs)
@@ -154,6 +156,7 @@ func TestPassthroughMixedOpens(t *testing.T) {
 		t.Error("passed through while another open used the page cache")
 	}
 
+	waitReleased(t, e)
 	pt, err := os.Open(p)
 	if err != nil {
 		t.Fatal(err)
@@ -187,4 +190,18 @@ func TestPassthroughMixedOpens(t *testing.T) {
 	}
 	defer other.Close()
 	check(other, data2)
+}
+
+// waitReleased waits until the daemon has had the RELEASE of every open
+// so far: the kernel sends it after close(2) has returned, and an open
+// passes through only while no open reads through the page cache.
+func waitReleased(t *testing.T, e *env) {
+	t.Helper()
+	for range 500 {
+		if e.lat.count("release") >= e.lat.count("open") {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%d RELEASEs for %d OPENs after 5 s", e.lat.count("release"), e.lat.count("open"))
 }
