@@ -41,6 +41,10 @@ type Options struct {
 	Dir     string
 	DirSize int64
 	Log     *slog.Logger
+	// Peers, if set, fills misses from the fleet's other hosts first
+	// (peer.go): every Source of a File with a version key is read
+	// through it.
+	Peers *Peers
 }
 
 // DefaultBlockSize is Options.BlockSize when unset: small enough that a
@@ -182,6 +186,9 @@ type File struct {
 // means the content cannot be identified: it is read through memory only
 // and shared with nobody.
 func (b *Blocks) Open(key string, size int64, src Source) *File {
+	if b.o.Peers != nil && key != "" {
+		src = b.o.Peers.wrap(src)
+	}
 	f := &File{b: b, key: key, size: size, src: src, disk: b.disk != nil && key != ""}
 	if key == "" {
 		f.key = fmt.Sprintf("\x00anonymous-%d", b.anon.Add(1))

@@ -58,6 +58,7 @@ type Config struct {
 	Files    FilesConfig
 	Versions VersionsConfig
 	Metrics  MetricsConfig
+	Peer     PeerConfig
 	RunDir   string // control sockets (status.go)
 
 	LogFormat string
@@ -223,6 +224,7 @@ func mountFlags(c *Config) []cli.Flag {
 	fl = append(fl, filesFlags(c)...)
 	fl = append(fl, versionsFlags(c)...)
 	fl = append(fl, metricsFlags(c)...)
+	fl = append(fl, peerFlags(c)...)
 	fl = append(fl, accountFlags(c)...)
 	return fl
 }
@@ -384,6 +386,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Files.validate()...)
 	errs = append(errs, c.Versions.validate()...)
 	errs = append(errs, c.Metrics.validate()...)
+	errs = append(errs, c.Peer.validate()...)
 	for _, id := range []struct {
 		flag string
 		v    int

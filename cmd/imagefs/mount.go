@@ -54,6 +54,9 @@ func runMount(parent context.Context, cfg *Config) error {
 	if err := d.buildWritePath(); err != nil {
 		return err
 	}
+	if err := d.buildPeers(ctx); err != nil {
+		return err
+	}
 	if err := d.buildReadPath(); err != nil {
 		return err
 	}
@@ -93,6 +96,9 @@ type daemon struct {
 	// buildWritePath
 	pool    *segments.Pool
 	staging *segments.Staging // nil without --staging-dir
+
+	// buildPeers (nil without --peers)
+	peering *peering
 
 	// buildReadPath
 	blocks *cache.Blocks
@@ -179,7 +185,12 @@ func (d *daemon) buildWritePath() error {
 // (the read memory and the write path's budget).
 func (d *daemon) buildReadPath() error {
 	r := &d.cfg.Read
-	blocks, err := cache.New(cache.Options{Memory: r.Memory.Bytes(), Dir: r.CacheDir, DirSize: r.CacheSize.Bytes(), Log: d.log})
+	o := cache.Options{Memory: r.Memory.Bytes(), Dir: r.CacheDir, DirSize: r.CacheSize.Bytes(), Log: d.log}
+	var peerMem int64
+	if d.peering != nil {
+		o.Peers, peerMem = d.peering.peers, d.cfg.Peer.Cache.Bytes()
+	}
+	blocks, err := cache.New(o)
 	if err != nil {
 		return err
 	}
@@ -192,7 +203,7 @@ func (d *daemon) buildReadPath() error {
 		debug.SetGCPercent(20)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(r.Memory.Bytes() + d.pool.MemoryBudget() + 64<<20)
+		debug.SetMemoryLimit(r.Memory.Bytes() + peerMem + d.pool.MemoryBudget() + 64<<20)
 	}
 	return nil
 }
@@ -336,6 +347,10 @@ func (d *daemon) serve(ctx, life context.Context, cancelLife context.CancelFunc)
 	}
 	cancel()
 	log.Info("read cache", "stats", d.blocks.Stats())
+	if d.peering != nil {
+		log.Info("peer fill", "stats", d.peering.peers.Stats())
+		d.peering.peers.Close()
+	}
 }
 
 // listenMetrics opens the metrics endpoint's port before anything else,
@@ -362,6 +377,7 @@ func (d *daemon) serveMonitoring(life context.Context, wg *sync.WaitGroup) {
 		d.log.Info("serving metrics", "url", "http://"+d.metricsL.Addr().String()+"/metrics")
 		wg.Go(func() { serveMetrics(life, d.metricsL, d.metrics.reg, d.log) })
 	}
+	d.servePeers(life, wg)
 	l, path, err := listenControl(d.cfg.RunDir, d.mountpoint)
 	if err != nil {
 		d.log.Warn("no control socket: imagefs status cannot reach this mount", "run_dir", d.cfg.RunDir, "err", err)

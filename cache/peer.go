@@ -1,0 +1,575 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang/groupcache"
+	pb "github.com/golang/groupcache/groupcachepb"
+	"github.com/golang/groupcache/singleflight"
+	"github.com/golang/protobuf/proto"
+)
+
+// Peer fill: the hosts of a fleet fill each other's block caches, so that
+// in a boot storm each block of an image comes from Swift once for the
+// whole fleet, not once per host.
+//
+// The engine is github.com/golang/groupcache (built for this: each key
+// has one owner among the peers by consistent hashing, the owner loads it
+// once, single-flight, and keeps it in a bounded LRU; the others ask the
+// owner over HTTP). A [Peers] wraps every [Source] a [Blocks] opens (see
+// Options.Peers): a fetch asks groupcache for each unit of the range, and
+// groupcache asks the unit's owner, or, on this host's own units, loads
+// it from Swift.
+//
+// A unit is one digest block of one segment object: the bytes over which
+// the writer recorded a CRC-32C in the segment's metadata
+// (segments.BlockDigests). Its key names the segment object, its ETag
+// (the version: an overwritten image has new segments with new ETags, so
+// it is never served from a peer's old blocks), its size, the digest
+// block size and the block's index: everything the owner needs to fetch
+// it from Swift (a ranged GET pinned to the ETag), and nothing else.
+//
+// Verification. A host uses a unit from a peer only when its CRC-32C is
+// the one Swift gives for it: the requester reads the segment's digests
+// with a HEAD of its own (once per segment, cached) before it asks, and
+// checks the bytes in the HTTP transport, so that groupcache itself falls
+// back to loading the unit from Swift when a peer's bytes are wrong; they
+// are checked once more before they reach the cache. Units without
+// digests (objects other tools wrote) never go through peers. CRC-32C
+// catches a faulty peer (a flipped bit, a wrong block, a stale cache); it
+// is not a defence against a fleet member that forges data on purpose:
+// fleet members hold the fleet's Swift credentials and could rewrite the
+// images in Swift anyway. Against everybody else the peer port is shut:
+// every request and every answer carries an HMAC-SHA256 of a key the
+// fleet shares (PeerOptions.Key), over the request's path and time and
+// over the answer's bytes; the answers of a peer that cannot sign them
+// are rejected like bad bytes.
+//
+// Bounded cost. Each request to a peer has PeerOptions.Timeout; a peer
+// that fails (refuses, times out, answers wrong) is skipped for
+// PeerOptions.Down, so a dead peer costs one timeout per requester, then
+// nothing, and its units come from Swift.
+
+// Piece is where a range of a source's bytes lives in Swift: bytes
+// [Offset, Offset+Length) of segment object Container/Object (Size bytes
+// in all, version ETag) are the source's bytes from Start.
+type Piece struct {
+	Container, Object, ETag string
+	Size                    int64
+	Offset, Length          int64
+	Start                   int64
+}
+
+// PeerOptions configure peer fill.
+type PeerOptions struct {
+	// Self is this host's peer address (host:port, as the others list it);
+	// Peers lists every host's, Self included, the same on every host.
+	Self  string
+	Peers []string
+	// Key is the secret the fleet shares (at least 16 bytes).
+	Key []byte
+	// Timeout bounds one request to a peer (default 2 s); a peer that
+	// fails is skipped for Down (default 15 s).
+	Timeout, Down time.Duration
+	// CacheBytes bounds the memory of the units this host keeps for the
+	// others (default 128 MiB).
+	CacheBytes int64
+	// Locate says where byte off of src lives (false: nowhere peers can
+	// help, read src itself).
+	Locate func(src Source, off int64) (Piece, bool)
+	// Digests returns the block digests of p's segment object, from Swift
+	// (block 0: it has none).
+	Digests func(ctx context.Context, p Piece) (block int64, crcs []uint32, err error)
+	// Fetch writes bytes [off, off+n) of p's segment object to w, from
+	// Swift, verified against its digests.
+	Fetch func(ctx context.Context, p Piece, w io.Writer, off, n int64) (int64, error)
+	// Allow says whether peers may ask for units of segments in container
+	// (the mounted container and its segment container): a peer never
+	// makes this host read anything else.
+	Allow func(container string) bool
+	Log   *slog.Logger
+}
+
+// PeerStats are counters of peer fill.
+type PeerStats struct {
+	FromPeers      int64 // bytes of units that came from peers, verified
+	FromSwift      int64 // bytes of units this host loaded from Swift (its own, and fallbacks)
+	ServedToPeers  int64 // bytes of units sent to peers
+	PeerErrors     int64 // requests to peers that failed (refused, timed out, bad answer)
+	Rejected       int64 // answers whose bytes or signature were wrong (counted in PeerErrors too)
+	Fallbacks      int64 // units another host owns that this host loaded from Swift
+	Bypassed       int64 // bytes read straight from the source (no digests, or no peer could help)
+	Refused        int64 // requests to the peer port without a valid signature
+	CacheBytes     int64 // bytes of units kept for peers (current)
+	DigestLookups  int64 // HEADs for block digests
+	SkippedPeerHit int64 // requests not sent because the owner was marked down
+}
+
+// Peers is the peer-fill engine. Only one can be made per process
+// (groupcache keeps its peers and groups in globals). Safe for concurrent
+// use.
+type Peers struct {
+	o     PeerOptions
+	pool  *groupcache.HTTPPool
+	group *groupcache.Group
+	base  http.RoundTripper
+
+	dmu     sync.Mutex // guards digests
+	digests map[string]digestSet
+	dsf     singleflight.Group
+
+	downMu sync.Mutex // guards down
+	down   map[string]time.Time
+
+	fromPeers, fromSwift, served, peerErrs, rejected, fallbacks, bypassed, refused, lookups, skipped atomic.Int64
+}
+
+// digestSet is the block digests of one segment object version.
+type digestSet struct {
+	block int64
+	crcs  []uint32
+}
+
+// maxDigestSets bounds the digests kept (each at most ~2 KiB).
+const maxDigestSets = 4096
+
+const (
+	peerGroup    = "imagefs-blocks-1"
+	peerBasePath = "/_imagefs_peer/"
+	hdrAuth      = "X-Imagefs-Peer-Auth" // "<unix seconds>:<hex HMAC of request>"
+	hdrSig       = "X-Imagefs-Peer-Sig"  // hex HMAC of the request's signature and the answer's body
+	authWindow   = 5 * time.Minute       // the most a request's time may be off
+	maxAnswer    = 64 << 20              // bytes of one answer (a digest block is at most a few MiB)
+)
+
+var peersMade atomic.Bool
+
+// ErrPeerKey: the peer key is too short.
+var ErrPeerKey = errors.New("the peer key must be at least 16 bytes")
+
+// NewPeers sets peer fill up. It serves nothing by itself: serve
+// Handler on the address Self names.
+func NewPeers(o PeerOptions) (*Peers, error) {
+	if len(o.Key) < 16 {
+		return nil, ErrPeerKey
+	}
+	found := false
+	for _, p := range o.Peers {
+		found = found || p == o.Self
+	}
+	if !found {
+		return nil, fmt.Errorf("this host's peer address %s is not among the peers %v", o.Self, o.Peers)
+	}
+	if o.Locate == nil || o.Digests == nil || o.Fetch == nil || o.Allow == nil {
+		return nil, errors.New("peer fill needs Locate, Digests, Fetch and Allow")
+	}
+	if !peersMade.CompareAndSwap(false, true) {
+		return nil, errors.New("peer fill can be set up once per process")
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Second
+	}
+	if o.Down <= 0 {
+		o.Down = 15 * time.Second
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = 128 << 20
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	p := &Peers{o: o, digests: map[string]digestSet{}, down: map[string]time.Time{},
+		base: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute, ResponseHeaderTimeout: o.Timeout}}
+	p.pool = groupcache.NewHTTPPoolOpts(peerURL(o.Self), &groupcache.HTTPPoolOptions{BasePath: peerBasePath})
+	p.pool.Transport = func(context.Context) http.RoundTripper { return (*peerTransport)(p) }
+	urls := make([]string, len(o.Peers))
+	for i, a := range o.Peers {
+		urls[i] = peerURL(a)
+	}
+	p.pool.Set(urls...)
+	p.group = groupcache.NewGroup(peerGroup, o.CacheBytes, groupcache.GetterFunc(p.load))
+	return p, nil
+}
+
+func peerURL(addr string) string { return "http://" + addr }
+
+// Close drops the connections to the peers. The engine itself lives as
+// long as the process (groupcache's groups are global).
+func (p *Peers) Close() { p.base.(*http.Transport).CloseIdleConnections() }
+
+// Stats returns a snapshot of the counters.
+func (p *Peers) Stats() PeerStats {
+	cs := p.group.CacheStats(groupcache.MainCache)
+	hs := p.group.CacheStats(groupcache.HotCache)
+	return PeerStats{FromPeers: p.fromPeers.Load(), FromSwift: p.fromSwift.Load(), ServedToPeers: p.served.Load(),
+		PeerErrors: p.peerErrs.Load(), Rejected: p.rejected.Load(), Fallbacks: p.fallbacks.Load(),
+		Bypassed: p.bypassed.Load(), Refused: p.refused.Load(), CacheBytes: cs.Bytes + hs.Bytes,
+		DigestLookups: p.lookups.Load(), SkippedPeerHit: p.skipped.Load()}
+}
+
+// LogValue logs the counters as a group.
+func (s PeerStats) LogValue() slog.Value {
+	return slog.GroupValue(slog.Int64("from_peers", s.FromPeers), slog.Int64("from_swift", s.FromSwift),
+		slog.Int64("served_to_peers", s.ServedToPeers), slog.Int64("peer_errors", s.PeerErrors),
+		slog.Int64("rejected", s.Rejected), slog.Int64("fallbacks", s.Fallbacks), slog.Int64("bypassed", s.Bypassed),
+		slog.Int64("refused", s.Refused))
+}
+
+// unit is one digest block of one segment object version: a groupcache key.
+type unit struct {
+	p     Piece // Container, Object, ETag, Size
+	block int64
+	idx   int64
+}
+
+func (u unit) bounds() (lo, hi int64) {
+	lo = u.idx * u.block
+	return lo, min(lo+u.block, u.p.Size)
+}
+
+// key encodes u in URL-safe characters only (groupcache puts keys in
+// URL paths, and its server does not decode every escape back).
+func (u unit) key() string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return strings.Join([]string{"1", enc([]byte(u.p.ETag)), strconv.FormatInt(u.p.Size, 10), strconv.FormatInt(u.block, 10),
+		strconv.FormatInt(u.idx, 10), enc([]byte(u.p.Container)), enc([]byte(u.p.Object))}, ".")
+}
+
+func parseUnit(key string) (unit, error) {
+	f := strings.Split(key, ".")
+	bad := fmt.Errorf("malformed peer key %.80q", key)
+	if len(f) != 7 || f[0] != "1" {
+		return unit{}, bad
+	}
+	dec := base64.RawURLEncoding.DecodeString
+	etag, e1 := dec(f[1])
+	size, e2 := strconv.ParseInt(f[2], 10, 64)
+	block, e3 := strconv.ParseInt(f[3], 10, 64)
+	idx, e4 := strconv.ParseInt(f[4], 10, 64)
+	c, e5 := dec(f[5])
+	o, e6 := dec(f[6])
+	if err := errors.Join(e1, e2, e3, e4, e5, e6); err != nil || size <= 0 || block <= 0 || block > maxAnswer || idx < 0 || idx*block >= size {
+		return unit{}, bad
+	}
+	return unit{p: Piece{Container: string(c), Object: string(o), ETag: string(etag), Size: size}, block: block, idx: idx}, nil
+}
+
+// load is groupcache's getter: the unit from Swift, for this host's own
+// units and, when the owner could not give it, for the others'.
+func (p *Peers) load(ctx context.Context, key string, dest groupcache.Sink) error {
+	u, err := parseUnit(key)
+	if err != nil {
+		return err
+	}
+	if !p.o.Allow(u.p.Container) {
+		return fmt.Errorf("peer key names container %q, which this host does not serve", u.p.Container)
+	}
+	if _, remote := p.pool.PickPeer(key); remote {
+		p.fallbacks.Add(1)
+	}
+	lo, hi := u.bounds()
+	var buf bytes.Buffer
+	buf.Grow(int(hi - lo))
+	n, err := p.o.Fetch(ctx, u.p, &buf, lo, hi-lo)
+	if err != nil {
+		return err
+	}
+	if n != hi-lo {
+		return fmt.Errorf("unit %d of %s/%s: %w", u.idx, u.p.Container, u.p.Object, io.ErrUnexpectedEOF)
+	}
+	p.fromSwift.Add(n)
+	return dest.SetBytes(buf.Bytes())
+}
+
+// wantKey carries the CRC-32C a unit must have to the transport.
+type wantKey struct{}
+
+// digestsOf returns the digests of piece's segment object, looked up
+// once (a HEAD) and kept.
+func (p *Peers) digestsOf(ctx context.Context, pc Piece) (digestSet, error) {
+	k := pc.Container + "/" + pc.Object + "\x00" + pc.ETag
+	p.dmu.Lock()
+	d, ok := p.digests[k]
+	p.dmu.Unlock()
+	if ok {
+		return d, nil
+	}
+	v, err := p.dsf.Do(k, func() (any, error) {
+		p.lookups.Add(1)
+		block, crcs, err := p.o.Digests(ctx, pc)
+		if err != nil {
+			return digestSet{}, err
+		}
+		d := digestSet{block: block, crcs: crcs}
+		p.dmu.Lock()
+		if len(p.digests) >= maxDigestSets {
+			clear(p.digests)
+		}
+		p.digests[k] = d
+		p.dmu.Unlock()
+		return d, nil
+	})
+	if err != nil {
+		return digestSet{}, err
+	}
+	return v.(digestSet), nil
+}
+
+// wrap returns src read through the peers.
+func (p *Peers) wrap(src Source) Source { return &peerSource{p: p, src: src} }
+
+// peerSource is a Source whose units come from their owners.
+type peerSource struct {
+	p   *Peers
+	src Source
+}
+
+func (s *peerSource) Boundary(off int64) int64 { return s.src.Boundary(off) }
+
+// CopyRange implements Source: unit by unit, through groupcache; a piece
+// without digests, and a unit that cannot be had verified, from src.
+func (s *peerSource) CopyRange(ctx context.Context, w io.Writer, off, n int64) (int64, error) {
+	p := s.p
+	pos, end := off, off+n
+	for pos < end {
+		pc, ok := p.o.Locate(s.src, pos)
+		var d digestSet
+		if ok {
+			var err error
+			if d, err = p.digestsOf(ctx, pc); err != nil && ctx.Err() == nil {
+				p.o.Log.Debug("no block digests for peer fill; reading from Swift", "object", pc.Container+"/"+pc.Object, "err", err)
+			}
+		}
+		if !ok || d.block == 0 {
+			// Nothing to check peers' bytes against: Swift, up to the end of
+			// this piece.
+			stop := end
+			if ok {
+				stop = min(end, pc.Start+pc.Length)
+			}
+			c, err := s.src.CopyRange(ctx, w, pos, stop-pos)
+			p.bypassed.Add(c)
+			pos += c
+			if err != nil {
+				return pos - off, err
+			}
+			continue
+		}
+		so := pc.Offset + (pos - pc.Start) // offset in the segment object
+		u := unit{p: pc, block: d.block, idx: so / d.block}
+		lo, hi := u.bounds()
+		take := min(hi, pc.Offset+pc.Length, so+(end-pos)) - so
+		data, err := p.get(ctx, u, d)
+		if err != nil {
+			if ctx.Err() != nil {
+				return pos - off, ctx.Err()
+			}
+			p.o.Log.Debug("peer fill failed; reading from Swift", "object", pc.Container+"/"+pc.Object, "off", pos, "err", err)
+			c, err := s.src.CopyRange(ctx, w, pos, take)
+			p.bypassed.Add(c)
+			pos += c
+			if err != nil {
+				return pos - off, err
+			}
+			continue
+		}
+		c, err := w.Write(data[so-lo : so-lo+take])
+		pos += int64(c)
+		if err != nil {
+			return pos - off, err
+		}
+	}
+	return pos - off, nil
+}
+
+// get returns unit u from groupcache, checked against its digest.
+func (p *Peers) get(ctx context.Context, u unit, d digestSet) ([]byte, error) {
+	lo, hi := u.bounds()
+	if u.idx >= int64(len(d.crcs)) {
+		return nil, errors.New("unit past the digests")
+	}
+	w := want{crc: d.crcs[u.idx], n: hi - lo}
+	var bv groupcache.ByteView
+	if err := p.group.Get(context.WithValue(ctx, wantKey{}, w), u.key(), groupcache.ByteViewSink(&bv)); err != nil {
+		return nil, err
+	}
+	data := bv.ByteSlice() // a copy: groupcache's caches keep theirs
+	if !w.ok(data) {
+		p.rejected.Add(1)
+		return nil, errors.New("unit does not match its block digest")
+	}
+	return data, nil
+}
+
+// want is what a unit's bytes must be.
+type want struct {
+	crc uint32
+	n   int64
+}
+
+func (w want) ok(b []byte) bool {
+	return int64(len(b)) == w.n && crc32.Checksum(b, castagnoli) == w.crc
+}
+
+// sign is the HMAC of msg under the fleet's key.
+func (p *Peers) sign(parts ...string) string {
+	m := hmac.New(sha256.New, p.o.Key)
+	for _, s := range parts {
+		m.Write([]byte(s))
+		m.Write([]byte{0})
+	}
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// isDown reports whether host failed less than Down ago.
+func (p *Peers) isDown(host string) bool {
+	p.downMu.Lock()
+	defer p.downMu.Unlock()
+	t, ok := p.down[host]
+	if ok && time.Since(t) > p.o.Down {
+		delete(p.down, host)
+		return false
+	}
+	return ok
+}
+
+func (p *Peers) markDown(host string, err error) {
+	p.peerErrs.Add(1)
+	p.downMu.Lock()
+	_, was := p.down[host]
+	p.down[host] = time.Now()
+	p.downMu.Unlock()
+	if !was {
+		p.o.Log.Warn("peer failed; its blocks come from Swift for a while", "peer", host, "for", p.o.Down, "err", err)
+	}
+}
+
+// peerTransport is groupcache's client transport: it signs the request,
+// bounds it in time, and accepts an answer only when it is signed and
+// its bytes match the digest the requester expects.
+type peerTransport Peers
+
+var errPeerDown = errors.New("peer marked down after a failure")
+
+func (t *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	p := (*Peers)(t)
+	host := req.URL.Host
+	if p.isDown(host) {
+		p.skipped.Add(1)
+		return nil, errPeerDown
+	}
+	w, ok := req.Context().Value(wantKey{}).(want)
+	if !ok {
+		return nil, errors.New("peer request without an expected digest")
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	sig := p.sign("req", ts, req.URL.Path)
+	req.Header.Set(hdrAuth, ts+":"+sig)
+	ctx, cancel := context.WithTimeout(req.Context(), p.o.Timeout)
+	defer cancel()
+	res, err := p.base.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		if req.Context().Err() == nil {
+			p.markDown(host, err)
+		}
+		return nil, err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer))
+	if err != nil {
+		if req.Context().Err() == nil {
+			p.markDown(host, err)
+		}
+		return nil, err
+	}
+	if res.StatusCode != http.StatusOK {
+		err := fmt.Errorf("peer answered %s", res.Status)
+		p.markDown(host, err)
+		return nil, err
+	}
+	var gr pb.GetResponse
+	switch {
+	case !hmac.Equal([]byte(res.Header.Get(hdrSig)), []byte(p.sign("ans", sig, string(body)))):
+		err = errors.New("peer's answer is not signed with the fleet's key")
+	case proto.Unmarshal(body, &gr) != nil:
+		err = errors.New("peer's answer is not a groupcache answer")
+	case !w.ok(gr.GetValue()):
+		err = errors.New("peer's bytes do not match the block digest recorded in Swift")
+	}
+	if err != nil {
+		p.rejected.Add(1)
+		p.markDown(host, err)
+		return nil, err
+	}
+	p.fromPeers.Add(int64(len(gr.GetValue())))
+	return &http.Response{StatusCode: http.StatusOK, Status: res.Status, Header: res.Header, Body: io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)), Request: req}, nil
+}
+
+// Handler serves the peer port: groupcache's handler, for signed
+// requests only, with signed answers.
+func (p *Peers) Handler() http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.HasPrefix(r.URL.Path, peerBasePath+peerGroup+"/") || !p.authentic(r) {
+			p.refused.Add(1)
+			http.Error(rw, "forbidden: not a request of this fleet (see --peer-key-file)", http.StatusForbidden)
+			return
+		}
+		rec := &recorder{h: http.Header{}, code: http.StatusOK}
+		p.pool.ServeHTTP(rec, r)
+		for k, v := range rec.h {
+			rw.Header()[k] = v
+		}
+		if rec.code == http.StatusOK {
+			sig := r.Header.Get(hdrAuth)
+			sig = sig[strings.IndexByte(sig, ':')+1:]
+			rw.Header().Set(hdrSig, p.sign("ans", sig, rec.body.String()))
+			p.served.Add(int64(rec.body.Len()))
+		}
+		rw.WriteHeader(rec.code)
+		_, _ = rw.Write(rec.body.Bytes())
+	})
+}
+
+// authentic checks a request's signature and time.
+func (p *Peers) authentic(r *http.Request) bool {
+	ts, sig, ok := strings.Cut(r.Header.Get(hdrAuth), ":")
+	if !ok {
+		return false
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return false
+	}
+	if d := time.Since(time.Unix(sec, 0)); d > authWindow || d < -authWindow {
+		return false
+	}
+	return hmac.Equal([]byte(sig), []byte(p.sign("req", ts, r.URL.Path)))
+}
+
+// recorder holds groupcache's answer until it is signed.
+type recorder struct {
+	h    http.Header
+	code int
+	body bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.h }
+func (r *recorder) WriteHeader(code int)        { r.code = code }
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
