@@ -342,60 +342,110 @@ type peerSource struct {
 
 func (s *peerSource) Boundary(off int64) int64 { return s.src.Boundary(off) }
 
-// CopyRange implements Source: unit by unit, through groupcache; a piece
-// without digests, and a unit that cannot be had verified, from src.
+// peerWindow is how many units one CopyRange asks for at once: a round
+// trip to a peer (and the owner's GET) is mostly waiting.
+const peerWindow = 4
+
+// step is one part of a CopyRange: bytes [pos, pos+n) from a unit, or,
+// without one, straight from the source.
+type step struct {
+	pos, n int64
+	u      unit
+	d      digestSet
+	direct bool
+	data   []byte
+	err    error
+	done   chan struct{}
+	wrote  int64 // bytes written to the CopyRange's writer
+}
+
+// CopyRange implements Source: unit by unit, through groupcache, up to
+// peerWindow at once, written in order; a piece without digests, and a
+// unit that cannot be had verified, from src.
 func (s *peerSource) CopyRange(ctx context.Context, w io.Writer, off, n int64) (int64, error) {
-	p := s.p
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
 	pos, end := off, off+n
-	for pos < end {
-		pc, ok := p.o.Locate(s.src, pos)
-		var d digestSet
-		if ok {
-			var err error
-			if d, err = p.digestsOf(ctx, pc); err != nil && ctx.Err() == nil {
-				p.o.Log.Debug("no block digests for peer fill; reading from Swift", "object", pc.Container+"/"+pc.Object, "err", err)
+	var queue []*step
+	var total int64
+	for pos < end || len(queue) > 0 {
+		for pos < end && len(queue) < peerWindow {
+			st := s.plan(ctx, pos, end)
+			queue = append(queue, st)
+			pos += st.n
+			if st.direct {
+				continue
 			}
+			wg.Go(func() {
+				defer close(st.done)
+				st.data, st.err = s.p.get(ctx, st.u, st.d)
+			})
 		}
-		if !ok || d.block == 0 {
-			// Nothing to check peers' bytes against: Swift, up to the end of
-			// this piece.
-			stop := end
-			if ok {
-				stop = min(end, pc.Start+pc.Length)
-			}
-			c, err := s.src.CopyRange(ctx, w, pos, stop-pos)
-			p.bypassed.Add(c)
-			pos += c
-			if err != nil {
-				return pos - off, err
-			}
-			continue
-		}
-		so := pc.Offset + (pos - pc.Start) // offset in the segment object
-		u := unit{p: pc, block: d.block, idx: so / d.block}
-		lo, hi := u.bounds()
-		take := min(hi, pc.Offset+pc.Length, so+(end-pos)) - so
-		data, err := p.get(ctx, u, d)
+		st := queue[0] // the steps are written in order
+		queue = queue[1:]
+		err := s.write(ctx, w, st)
+		total += st.wrote
 		if err != nil {
-			if ctx.Err() != nil {
-				return pos - off, ctx.Err()
-			}
-			p.o.Log.Debug("peer fill failed; reading from Swift", "object", pc.Container+"/"+pc.Object, "off", pos, "err", err)
-			c, err := s.src.CopyRange(ctx, w, pos, take)
-			p.bypassed.Add(c)
-			pos += c
-			if err != nil {
-				return pos - off, err
-			}
-			continue
-		}
-		c, err := w.Write(data[so-lo : so-lo+take])
-		pos += int64(c)
-		if err != nil {
-			return pos - off, err
+			return total, err
 		}
 	}
-	return pos - off, nil
+	return total, nil
+}
+
+// plan is the next step of a CopyRange at pos.
+func (s *peerSource) plan(ctx context.Context, pos, end int64) *step {
+	p := s.p
+	pc, ok := p.o.Locate(s.src, pos)
+	var d digestSet
+	if ok {
+		var err error
+		if d, err = p.digestsOf(ctx, pc); err != nil && ctx.Err() == nil {
+			p.o.Log.Debug("no block digests for peer fill; reading from Swift", "object", pc.Container+"/"+pc.Object, "err", err)
+		}
+	}
+	if !ok || d.block == 0 {
+		// Nothing to check peers' bytes against: Swift, up to the end of
+		// this piece.
+		stop := end
+		if ok {
+			stop = min(end, pc.Start+pc.Length)
+		}
+		return &step{pos: pos, n: stop - pos, direct: true}
+	}
+	so := pc.Offset + (pos - pc.Start) // offset in the segment object
+	u := unit{p: pc, block: d.block, idx: so / d.block}
+	_, hi := u.bounds()
+	return &step{pos: pos, n: min(hi, pc.Offset+pc.Length, so+(end-pos)) - so, u: u, d: d, done: make(chan struct{})}
+}
+
+// write writes a step's bytes to w, from the source when the unit could
+// not be had.
+func (s *peerSource) write(ctx context.Context, w io.Writer, st *step) error {
+	p := s.p
+	if !st.direct {
+		select {
+		case <-st.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if st.err == nil {
+			lo, _ := st.u.bounds()
+			so := st.u.p.Offset + (st.pos - st.u.p.Start)
+			c, err := w.Write(st.data[so-lo : so-lo+st.n])
+			st.data, st.wrote = nil, int64(c)
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		p.o.Log.Debug("peer fill failed; reading from Swift", "object", st.u.p.Container+"/"+st.u.p.Object, "off", st.pos, "err", st.err)
+	}
+	c, err := s.src.CopyRange(ctx, w, st.pos, st.n)
+	p.bypassed.Add(c)
+	st.wrote = c
+	return err
 }
 
 // get returns unit u from groupcache, checked against its digest.
