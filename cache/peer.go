@@ -12,6 +12,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -62,9 +63,10 @@ import (
 // are rejected like bad bytes.
 //
 // Bounded cost. Each request to a peer has PeerOptions.Timeout; a peer
-// that fails (refuses, times out, answers wrong) is skipped for
-// PeerOptions.Down, so a dead peer costs one timeout per requester, then
-// nothing, and its units come from Swift.
+// that fails (refuses, answers wrong, or times out maxSlow times in a
+// row: an owner busy with Swift is slow now and then) is skipped for
+// PeerOptions.Down, so a dead peer costs a few timeouts per requester at
+// most, then nothing, and its units come from Swift.
 
 // Piece is where a range of a source's bytes lives in Swift: bytes
 // [Offset, Offset+Length) of segment object Container/Object (Size bytes
@@ -84,8 +86,9 @@ type PeerOptions struct {
 	Peers []string
 	// Key is the secret the fleet shares (at least 16 bytes).
 	Key []byte
-	// Timeout bounds one request to a peer (default 2 s); a peer that
-	// fails is skipped for Down (default 15 s).
+	// Timeout bounds one request to a peer (default 5 s: the owner of a
+	// cold block fetches it from Swift first); a peer that fails is
+	// skipped for Down (default 15 s).
 	Timeout, Down time.Duration
 	// CacheBytes bounds the memory of the units this host keeps for the
 	// others (default 128 MiB).
@@ -134,8 +137,9 @@ type Peers struct {
 	digests map[string]digestSet
 	dsf     singleflight.Group
 
-	downMu sync.Mutex // guards down
+	downMu sync.Mutex // guards down and slow
 	down   map[string]time.Time
+	slow   map[string]int // requests timed out in a row
 
 	fromPeers, fromSwift, served, peerErrs, rejected, fallbacks, bypassed, refused, lookups, skipped atomic.Int64
 }
@@ -183,7 +187,7 @@ func NewPeers(o PeerOptions) (*Peers, error) {
 		return nil, errors.New("peer fill can be set up once per process")
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Second
+		o.Timeout = 5 * time.Second
 	}
 	if o.Down <= 0 {
 		o.Down = 15 * time.Second
@@ -194,7 +198,7 @@ func NewPeers(o PeerOptions) (*Peers, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	p := &Peers{o: o, digests: map[string]digestSet{}, down: map[string]time.Time{},
+	p := &Peers{o: o, digests: map[string]digestSet{}, down: map[string]time.Time{}, slow: map[string]int{},
 		base: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute, ResponseHeaderTimeout: o.Timeout}}
 	p.pool = groupcache.NewHTTPPoolOpts(peerURL(o.Self), &groupcache.HTTPPoolOptions{BasePath: peerBasePath})
 	p.pool.Transport = func(context.Context) http.RoundTripper { return (*peerTransport)(p) }
@@ -286,7 +290,10 @@ func (p *Peers) load(ctx context.Context, key string, dest groupcache.Sink) erro
 	lo, hi := u.bounds()
 	var buf bytes.Buffer
 	buf.Grow(int(hi - lo))
-	n, err := p.o.Fetch(ctx, u.p, &buf, lo, hi-lo)
+	// The load serves every caller that waits for the unit (groupcache's
+	// single flight), here and on the peers: the one that started it must
+	// not cancel it for the others. The Fetch's retry budget bounds it.
+	n, err := p.o.Fetch(context.WithoutCancel(ctx), u.p, &buf, lo, hi-lo)
 	if err != nil {
 		return err
 	}
@@ -499,15 +506,41 @@ func (p *Peers) isDown(host string) bool {
 	return ok
 }
 
-func (p *Peers) markDown(host string, err error) {
+// maxSlow is how many requests in a row may time out before the peer is
+// skipped: an owner that is busy fetching from Swift is slow now and
+// then, a hung one every time.
+const maxSlow = 3
+
+// failed counts a failed request to host and skips the host for Down
+// when it is gone (the connection failed), lies, or timed out maxSlow
+// times in a row.
+func (p *Peers) failed(host string, err error) {
 	p.peerErrs.Add(1)
+	var ne net.Error
+	slow := errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 	p.downMu.Lock()
+	if slow {
+		p.slow[host]++
+		if p.slow[host] < maxSlow {
+			p.downMu.Unlock()
+			p.o.Log.Debug("peer slow; this block comes from Swift", "peer", host, "err", err)
+			return
+		}
+	}
+	delete(p.slow, host)
 	_, was := p.down[host]
 	p.down[host] = time.Now()
 	p.downMu.Unlock()
 	if !was {
 		p.o.Log.Warn("peer failed; its blocks come from Swift for a while", "peer", host, "for", p.o.Down, "err", err)
 	}
+}
+
+// answered notes a good answer of host.
+func (p *Peers) answered(host string) {
+	p.downMu.Lock()
+	delete(p.slow, host)
+	p.downMu.Unlock()
 }
 
 // peerTransport is groupcache's client transport: it signs the request,
@@ -536,7 +569,7 @@ func (t *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	res, err := p.base.RoundTrip(req.WithContext(ctx))
 	if err != nil {
 		if req.Context().Err() == nil {
-			p.markDown(host, err)
+			p.failed(host, err)
 		}
 		return nil, err
 	}
@@ -544,14 +577,15 @@ func (t *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	body, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer))
 	if err != nil {
 		if req.Context().Err() == nil {
-			p.markDown(host, err)
+			p.failed(host, err)
 		}
 		return nil, err
 	}
 	if res.StatusCode != http.StatusOK {
-		err := fmt.Errorf("peer answered %s", res.Status)
-		p.markDown(host, err)
-		return nil, err
+		// The peer is there, but could not load the unit (from Swift):
+		// this host tries itself, and asks it again next time.
+		p.peerErrs.Add(1)
+		return nil, fmt.Errorf("peer answered %s", res.Status)
 	}
 	var gr pb.GetResponse
 	switch {
@@ -564,9 +598,10 @@ func (t *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if err != nil {
 		p.rejected.Add(1)
-		p.markDown(host, err)
+		p.failed(host, err)
 		return nil, err
 	}
+	p.answered(host)
 	p.fromPeers.Add(int64(len(gr.GetValue())))
 	return &http.Response{StatusCode: http.StatusOK, Status: res.Status, Header: res.Header, Body: io.NopCloser(bytes.NewReader(body)),
 		ContentLength: int64(len(body)), Request: req}, nil

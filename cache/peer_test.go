@@ -66,7 +66,11 @@ func TestPeers(t *testing.T) {
 	srvOther := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := mode.Load().(string)
 		if m == "slow" {
-			time.Sleep(2 * time.Second)
+			select {
+			case <-time.After(2 * time.Second):
+			case <-r.Context().Done():
+				return
+			}
 		}
 		k := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
 		u, err := parseUnit(k)

@@ -102,7 +102,7 @@ func startFleet(t *testing.T, c string, fp *labtest.FaultProxy, n int, skip ...i
 		f.metrics[i] = freeAddr(t)
 		args := []string{"--os-storage-url", fp.StorageURL, "--cache-dir", filepath.Join(t.TempDir(), "cache"),
 			"--metrics-addr", f.metrics[i], "--peers", strings.Join(f.addrs, ","), "--peer-listen", f.addrs[i],
-			"--peer-key-file", keyFile, "--peer-timeout", "1s"}
+			"--peer-key-file", keyFile}
 		wg.Go(func() { f.hosts[i] = labtest.Mount(t, c, labtest.MountOpts{Args: args}) })
 	}
 	wg.Wait()
