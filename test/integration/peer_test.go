@@ -203,6 +203,11 @@ func TestPeerStorm(t *testing.T) {
 	if got := f.sum(t, mRejected); got != 0 {
 		t.Errorf("%.0f answers of honest peers rejected", got)
 	}
+	for i, d := range f.hosts {
+		if strings.Contains(d.LogText(), f.key) {
+			t.Errorf("host %d logged the fleet's key", i)
+		}
+	}
 
 	t.Run("strangers", func(t *testing.T) {
 		base := "http://" + f.addrs[0] + "/_imagefs_peer/imagefs-blocks-1/"
@@ -402,5 +407,32 @@ func TestPeerOverwriteDuringStorm(t *testing.T) {
 	}
 	if got := f.sum(t, mRejected); got != 0 {
 		t.Errorf("%.0f peer answers rejected in an honest fleet", got)
+	}
+}
+
+// TestPeerBadInput: peer settings that cannot work fail the mount at
+// once, with what is wrong and what to do, and nothing mounted.
+func TestPeerBadInput(t *testing.T) {
+	t.Parallel()
+	c := labtest.NewContainer(t)
+	keyFile, _ := peerKeyFile(t)
+	short := filepath.Join(t.TempDir(), "short.key")
+	if err := os.WriteFile(short, []byte("tiny\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	peers := "127.0.0.2:7474,127.0.0.3:7474"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--peers", peers, "--peer-key-file", keyFile}, "--peers needs --peer-listen"},
+		{[]string{"--peers", peers, "--peer-listen", "127.0.0.2:7474"}, "--peers needs --peer-key-file"},
+		{[]string{"--peers", peers, "--peer-listen", "0.0.0.0:7474", "--peer-key-file", keyFile}, "not a name, not every interface"},
+		{[]string{"--peers", peers, "--peer-listen", "127.0.0.2:7474", "--peer-key-file", short}, "the key is too short"},
+		{[]string{"--peers", peers, "--peer-listen", "127.0.0.2:7474", "--peer-key-file", "/nonexistent/peer.key"}, "--peer-key-file /nonexistent/peer.key: no such file or directory"},
+		{[]string{"--peers", peers, "--peer-listen", "127.0.0.4:7474", "--peer-key-file", keyFile}, "--peer-listen 127.0.0.4:7474 is not among the peers"},
+		{[]string{"--peer-listen", "127.0.0.2:7474"}, "need --peers"},
+	} {
+		labtest.MountFails(t, nil, append(tc.args, c, t.TempDir()), 1, tc.want)
 	}
 }
