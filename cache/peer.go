@@ -38,13 +38,14 @@ import (
 // groupcache asks the unit's owner, or, on this host's own units, loads
 // it from Swift.
 //
-// A unit is one digest block of one segment object: the bytes over which
-// the writer recorded a CRC-32C in the segment's metadata
-// (segments.BlockDigests). Its key names the segment object, its ETag
-// (the version: an overwritten image has new segments with new ETags, so
-// it is never served from a peer's old blocks), its size, the digest
-// block size and the block's index: everything the owner needs to fetch
-// it from Swift (a ranged GET pinned to the ETag), and nothing else.
+// A unit is a run of digest blocks of one segment object (PeerOptions.
+// UnitSize, 2 MiB): the blocks over which the writer recorded a CRC-32C
+// each in the segment's metadata (segments.BlockDigests). Its key names
+// the segment object, its ETag (the version: an overwritten image has new
+// segments with new ETags, so it is never served from a peer's old
+// blocks), its size, the unit's length and its index: everything the
+// owner needs to fetch it from Swift (a ranged GET pinned to the ETag),
+// and nothing else.
 //
 // Verification. A host uses a unit from a peer only when its CRC-32C is
 // the one Swift gives for it: the requester reads the segment's digests
@@ -90,6 +91,11 @@ type PeerOptions struct {
 	// cold block fetches it from Swift first); a peer that fails is
 	// skipped for Down (default 15 s).
 	Timeout, Down time.Duration
+	// UnitSize is the bytes a peer is asked for at once (default 2 MiB,
+	// rounded down to whole digest blocks, at least one): larger units
+	// cost fewer requests to peers and to Swift, smaller ones less for a
+	// random read.
+	UnitSize int64
 	// CacheBytes bounds the memory of the units this host keeps for the
 	// others (default 128 MiB).
 	CacheBytes int64
@@ -192,6 +198,9 @@ func NewPeers(o PeerOptions) (*Peers, error) {
 	if o.Down <= 0 {
 		o.Down = 15 * time.Second
 	}
+	if o.UnitSize <= 0 {
+		o.UnitSize = 2 << 20
+	}
 	if o.CacheBytes <= 0 {
 		o.CacheBytes = 128 << 20
 	}
@@ -235,7 +244,8 @@ func (s PeerStats) LogValue() slog.Value {
 		slog.Int64("refused", s.Refused))
 }
 
-// unit is one digest block of one segment object version: a groupcache key.
+// unit is a run of digest blocks of one segment object version (block
+// bytes from idx*block): a groupcache key.
 type unit struct {
 	p     Piece // Container, Object, ETag, Size
 	block int64
@@ -360,7 +370,7 @@ type step struct {
 	u      unit
 	d      digestSet
 	direct bool
-	data   []byte
+	data   groupcache.ByteView
 	err    error
 	done   chan struct{}
 	wrote  int64 // bytes written to the CopyRange's writer
@@ -422,7 +432,8 @@ func (s *peerSource) plan(ctx context.Context, pos, end int64) *step {
 		return &step{pos: pos, n: stop - pos, direct: true}
 	}
 	so := pc.Offset + (pos - pc.Start) // offset in the segment object
-	u := unit{p: pc, block: d.block, idx: so / d.block}
+	span := d.block * max(1, p.o.UnitSize/d.block)
+	u := unit{p: pc, block: span, idx: so / span}
 	_, hi := u.bounds()
 	return &step{pos: pos, n: min(hi, pc.Offset+pc.Length, so+(end-pos)) - so, u: u, d: d, done: make(chan struct{})}
 }
@@ -440,8 +451,8 @@ func (s *peerSource) write(ctx context.Context, w io.Writer, st *step) error {
 		if st.err == nil {
 			lo, _ := st.u.bounds()
 			so := st.u.p.Offset + (st.pos - st.u.p.Start)
-			c, err := w.Write(st.data[so-lo : so-lo+st.n])
-			st.data, st.wrote = nil, int64(c)
+			c, err := st.data.Slice(int(so-lo), int(so-lo+st.n)).WriteTo(w)
+			st.data, st.wrote = groupcache.ByteView{}, c
 			return err
 		}
 		if ctx.Err() != nil {
@@ -455,33 +466,64 @@ func (s *peerSource) write(ctx context.Context, w io.Writer, st *step) error {
 	return err
 }
 
-// get returns unit u from groupcache, checked against its digest.
-func (p *Peers) get(ctx context.Context, u unit, d digestSet) ([]byte, error) {
+// get returns unit u from groupcache, checked against its digests.
+func (p *Peers) get(ctx context.Context, u unit, d digestSet) (groupcache.ByteView, error) {
 	lo, hi := u.bounds()
-	if u.idx >= int64(len(d.crcs)) {
-		return nil, errors.New("unit past the digests")
+	first, last := lo/d.block, (hi+d.block-1)/d.block
+	if lo%d.block != 0 || last > int64(len(d.crcs)) {
+		return groupcache.ByteView{}, errors.New("unit does not fit the digests")
 	}
-	w := want{crc: d.crcs[u.idx], n: hi - lo}
+	w := want{block: d.block, crcs: d.crcs[first:last], n: hi - lo}
 	var bv groupcache.ByteView
 	if err := p.group.Get(context.WithValue(ctx, wantKey{}, w), u.key(), groupcache.ByteViewSink(&bv)); err != nil {
-		return nil, err
+		return groupcache.ByteView{}, err
 	}
-	data := bv.ByteSlice() // a copy: groupcache's caches keep theirs
-	if !w.ok(data) {
+	if !w.okView(bv) {
 		p.rejected.Add(1)
-		return nil, errors.New("unit does not match its block digest")
+		return groupcache.ByteView{}, errors.New("unit does not match its block digests")
 	}
-	return data, nil
+	return bv, nil
 }
 
-// want is what a unit's bytes must be.
+// want is what a unit's bytes must be: n bytes whose blocks of block
+// bytes have the CRC-32Cs crcs.
 type want struct {
-	crc uint32
-	n   int64
+	block int64
+	crcs  []uint32
+	n     int64
 }
 
 func (w want) ok(b []byte) bool {
-	return int64(len(b)) == w.n && crc32.Checksum(b, castagnoli) == w.crc
+	if int64(len(b)) != w.n {
+		return false
+	}
+	for i, c := range w.crcs {
+		lo := int64(i) * w.block
+		if lo >= w.n || crc32.Checksum(b[lo:min(lo+w.block, w.n)], castagnoli) != c {
+			return false
+		}
+	}
+	return true
+}
+
+// okView checks a ByteView without copying it.
+func (w want) okView(v groupcache.ByteView) bool {
+	if int64(v.Len()) != w.n {
+		return false
+	}
+	h := crc32.New(castagnoli)
+	for i, c := range w.crcs {
+		lo := int64(i) * w.block
+		h.Reset()
+		if lo >= w.n {
+			return false
+		}
+		_, _ = v.Slice(int(lo), int(min(lo+w.block, w.n))).WriteTo(h)
+		if h.Sum32() != c {
+			return false
+		}
+	}
+	return true
 }
 
 // sign is the HMAC of msg under the fleet's key.
@@ -574,7 +616,8 @@ func (t *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer))
+	body := make([]byte, 0, min(max(res.ContentLength, 0)+1, maxAnswer))
+	body, err = readAllInto(body, io.LimitReader(res.Body, maxAnswer))
 	if err != nil {
 		if req.Context().Err() == nil {
 			p.failed(host, err)
@@ -605,6 +648,23 @@ func (t *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	p.fromPeers.Add(int64(len(gr.GetValue())))
 	return &http.Response{StatusCode: http.StatusOK, Status: res.Status, Header: res.Header, Body: io.NopCloser(bytes.NewReader(body)),
 		ContentLength: int64(len(body)), Request: req}, nil
+}
+
+// readAllInto is io.ReadAll into b's room.
+func readAllInto(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // Handler serves the peer port: groupcache's handler, for signed

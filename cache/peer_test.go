@@ -38,7 +38,7 @@ func TestPeers(t *testing.T) {
 
 	var swiftBytes atomic.Int64
 	src := &memSource{data: data}
-	p, err := NewPeers(PeerOptions{Self: self, Peers: []string{self, other}, Key: key, Timeout: 300 * time.Millisecond, Down: time.Millisecond,
+	p, err := NewPeers(PeerOptions{Self: self, Peers: []string{self, other}, Key: key, Timeout: 300 * time.Millisecond, Down: time.Millisecond, UnitSize: 512 * kib,
 		Locate: func(s Source, off int64) (Piece, bool) {
 			return Piece{Container: "c_segments", Object: "img/seg", ETag: "e1", Size: size, Length: size}, s == Source(src)
 		},
