@@ -526,13 +526,23 @@ func (w want) okView(v groupcache.ByteView) bool {
 	return true
 }
 
-// sign is the HMAC of msg under the fleet's key.
+// sign is the HMAC of parts under the fleet's key.
 func (p *Peers) sign(parts ...string) string {
 	m := hmac.New(sha256.New, p.o.Key)
 	for _, s := range parts {
 		m.Write([]byte(s))
 		m.Write([]byte{0})
 	}
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// signAnswer is the HMAC of an answer: sign("ans", reqSig, body),
+// without copying the body.
+func (p *Peers) signAnswer(reqSig string, body []byte) string {
+	m := hmac.New(sha256.New, p.o.Key)
+	m.Write([]byte("ans\x00" + reqSig + "\x00"))
+	m.Write(body)
+	m.Write([]byte{0})
 	return hex.EncodeToString(m.Sum(nil))
 }
 
@@ -632,7 +642,7 @@ func (t *peerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var gr pb.GetResponse
 	switch {
-	case !hmac.Equal([]byte(res.Header.Get(hdrSig)), []byte(p.sign("ans", sig, string(body)))):
+	case !hmac.Equal([]byte(res.Header.Get(hdrSig)), []byte(p.signAnswer(sig, body))):
 		err = errors.New("peer's answer is not signed with the fleet's key")
 	case proto.Unmarshal(body, &gr) != nil:
 		err = errors.New("peer's answer is not a groupcache answer")
@@ -684,7 +694,7 @@ func (p *Peers) Handler() http.Handler {
 		if rec.code == http.StatusOK {
 			sig := r.Header.Get(hdrAuth)
 			sig = sig[strings.IndexByte(sig, ':')+1:]
-			rw.Header().Set(hdrSig, p.sign("ans", sig, rec.body.String()))
+			rw.Header().Set(hdrSig, p.signAnswer(sig, rec.body.Bytes()))
 			p.served.Add(int64(rec.body.Len()))
 		}
 		rw.WriteHeader(rec.code)

@@ -111,7 +111,7 @@ func TestPeers(t *testing.T) {
 		if !bytes.Equal(got, data) {
 			t.Fatal("bytes read through peers differ from the image")
 		}
-		if d := time.Since(start); d > 2*time.Second {
+		if d := time.Since(start); d > 5*time.Second { // a slow peer costs 3 timeouts of 300 ms, then is skipped
 			t.Errorf("read took %v", d)
 		}
 	}
