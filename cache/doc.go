@@ -159,5 +159,7 @@
 //     above them;
 //   - lru.go: the byte-bounded least-recently-used index both tiers use;
 //   - blocks.go: Blocks, its options and counters, and File;
-//   - meta.go: Meta, the metadata cache.
+//   - meta.go: Meta, the metadata cache;
+//   - peer.go: Peers, peer fill: a Source wrapper that asks the fleet's
+//     other hosts (groupcache) before Swift, and verifies what they send.
 package cache

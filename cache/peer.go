@@ -117,17 +117,17 @@ type PeerOptions struct {
 
 // PeerStats are counters of peer fill.
 type PeerStats struct {
-	FromPeers      int64 // bytes of units that came from peers, verified
-	FromSwift      int64 // bytes of units this host loaded from Swift (its own, and fallbacks)
-	ServedToPeers  int64 // bytes of units sent to peers
-	PeerErrors     int64 // requests to peers that failed (refused, timed out, bad answer)
-	Rejected       int64 // answers whose bytes or signature were wrong (counted in PeerErrors too)
-	Fallbacks      int64 // units another host owns that this host loaded from Swift
-	Bypassed       int64 // bytes read straight from the source (no digests, or no peer could help)
-	Refused        int64 // requests to the peer port without a valid signature
-	CacheBytes     int64 // bytes of units kept for peers (current)
-	DigestLookups  int64 // HEADs for block digests
-	SkippedPeerHit int64 // requests not sent because the owner was marked down
+	FromPeers     int64 // bytes of units that came from peers, verified
+	FromSwift     int64 // bytes of units this host loaded from Swift (its own, and fallbacks)
+	ServedToPeers int64 // bytes of units sent to peers
+	PeerErrors    int64 // requests to peers that failed (refused, timed out, bad answer)
+	Rejected      int64 // answers whose bytes or signature were wrong (counted in PeerErrors too)
+	Fallbacks     int64 // units another host owns that this host loaded from Swift
+	Bypassed      int64 // bytes read straight from the source (no digests, or no peer could help)
+	Refused       int64 // requests to the peer port without a valid signature
+	CacheBytes    int64 // bytes of units kept for peers (current)
+	DigestLookups int64 // HEADs for block digests
+	Skipped       int64 // requests not sent because the owner was skipped (failed lately)
 }
 
 // Peers is the peer-fill engine. Only one can be made per process
@@ -233,7 +233,7 @@ func (p *Peers) Stats() PeerStats {
 	return PeerStats{FromPeers: p.fromPeers.Load(), FromSwift: p.fromSwift.Load(), ServedToPeers: p.served.Load(),
 		PeerErrors: p.peerErrs.Load(), Rejected: p.rejected.Load(), Fallbacks: p.fallbacks.Load(),
 		Bypassed: p.bypassed.Load(), Refused: p.refused.Load(), CacheBytes: cs.Bytes + hs.Bytes,
-		DigestLookups: p.lookups.Load(), SkippedPeerHit: p.skipped.Load()}
+		DigestLookups: p.lookups.Load(), Skipped: p.skipped.Load()}
 }
 
 // LogValue logs the counters as a group.
