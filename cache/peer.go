@@ -87,8 +87,8 @@ type PeerOptions struct {
 	Peers []string
 	// Key is the secret the fleet shares (at least 16 bytes).
 	Key []byte
-	// Timeout bounds one request to a peer (default 5 s: the owner of a
-	// cold block fetches it from Swift first); a peer that fails is
+	// Timeout bounds one request to a peer (default 10 s: the owner of a
+	// cold block fetches it from Swift first, on a busy cluster); a peer that fails is
 	// skipped for Down (default 15 s).
 	Timeout, Down time.Duration
 	// UnitSize is the bytes a peer is asked for at once (default 2 MiB,
@@ -193,7 +193,7 @@ func NewPeers(o PeerOptions) (*Peers, error) {
 		return nil, errors.New("peer fill can be set up once per process")
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 5 * time.Second
+		o.Timeout = 10 * time.Second
 	}
 	if o.Down <= 0 {
 		o.Down = 15 * time.Second

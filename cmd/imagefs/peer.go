@@ -47,7 +47,7 @@ func peerFlags(c *Config) []cli.Flag {
 			Usage: "this host's peer address, IP:PORT, as --peers lists it (never every interface)"},
 		&cli.StringFlag{Name: "peer-key-file", EnvVars: []string{"IMAGEFS_PEER_KEY_FILE"}, Destination: &p.KeyFile, Category: cat,
 			Usage: "file holding the key the fleet shares (one line, at least 16 characters; e.g. from 'head -c 32 /dev/urandom | base64')"},
-		&cli.DurationFlag{Name: "peer-timeout", EnvVars: []string{"IMAGEFS_PEER_TIMEOUT"}, Value: 5 * time.Second, Destination: &p.Timeout, Category: cat,
+		&cli.DurationFlag{Name: "peer-timeout", EnvVars: []string{"IMAGEFS_PEER_TIMEOUT"}, Value: 10 * time.Second, Destination: &p.Timeout, Category: cat,
 			Usage: "how long one request to a peer may take (the owner of a cold block fetches it from Swift first) before the block comes from Swift (a failed peer is then skipped for 15 s)"},
 		newSettingFlag(cat, "peer-cache", "IMAGEFS_PEER_CACHE", "128MiB", &p.Cache, "memory for the blocks this host fetched for the fleet"),
 	}
