@@ -119,6 +119,13 @@ func TestReadPassthrough(t *testing.T) {
 	if metric(t, addr, "imagefs_passthrough_opens_total") != opens+1 {
 		t.Fatal("the held open of A is not passed through")
 	}
+	// A listing (READDIRPLUS) of the unchanged image keeps its inode (an
+	// SLO's listing ETag is not its HEAD's).
+	time.Sleep(1100 * time.Millisecond)
+	labtest.RunCmd(t, "ls", "-l", d.Dir)
+	if ino := inoOf(t, img); ino != inoA || metric(t, addr, "imagefs_passthrough_new_inodes_total") != 0 {
+		t.Errorf("a listing renumbered the unchanged image: inode %d, was %d", ino, inoA)
+	}
 
 	// (a) Overwritten through the mount, within the entry TTL of the held
 	// open: no EBUSY, no wait for it; a new open reads B.
