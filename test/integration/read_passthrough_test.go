@@ -72,6 +72,11 @@ func TestReadPassthrough(t *testing.T) {
 	addr := freeAddr(t)
 	args := []string{"--os-storage-url", fp.StorageURL, "--cache-dir", cacheDir, "--cache-size", "1GiB", "--metrics-addr", addr}
 	d := labtest.Mount(t, c, labtest.MountOpts{Args: args})
+	// labtest.Mount returns once the mount is there; the probe for
+	// passthrough follows it.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !strings.Contains(d.LogText(), "FUSE passthrough"); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if !strings.Contains(d.LogText(), "FUSE passthrough available") {
 		t.Fatalf("passthrough is not available on this machine (Linux 6.9+ as root needed):\n%s", d.LogText())
 	}
