@@ -265,7 +265,8 @@ func (a *Account) Mount(dir string, opts *fusefs.Options, lat fuse.LatencyMap) (
 // Stats returns the mount's counters: the FUSE traffic of the whole
 // mount, the commits of every container.
 func (a *Account) Stats() Stats {
-	s := Stats{ReadBytes: a.stats.readBytes.Load(), WrittenBytes: a.stats.writtenBytes.Load(), Passthroughs: a.o.pt.opens.Load()}
+	s := Stats{ReadBytes: a.stats.readBytes.Load(), WrittenBytes: a.stats.writtenBytes.Load(), Passthroughs: a.o.pt.opens.Load(),
+		PassthroughNewInodes: a.o.pt.detached.Load()}
 	for _, r := range a.containerRoots() {
 		rs := r.Stats()
 		s.Commits += rs.Commits

@@ -103,15 +103,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		} else if part {
 			return nil, syscall.ENOENT // a part of another image
 		}
-		f := newFileNode(r, rel)
-		f.setInfo(in)
-		ch := d.newFile(ctx, f)
-		if known, ok := ch.Operations().(*fileNode); ok && known != f {
-			known.setInfo(in)
-			f = known
-		}
-		f.fillAttr(&out.Attr)
-		return ch, 0
+		return d.lookupFile(ctx, name, in, &out.Attr), 0
 	}
 	if err != nil && !isNotFound(err) {
 		return nil, r.errnoOf("lookup", rel, err)
@@ -125,6 +117,35 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	r.dirAttr(&out.Attr)
 	return d.newDir(ctx, rel), 0
+}
+
+// lookupFile answers a lookup of the committed file name, of which Swift
+// says in: the node the kernel knows, or a new one when that node passes
+// through another version (passthrough.go).
+func (d *dirNode) lookupFile(ctx context.Context, name string, in segments.Info, a *fuse.Attr) *fusefs.Inode {
+	r := d.root
+	rel := join(d.rel, name)
+	if old := d.fileChild(name); old != nil && old.passingThrough() {
+		if in.Listed() {
+			// A listing's ETag of a large object is not its HEAD's (the
+			// one opens record): compare like with like.
+			if full, err := r.headFull(r.lifetime(), r.object(rel)); err == nil {
+				in = full
+			}
+		}
+		if old.passesThroughOther(in) {
+			old.detach("a newer version")
+		}
+	}
+	f := newFileNode(r, rel)
+	f.setInfo(in)
+	ch := d.newFile(ctx, f)
+	if known, ok := ch.Operations().(*fileNode); ok && known != f {
+		known.setInfo(in)
+		f = known
+	}
+	f.fillAttr(a)
+	return ch
 }
 
 func isDirMarker(in segments.Info) bool {
@@ -241,6 +262,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	ch := d.GetChild(name)
 	if ch != nil {
 		f, _ = ch.Operations().(*fileNode)
+	}
+	if f != nil && f.openForWrite() != 0 {
+		f = nil // it passes through: the new file is a new node
 	}
 	if f == nil {
 		if errno := r.mayCreate(work, "create", rel); errno != 0 {

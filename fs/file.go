@@ -66,10 +66,14 @@ type fileNode struct {
 	// may hold pages of it (FOPEN_KEEP_CACHE).
 	readVersion string
 	// ptKey is the version the kernel reads from the cache's whole file
-	// (passthrough.go) while ptOpens > 0.
+	// (passthrough.go) while ptOpens > 0, ptInfo what Swift said of it.
 	ptKey   string
+	ptInfo  segments.Info
 	ptOpens int
 	ptFreed time.Time // when the last passthrough open was released
+	// detached: the file's name leads to another node now; this one
+	// lives on for its passthrough opens (passthrough.go).
+	detached bool
 	// cachedOpens are the read opens through the page cache: while there
 	// are any, the kernel refuses a passthrough open (EIO).
 	cachedOpens int
@@ -125,7 +129,7 @@ func (f *fileNode) refreshFull(ctx context.Context) error {
 		return err
 	}
 	f.mu.Lock()
-	listed := f.w == nil && f.info.Listed()
+	listed := f.w == nil && !f.pinnedLocked() && f.info.Listed()
 	f.mu.Unlock()
 	if !listed {
 		return nil
@@ -136,6 +140,16 @@ func (f *fileNode) refreshFull(ctx context.Context) error {
 	}
 	f.setInfo(in)
 	return nil
+}
+
+// versionLocked is what Swift said of the version the node stands for:
+// the one it passes through while pinned, else its name's. Called with
+// f.mu held.
+func (f *fileNode) versionLocked() segments.Info {
+	if f.pinnedLocked() {
+		return f.ptInfo
+	}
+	return f.info
 }
 
 // fillAttr reports the size and times the node knows now.
@@ -149,8 +163,12 @@ func (f *fileNode) fillAttr(a *fuse.Attr) {
 		a.Size = uint64(f.w.Size())
 		setAttrTime(a, time.Now())
 	} else {
-		a.Size = uint64(f.info.Size)
-		setAttrTime(a, mtime(f.info))
+		// A pinned node's is the version the kernel reads from the
+		// cache's file: a VM's fstat or lseek(SEEK_END) must not see
+		// another version's size.
+		in := f.versionLocked()
+		a.Size = uint64(in.Size)
+		setAttrTime(a, mtime(in))
 	}
 	a.Blocks = (a.Size + 511) / 512
 	f.root.owner(a)
@@ -171,7 +189,7 @@ func mtime(in segments.Info) time.Time {
 // refresh re-reads the object's metadata when it is older than the TTL.
 func (f *fileNode) refresh(ctx context.Context) error {
 	f.mu.Lock()
-	fresh := f.w != nil || time.Since(f.infoAt) < f.root.o.AttrTTL
+	fresh := f.w != nil || f.pinnedLocked() || time.Since(f.infoAt) < f.root.o.AttrTTL
 	f.mu.Unlock()
 	if fresh {
 		return nil
@@ -233,8 +251,8 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		// Without O_TRUNC the new version starts as a copy of the current
 		// one (by reference: nothing is uploaded again).
 		keep := flags&syscall.O_TRUNC == 0
-		if f.passingThrough() {
-			return nil, 0, f.errPassedThrough("open for writing")
+		if errno := f.openForWrite(); errno != 0 {
+			return nil, 0, errno
 		}
 		w, errno := f.startWrite(ctx, keep)
 		if errno != 0 {
@@ -374,7 +392,7 @@ func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 		return 0, f.root.errnoOf("getxattr", f.path(), err)
 	}
 	f.mu.Lock()
-	v := f.info.Meta[key]
+	v := f.versionLocked().Meta[key]
 	f.mu.Unlock()
 	if v == "" {
 		return 0, fusefs.ENOATTR
@@ -397,7 +415,7 @@ func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 	var v string
 	f.mu.Lock()
 	for _, x := range sumXattrs {
-		if f.info.Meta[x.meta] != "" {
+		if f.versionLocked().Meta[x.meta] != "" {
 			v += x.name + "\x00"
 		}
 	}

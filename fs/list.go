@@ -385,14 +385,7 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 			return nil, r.errnoOf("lookup", rel, err)
 		}
 	}
-	f := newFileNode(r, rel)
-	f.setInfo(in)
-	ch := d.newFile(ctx, f)
-	if known, ok := ch.Operations().(*fileNode); ok && known != f {
-		known.setInfo(in)
-		f = known
-	}
-	f.fillAttr(&out.Attr)
+	ch := d.lookupFile(ctx, name, in, &out.Attr)
 	h.timeouts(out, in)
 	return ch, 0
 }

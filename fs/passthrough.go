@@ -9,6 +9,8 @@ import (
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/imagefs/imagefs/segments"
 )
 
 // FUSE passthrough: a read-only open of a version that is whole in the
@@ -19,15 +21,32 @@ import (
 // with an upload in progress, the open reads through the daemon as
 // before.
 //
-// go-fuse registers one backing file per inode, shared by every
-// passthrough open of it until the last is released. So a node hands out
-// passthrough for one version at a time: while opens of version A hold the
-// backing, an open of version B reads through the daemon.
-
+// The kernel ties a backing file to the inode: while an inode has
+// passthrough opens, it fails (EIO) every other open of it that does not
+// pass through the same file (fs/fuse/iomode.c), and go-fuse registers one
+// backing file per inode. So one inode passes through one version, and
+// while it does, it stands for that version, not for its name (pinned:
+// its attributes are the version's). When the name needs another open (a
+// newer version, here or from another host, or an open for writing), the
+// node is detached: the name gets a new inode number, so its next lookup
+// makes a new node, and the old node lives on for the opens that pass
+// through until the kernel forgets it.
+//
+//   - A lookup that finds another version than the one the name's node
+//     passes through answers the new node (the kernel drops its dentry
+//     when a lookup answers another node ID).
+//   - An open that reaches the old node through a dentry the kernel still
+//     trusts (within the entry TTL) detaches it and fails with ESTALE: the
+//     kernel's open(2) then retries once with a forced lookup of the last
+//     component (LOOKUP_REVAL, fs/namei.c do_filp_open), which answers the
+//     new node, and opens that. The caller never sees the ESTALE.
+//
+// A name that never passes through keeps its inode number.
 // passthrough is the mount's passthrough state, shared by its roots.
 type passthrough struct {
-	on    atomic.Bool  // the kernel took a backing file at mount
-	opens atomic.Int64 // opens passed through (Stats.Passthroughs)
+	on       atomic.Bool  // the kernel took a backing file at mount
+	opens    atomic.Int64 // opens passed through (Stats.Passthroughs)
+	detached atomic.Int64 // nodes detached from their names (Stats.PassthroughNewInodes)
 }
 
 // start probes for passthrough on a new mount, if wanted, and logs once
@@ -105,13 +124,48 @@ func (h *passthroughHandle) Release(ctx context.Context) syscall.Errno {
 	return 0
 }
 
-// errPassedThrough is the refusal of an open the kernel would fail with
-// EIO: every open of an inode that passes through must pass through the
-// same file.
-func (f *fileNode) errPassedThrough(op string) syscall.Errno {
-	f.root.o.Log.Warn(op+" refused: the file is open with FUSE passthrough (of another version, or now for writing) and the kernel takes no other kind of open of it meanwhile; "+
-		"close those opens first (or mount with --passthrough=false)", "path", f.path())
-	return syscall.EBUSY
+// pinnedLocked reports whether f stands for the version it passes
+// through (ptInfo) rather than for its name. Called with f.mu held.
+func (f *fileNode) pinnedLocked() bool { return f.ptOpens > 0 || f.detached }
+
+// passingThrough reports whether f has opens that pass through.
+func (f *fileNode) passingThrough() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ptOpens > 0
+}
+
+// passesThroughOther reports whether f passes through another version
+// than in (what Swift says of the name now).
+func (f *fileNode) passesThroughOther(in segments.Info) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ptOpens > 0 && (in.ETag != f.ptInfo.ETag || in.Size != f.ptInfo.Size)
+}
+
+// detach gives f's name a new inode number: its next lookup makes a new
+// node, and f lives on for the opens that pass through it (see the top of
+// this file).
+func (f *fileNode) detach(why string) {
+	f.mu.Lock()
+	done := f.detached
+	f.detached = true
+	f.mu.Unlock()
+	if done {
+		return
+	}
+	f.root.inos.drop(f.path(), false, f.StableAttr().Ino)
+	f.root.o.pt.detached.Add(1)
+	f.root.o.Log.Info("a new inode for the file: its old one is open with FUSE passthrough of the version it had, and stays so for those opens",
+		"path", f.path(), "why", why, "old_ino", f.StableAttr().Ino)
+}
+
+// elsewhere is the answer to an open that the node cannot take because
+// it passes through (or passed through) another version: the node is
+// detached and the kernel retries the open on the name's new node.
+func (f *fileNode) elsewhere(why string) syscall.Errno {
+	f.detach(why)
+	return syscall.ESTALE
 }
 
 // passThrough opens rh, of version key: passed through (ph) where it may
@@ -119,7 +173,7 @@ func (f *fileNode) errPassedThrough(op string) syscall.Errno {
 // nothing writes the file, no open reads it through the page cache: the
 // kernel refuses to mix the two on one inode), else through the page cache
 // (counted in cachedOpens). While the inode passes through another
-// version, it refuses (EBUSY).
+// version, the open goes to a new inode (ESTALE: see elsewhere).
 func (f *fileNode) passThrough(rh *readHandle, key string) (*passthroughHandle, syscall.Errno) {
 	r := f.root
 	var whole *os.File
@@ -127,51 +181,48 @@ func (f *fileNode) passThrough(rh *readHandle, key string) (*passthroughHandle, 
 		whole, _ = rh.file.Whole()
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	switch {
 	case f.ptOpens > 0 && f.ptKey == key:
+		f.ptOpens++
+		f.mu.Unlock()
 		if whole != nil {
 			whole.Close() // go-fuse has the inode's backing file already
 		}
-		f.ptOpens++
 		r.o.pt.opens.Add(1)
 		return &passthroughHandle{readHandle: rh}, 0
-	case f.ptOpens > 0:
+	case f.ptOpens > 0 || f.detached:
+		f.mu.Unlock()
 		if whole != nil {
 			whole.Close()
 		}
-		return nil, f.errPassedThrough("open")
+		return nil, f.elsewhere("opened for reading a newer version")
 	case whole != nil && f.cachedOpens == 0 && (f.ptKey == key || time.Since(f.ptFreed) > time.Second):
-		f.ptKey = key
+		f.ptKey, f.ptInfo = key, rh.obj.Info
 		f.ptOpens++
+		f.mu.Unlock()
 		r.o.pt.opens.Add(1)
 		return &passthroughHandle{readHandle: rh, whole: whole}, 0
 	}
+	f.cachedOpens++
+	f.mu.Unlock()
 	if whole != nil {
 		whole.Close()
 	}
-	f.cachedOpens++
 	rh.cached = true
 	return nil, 0
 }
 
-// passingThrough reports whether the inode passes through now (an open
-// for writing is refused then). The kernel sends RELEASE after close(2)
-// has returned, so a reader's last close may still be on its way: it
-// waits a moment for that before it says yes.
-func (f *fileNode) passingThrough() bool {
-	deadline := time.Now().Add(releaseWait)
-	for {
-		f.mu.Lock()
-		n := f.ptOpens
-		f.mu.Unlock()
-		if n == 0 || time.Now().After(deadline) {
-			return n > 0
-		}
-		time.Sleep(10 * time.Millisecond)
+// openForWrite checks that f may take an open for writing: not while it
+// passes through (the kernel would fail the open), nor once detached. The
+// kernel sends RELEASE after close(2) has returned, so the passthrough
+// opens counted here may be closed already; the open goes to a new inode
+// all the same, at once.
+func (f *fileNode) openForWrite() syscall.Errno {
+	f.mu.Lock()
+	pinned := f.pinnedLocked()
+	f.mu.Unlock()
+	if pinned {
+		return f.elsewhere("opened for writing")
 	}
+	return 0
 }
-
-// releaseWait is how long an open for writing waits for the RELEASE of
-// passed-through opens that were closed just before.
-const releaseWait = time.Second

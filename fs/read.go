@@ -66,6 +66,7 @@ func (f *fileNode) openRead(ctx context.Context) (fusefs.FileHandle, uint32, sys
 	}
 	ph, errno := f.passThrough(h, key)
 	if errno != 0 {
+		h.trace.close()
 		h.s.Close()
 		obj.Close()
 		return nil, 0, errno

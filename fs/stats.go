@@ -22,6 +22,9 @@ type Stats struct {
 	CommitFailures          int64 // close(2) that returned an error: nothing published
 	Abandoned               int64 // uploads abandoned (writer killed, shutdown timeout)
 	Passthroughs            int64 // opens the kernel reads from the disk cache's whole file
+	// PassthroughNewInodes counts names given a new inode because their
+	// old one passes through a version the name no longer leads to.
+	PassthroughNewInodes int64
 	// Boot traces (trace.go): stored, replayed, bytes read ahead by replays.
 	TracesRecorded, TracesReplayed, TraceBytes int64
 }
@@ -38,7 +41,8 @@ func (r *Root) Stats() Stats {
 	s := &r.stats
 	return Stats{ReadBytes: s.readBytes.Load(), WrittenBytes: s.writtenBytes.Load(), Commits: s.commits.Load(),
 		CommitFailures: s.commitFailures.Load(), Abandoned: s.abandoned.Load(), Passthroughs: r.o.pt.opens.Load(),
-		TracesRecorded: r.traces.recorded.Load(), TracesReplayed: r.traces.replayed.Load(), TraceBytes: r.traces.replayBytes.Load()}
+		PassthroughNewInodes: r.o.pt.detached.Load(),
+		TracesRecorded:       r.traces.recorded.Load(), TracesReplayed: r.traces.replayed.Load(), TraceBytes: r.traces.replayBytes.Load()}
 }
 
 // Upload is a file being written.

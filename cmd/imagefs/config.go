@@ -315,14 +315,18 @@ func readFlags(c *Config) []cli.Flag {
 			"the kernel's readahead for the mount (read_ahead_kb), set after mounting; 0 keeps the kernel's default"),
 		&cli.DurationFlag{Name: "read-stall-timeout", EnvVars: []string{"IMAGEFS_READ_STALL_TIMEOUT"}, Value: 30 * time.Second, Destination: &r.StallTimeout, Category: "Reading",
 			Usage: "a GET whose body sends nothing for this long is cut and resumed on a new connection"},
-		&cli.BoolFlag{Name: "passthrough", EnvVars: []string{"IMAGEFS_PASSTHROUGH"}, Value: false, Destination: &r.Passthrough, Category: "Reading",
-			Usage: "read-only opens of images whole in --cache-dir are served by the kernel from the cache's file (FUSE passthrough, Linux 6.9+ as root); while an image is open so, a newer version of it or an overwrite cannot be opened (EBUSY): see README"},
+		&cli.BoolFlag{Name: "passthrough", EnvVars: []string{"IMAGEFS_PASSTHROUGH"}, Value: true, Destination: &r.Passthrough, Category: "Reading",
+			Usage: "with --cache-dir, read-only opens of images whole in the cache are served by the kernel from the cache's file (FUSE passthrough, where the kernel allows it: Linux 6.9+ as root); --passthrough=false reads them through the daemon"},
 		&cli.BoolFlag{Name: "boot-traces", EnvVars: []string{"IMAGEFS_BOOT_TRACES"}, Value: true, Destination: &r.BootTraces, Category: "Reading",
 			Usage: "record what the first open of an image reads in its first seconds (a VM booting) as a trace in Swift, and prefetch it on later first opens, on any host"},
 		&cli.DurationFlag{Name: "boot-trace-window", EnvVars: []string{"IMAGEFS_BOOT_TRACE_WINDOW"}, Value: fs.DefaultTraceWindow, Destination: &r.TraceWindow, Category: "Reading",
 			Usage: "how long after the first open a boot trace records"},
 	}
 }
+
+// passthrough reports whether the mount asks for FUSE passthrough: it
+// serves the disk cache's files, so only with a --cache-dir.
+func (r *ReadConfig) passthrough() bool { return r.Passthrough && r.CacheDir != "" }
 
 // validate reports the problems of the read settings.
 func (r *ReadConfig) validate(mountpoint string) []error {

@@ -207,6 +207,7 @@ var (
 	dCacheDropped   = desc("imagefs_cache_disk_write_dropped_total", "Blocks not written to the disk tier (queue full for 30 s, disk full, error).")
 	dCacheWhole     = desc("imagefs_cache_whole_images", "Image versions whole in --cache-dir, each in one file (what passthrough serves).")
 	dPassthroughs   = desc("imagefs_passthrough_opens_total", "Opens whose reads the kernel serves from the disk cache's whole-image file (FUSE passthrough).")
+	dPtNewInodes    = desc("imagefs_passthrough_new_inodes_total", "Files given a new inode because their old one passes through a version that is no longer theirs (overwritten, or replaced by another host, while open with passthrough).")
 	dCacheWaits     = desc("imagefs_cache_disk_write_waits_total", "Fetches that waited for room in the disk tier's write queue (a busy cache disk).")
 	dCacheCorrupt   = desc("imagefs_cache_disk_corrupt_total", "Block files of the disk tier rejected when loaded.")
 	dPrefetches     = desc("imagefs_prefetches_total", "Prefetch fetches started.")
@@ -220,7 +221,7 @@ var (
 
 var allDescs = []*prometheus.Desc{dFUSERead, dFUSEWritten, dCommits, dAbandoned, dUploads, dUploadWritten, dUploadStored,
 	dUploadSegments, dRetries, dAuthRenewals, dAuthFailures, dAuth401, dAuthFallbacks, dAuthExpiry, dAuthDeadline,
-	dCacheHits, dCacheMisses, dCacheFetched, dCacheBytes, dCacheLimit, dCacheDropped, dCacheWaits, dCacheWhole, dPassthroughs, dCacheCorrupt, dPrefetches,
+	dCacheHits, dCacheMisses, dCacheFetched, dCacheBytes, dCacheLimit, dCacheDropped, dCacheWaits, dCacheWhole, dPassthroughs, dPtNewInodes, dCacheCorrupt, dPrefetches,
 	dPrefetchDrop, dWriteMem, dWriteMemBudget, dWorkers, dStaging, dStagingBudget}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -286,6 +287,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dCacheDropped, cs.DiskWriteDropped)
 	counter(dCacheWaits, cs.DiskWriteWaits)
 	counter(dPassthroughs, fst.Passthroughs)
+	counter(dPtNewInodes, fst.PassthroughNewInodes)
 	gauge(dCacheWhole, float64(cs.DiskWholeImages))
 	counter(dCacheCorrupt, cs.DiskCorrupt)
 	counter(dPrefetches, cs.Prefetches)

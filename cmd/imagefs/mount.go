@@ -258,7 +258,7 @@ func (d *daemon) fsOptions(objects *segments.Container) fs.Options {
 		ReadAhead:   cache.StreamOptions{Max: cfg.Read.ReadAhead.Bytes()},
 		UsageTTL:    cfg.StatfsTTL,
 		ReadOnly:    cfg.ReadOnly,
-		Passthrough: cfg.Read.Passthrough && cfg.Read.CacheDir != "",
+		Passthrough: cfg.Read.passthrough(),
 
 		BootTraces:  cfg.Read.BootTraces,
 		TraceWindow: cfg.Read.TraceWindow,
@@ -310,7 +310,7 @@ func (d *daemon) logMounted() {
 		"allow_other", cfg.AllowOther, "read_only", cfg.ReadOnly, "uid", cfg.UID, "gid", cfg.GID, "version_grace", cfg.Versions.Grace, "lease_ttl", cfg.Versions.LeaseTTL,
 		"reap_interval", cfg.Versions.ReapInterval, "host", d.host(), "account_mode", cfg.Account,
 		"read_memory", r.Memory.Bytes(), "read_ahead", r.ReadAhead.Bytes(), "kernel_read_ahead", r.KernelReadAhead.Bytes(),
-		"cache_dir", r.CacheDir, "cache_size", r.CacheSize.Bytes(), "passthrough", r.Passthrough, "boot_traces", r.BootTraces, "boot_trace_window", r.TraceWindow)
+		"cache_dir", r.CacheDir, "cache_size", r.CacheSize.Bytes(), "passthrough", r.passthrough(), "boot_traces", r.BootTraces, "boot_trace_window", r.TraceWindow)
 }
 
 // serve runs the token keeper and the versions' upkeep for the mount's

@@ -154,6 +154,34 @@ func TestSettingDefaults(t *testing.T) {
 	if lines, _ := settingProblems(t); len(lines) != 0 {
 		t.Errorf("the defaults have problems: %q", lines)
 	}
+	if !c.Read.Passthrough || c.Read.passthrough() {
+		t.Errorf("--passthrough %v, in effect %v; want on, in effect only with --cache-dir", c.Read.Passthrough, c.Read.passthrough())
+	}
+}
+
+// TestSettingPassthrough: passthrough is on with --cache-dir, unless
+// --passthrough=false or IMAGEFS_PASSTHROUGH=false turns it off.
+func TestSettingPassthrough(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want bool
+	}{
+		{"", []string{"--cache-dir", "/var/cache/imagefs"}, true},
+		{"", []string{"--cache-dir", "/var/cache/imagefs", "--passthrough=false"}, false},
+		{"false", []string{"--cache-dir", "/var/cache/imagefs"}, false},
+		{"false", []string{"--cache-dir", "/var/cache/imagefs", "--passthrough"}, true},
+		{"", []string{"--passthrough"}, false}, // no cache to pass through
+	} {
+		t.Run(strings.Join(append([]string{tc.env}, tc.args...), " "), func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("IMAGEFS_PASSTHROUGH", tc.env)
+			}
+			if got := parseMount(t, tc.args...).Read.passthrough(); got != tc.want {
+				t.Errorf("IMAGEFS_PASSTHROUGH=%q %q: passthrough %v, want %v", tc.env, tc.args, got, tc.want)
+			}
+		})
+	}
 }
 
 // TestSettingSources: a variable sets a setting, a flag beats it.

@@ -62,9 +62,7 @@ func BenchmarkHypervisor(b *testing.B) {
 	// The warm image is read through FUSE passthrough (the kernel reads the
 	// cache's whole file) unless BENCH_PASSTHROUGH=0: then through the daemon.
 	passthrough := os.Getenv("BENCH_PASSTHROUGH") != "0"
-	if passthrough {
-		cargs = append(cargs, "--passthrough")
-	}
+	cargs = append(cargs, fmt.Sprintf("--passthrough=%v", passthrough)) // on by default with --cache-dir
 	b.Logf("warm reads with --passthrough: %v", passthrough)
 	d := labtest.Mount(b, c, labtest.MountOpts{Args: cargs})
 	how := fill(b, d, "img.raw", warm)
