@@ -113,7 +113,7 @@ func (f *fileNode) setInfo(in segments.Info) {
 		at = in.ListedAt
 	}
 	f.mu.Lock()
-	if in.Listed() && in.Meta == nil && !f.info.Listed() && f.info.ETag == in.ETag && f.info.Size == in.Size {
+	if in.Listed() && in.Meta == nil && !f.info.Listed() && f.info.SameVersion(in) {
 		// The version a HEAD told of: keep what only the HEAD knows.
 		in.Meta, in.SLO, in.DLO = f.info.Meta, f.info.SLO, f.info.DLO
 	}

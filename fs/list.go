@@ -328,7 +328,7 @@ func (h *dirHandle) entry(it *listItem) (name string, dir bool, in segments.Info
 	if in.Listed() {
 		// The same version as a HEAD told of: keep what only the HEAD
 		// knows (the stored mtime, the digests).
-		if old, ok, found := r.meta.Get(in.Name); found && ok && !old.Listed() && old.ETag == in.ETag && old.Size == in.Size {
+		if old, ok, found := r.meta.Get(in.Name); found && ok && !old.Listed() && old.SameVersion(in) {
 			in.Meta, in.SLO, in.DLO = old.Meta, old.SLO, old.DLO
 		}
 		r.meta.PutAt(in.Name, in, true, in.ListedAt, r.listTTL())

@@ -140,7 +140,7 @@ func (f *fileNode) passingThrough() bool {
 func (f *fileNode) passesThroughOther(in segments.Info) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.ptOpens > 0 && (in.ETag != f.ptInfo.ETag || in.Size != f.ptInfo.Size)
+	return f.ptOpens > 0 && !f.ptInfo.SameVersion(in)
 }
 
 // detach gives f's name a new inode number: its next lookup makes a new

@@ -29,10 +29,24 @@ type Info struct {
 	// LastModified are known, Meta, SLO and DLO are not (a zero-byte
 	// object may be a DLO manifest; only a HEAD tells).
 	ListedAt time.Time
+	// ListedSLOETag is a listed SLO's slo_etag: what a HEAD of it says
+	// its ETag is (a listing's ETag of an SLO is its manifest's MD5).
+	ListedSLOETag string
 }
 
 // Listed reports whether in came from a listing (see ListedAt).
 func (in Info) Listed() bool { return !in.ListedAt.IsZero() }
+
+// SameVersion reports whether a listing's entry listed tells of the
+// version a HEAD told of in head: the same size and ETag, an SLO's
+// compared as a HEAD tells it.
+func (head Info) SameVersion(listed Info) bool {
+	etag := listed.ETag
+	if listed.ListedSLOETag != "" {
+		etag = listed.ListedSLOETag
+	}
+	return head.Size == listed.Size && head.ETag == etag
+}
 
 // ContainerInfo is what a HEAD of a container says.
 type ContainerInfo struct {

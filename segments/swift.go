@@ -742,6 +742,7 @@ type listEntry struct {
 	Hash         string `json:"hash"`
 	ContentType  string `json:"content_type"`
 	LastModified string `json:"last_modified"`
+	SLOEtag      string `json:"slo_etag"` // an SLO's, quoted, as its HEAD's ETag
 }
 
 // parseListing decodes one page of a JSON container listing. Every entry
@@ -750,7 +751,8 @@ type listEntry struct {
 func parseListing(r io.Reader, container, prefix string) ([]Info, error) {
 	var page []Info
 	err := decodeArray(r, func(e listEntry) error {
-		in := Info{Container: container, Name: e.Name, Size: e.Bytes, ETag: e.Hash, ContentType: e.ContentType}
+		in := Info{Container: container, Name: e.Name, Size: e.Bytes, ETag: e.Hash, ContentType: e.ContentType,
+			ListedSLOETag: strings.Trim(e.SLOEtag, `"`)}
 		if total, ctype, ok := swiftBytes(e.ContentType); ok {
 			in.Size, in.ContentType = total, ctype
 		}

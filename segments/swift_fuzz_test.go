@@ -227,6 +227,7 @@ func FuzzListing(f *testing.F) {
 	f.Add([]byte(`[{"name": "", "subdir": ""}]`), "")
 	f.Add([]byte(`[{"name": "zz", "last_modified": "yesterday"}]`), "z")
 	f.Add([]byte(`[{"name": "b"}, {"name": "a"}]`), "")
+	f.Add([]byte(`[{"bytes": 4, "hash": "7b814907e550dc35f41bec75996893b5", "name": "big", "slo_etag": "\"12949e83a49a0989aa46ab7e249ca34d\""}]`), "")
 	f.Fuzz(func(t *testing.T, data []byte, prefix string) {
 		page, err := parseListing(bytes.NewReader(data), "c", prefix)
 		if err != nil {
@@ -239,6 +240,7 @@ func FuzzListing(f *testing.F) {
 			Hash         string `json:"hash"`
 			ContentType  string `json:"content_type"`
 			LastModified string `json:"last_modified,omitempty"`
+			SLOEtag      string `json:"slo_etag,omitempty"`
 		}
 		back := make([]entry, len(page))
 		for i, in := range page {
@@ -249,7 +251,7 @@ func FuzzListing(f *testing.F) {
 				back[i] = entry{Subdir: in.Name}
 				continue
 			}
-			back[i] = entry{Name: in.Name, Bytes: in.Size, Hash: in.ETag, ContentType: in.ContentType}
+			back[i] = entry{Name: in.Name, Bytes: in.Size, Hash: in.ETag, ContentType: in.ContentType, SLOEtag: in.ListedSLOETag}
 			if !in.LastModified.IsZero() {
 				back[i].LastModified = in.LastModified.Format("2006-01-02T15:04:05.000000")
 			}

@@ -288,7 +288,8 @@ func TestRetryAfterBounds(t *testing.T) {
 // the cluster's container_listing_limit once /info was read (Swift
 // refuses a larger limit with 412); an entry's swift_bytes (an SLO's
 // total, from a container server that did not fold it into bytes) is its
-// size; entries carry when their page was asked for.
+// size; an SLO's slo_etag makes it the same version as its HEAD says;
+// entries carry when their page was asked for.
 func TestSwiftListPagesAndSLOBytes(t *testing.T) {
 	var limits []string
 	var info atomic.Value
@@ -304,7 +305,7 @@ func TestSwiftListPagesAndSLOBytes(t *testing.T) {
 			fmt.Fprint(w, `[]`)
 			return
 		}
-		fmt.Fprint(w, `[{"name":"p/a-slo","bytes":312,"hash":"x","content_type":"application/octet-stream;swift_bytes=3145733"},`+
+		fmt.Fprint(w, `[{"name":"p/a-slo","bytes":312,"hash":"x","content_type":"application/octet-stream;swift_bytes=3145733","slo_etag":"\"12949e83a49a0989aa46ab7e249ca34d\""},`+
 			`{"name":"p/b-odd","bytes":5,"content_type":"text/plain;swift_bytes=nope"}]`)
 	})
 	ctx := t.Context()
@@ -316,6 +317,10 @@ func TestSwiftListPagesAndSLOBytes(t *testing.T) {
 	if len(got) != 2 || got[0].Size != 3145733 || got[0].ContentType != "application/octet-stream" ||
 		got[1].Size != 5 || got[1].ContentType != "text/plain;swift_bytes=nope" {
 		t.Errorf("entries %+v", got)
+	}
+	head := Info{Size: 3145733, ETag: "12949e83a49a0989aa46ab7e249ca34d"}
+	if !head.SameVersion(got[0]) || head.SameVersion(got[1]) || (Info{Size: 5}).SameVersion(got[0]) {
+		t.Errorf("SameVersion: a HEAD's ETag %s against the listed %+v", head.ETag, got[0])
 	}
 	for _, in := range got {
 		if !in.Listed() || in.ListedAt.Before(before) {

@@ -148,3 +148,39 @@ func TestListLargeDirectory(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 }
+
+// TestListKeepsStoredMtime: a large image uploaded by the swift CLI (an
+// SLO that stores the file's mtime as X-Object-Meta-Mtime) keeps that
+// mtime in stat after ls -l listed it: the listing's ETag of an SLO is
+// its manifest's MD5, not the ETag a HEAD gives, and must not make the
+// daemon forget what the HEAD told.
+func TestListKeepsStoredMtime(t *testing.T) {
+	t.Parallel()
+	c := labtest.NewContainer(t)
+	src, _ := labtest.RandomFile(t, 3<<20+5, 95)
+	old := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := os.Chtimes(src, old, old); err != nil {
+		t.Fatal(err)
+	}
+	labtest.RunCmd(t, "swift", "upload", "--use-slo", "--segment-size", "1048576", "--object-name", "imgs/vm.img", c, src)
+	d := labtest.Mount(t, c, labtest.MountOpts{Args: []string{"--list-ttl", "5m", "--attr-ttl", "5m"}})
+	mtime := func(when string) {
+		t.Helper()
+		st, err := os.Stat(d.Path("imgs/vm.img"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.ModTime().Equal(old) || st.Size() != 3<<20+5 {
+			t.Errorf("%s: mtime %v size %d, want %v (the stored mtime) and %d", when, st.ModTime().UTC(), st.Size(), old, 3<<20+5)
+		}
+	}
+	mtime("stat before any listing")
+	if sizes := lsSizes(t, d.Path("imgs")); sizes["vm.img"] != fmt.Sprint(3<<20+5) {
+		t.Errorf("ls -l: %v", sizes)
+	}
+	mtime("stat after ls -l")
+	out, err := exec.Command("ls", "-l", "--time-style=+%Y", d.Path("imgs")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), " 2020 vm.img") {
+		t.Errorf("ls -l after a stat shows %q (%v), want the year 2020", out, err)
+	}
+}
