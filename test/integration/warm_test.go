@@ -68,7 +68,14 @@ func TestWarm(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Once the daemon has the job (a busy machine may take seconds to
+	// start the command: a SIGINT before it handles signals kills it).
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(d.LogText(), `msg="warm started" path=big.img`); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon did not start the warm of big.img within 30 s")
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err == nil || !strings.Contains(stderr.String(), "cancelled") {
 		t.Errorf("warm after Ctrl-C: %v, %s", err, stderr.String())
