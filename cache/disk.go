@@ -102,6 +102,10 @@ type disk struct {
 	wholes     map[[16]byte]*whole
 	counts     map[[16]byte]int64
 	assembling map[[16]byte]bool
+	// writing holds the block files being written, each with a channel
+	// closed when its write ends: a block fetched for a warm is queued by
+	// its fetch and written by the warm too, and only one of them writes.
+	writing map[diskKey]chan struct{}
 
 	assembler chan struct{} // one assembly at a time
 	closing   atomic.Bool
@@ -132,7 +136,7 @@ func openDisk(dir string, limit, blockSize int64, log *slog.Logger) (*disk, erro
 	}
 	d := &disk{root: root, limit: limit, blockSize: blockSize, log: log, lock: lock,
 		queue: make(chan writeJob, writeQueue), writeFile: writeBlockFile, storeWait: storeWait,
-		wholes: map[[16]byte]*whole{}, counts: map[[16]byte]int64{}, assembling: map[[16]byte]bool{}, assembler: make(chan struct{}, 1)}
+		wholes: map[[16]byte]*whole{}, counts: map[[16]byte]int64{}, assembling: map[[16]byte]bool{}, writing: map[diskKey]chan struct{}{}, assembler: make(chan struct{}, 1)}
 	if err := d.scan(); err != nil {
 		lock.Close()
 		return nil, err
@@ -426,18 +430,36 @@ func (d *disk) writer() {
 	}
 }
 
+// write writes a block file, unless it is on disk already. If another
+// write of the same block is under way, it waits for that one instead: a
+// caller that writes synchronously (a warm) returns when the block is on
+// disk, or is not because that write failed.
 func (d *disk) write(j writeJob) {
 	d.mu.Lock()
+	for d.writing[j.k] != nil {
+		ch := d.writing[j.k]
+		d.mu.Unlock()
+		<-ch
+		d.mu.Lock()
+	}
 	paused := time.Now().Before(d.pauseTill)
 	exists := d.files.peek(j.k) != nil || d.wholes[j.k.hash] != nil
+	if exists || paused {
+		d.mu.Unlock()
+		if !exists {
+			d.dropped.Add(1)
+		}
+		return
+	}
+	done := make(chan struct{})
+	d.writing[j.k] = done
 	d.mu.Unlock()
-	if exists {
-		return
-	}
-	if paused {
-		d.dropped.Add(1)
-		return
-	}
+	defer func() {
+		d.mu.Lock()
+		delete(d.writing, j.k)
+		d.mu.Unlock()
+		close(done)
+	}()
 	p := d.path(j.k)
 	size, err := d.writeFile(p, j.key, j.k.idx, d.blockSize, j.data)
 	if err != nil {

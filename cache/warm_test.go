@@ -91,3 +91,43 @@ func TestWarmReportsUnwritten(t *testing.T) {
 		t.Errorf("warm without a directory: %v, want ErrNoDisk", err)
 	}
 }
+
+// A warm writes each block file once: the fetch's queued write and the
+// warm's own do not both write it.
+func TestWarmWritesEachBlockOnce(t *testing.T) {
+	b := newBlocks(t, Options{BlockSize: 64 * kib, Memory: 64 * mib, Dir: t.TempDir(), DirSize: 64 * mib})
+	var mu sync.Mutex
+	writes := map[string]int{}
+	real := b.disk.writeFile
+	b.disk.writeFile = func(p, key string, idx, bs int64, data []byte) (int64, error) {
+		mu.Lock()
+		writes[p]++
+		mu.Unlock()
+		time.Sleep(100 * time.Microsecond) // a disk, not memory
+		return real(p, key, idx, bs, data)
+	}
+	src := &memSource{data: randBytes(16*mib, 23)}
+	f := b.Open("v", int64(len(src.data)), src)
+	var wg sync.WaitGroup
+	for c := int64(0); c < f.Blocks(); c += 32 {
+		wg.Go(func() {
+			if _, err := f.Warm(t.Context(), c, c+32); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	b.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for p, n := range writes {
+		total += n
+		if n > 1 {
+			t.Errorf("%s written %d times", p, n)
+		}
+	}
+	if total != int(f.Blocks()) {
+		t.Errorf("%d block files written for %d blocks", total, f.Blocks())
+	}
+}
