@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +37,14 @@ func runMount(parent context.Context, cfg *Config) error {
 		return err
 	}
 	defer claim.Close()
+	if p := os.Getenv("IMAGEFS_CPUPROFILE"); p != "" {
+		// For the benchmarks (test/bench): a CPU profile of the whole run.
+		stopProfile, err := startCPUProfile(p)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	d := &daemon{cfg: cfg, recent: &recentLog{}, retries: &segments.RetryCounts{}, started: time.Now()}
 	d.log = slog.New(&recentHandler{next: newLogger(cfg).Handler(), log: d.recent})
 	d.mountpoint, _ = filepath.Abs(cfg.Mountpoint)
@@ -567,4 +576,21 @@ func sdNotify(log *slog.Logger, state string) {
 	if _, err := c.Write([]byte(state)); err != nil {
 		log.Warn("sd_notify failed", "err", err)
 	}
+}
+
+// startCPUProfile writes a CPU profile of the daemon to p (pprof format)
+// until the returned function is called.
+func startCPUProfile(p string) (func(), error) {
+	f, err := os.Create(p)
+	if err != nil {
+		return nil, fmt.Errorf("IMAGEFS_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("IMAGEFS_CPUPROFILE: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

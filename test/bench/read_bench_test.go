@@ -45,6 +45,7 @@ func BenchmarkRead(b *testing.B) {
 	labtest.PutSLO(b, c, "img.raw", img, img.Size, segSize)
 	raw := rawConn(b)
 	args := []string{"--read-memory", "256MiB"}
+	fl := measureFloor(b, 2)
 
 	var res []round
 	for b.Loop() {
@@ -54,11 +55,11 @@ func BenchmarkRead(b *testing.B) {
 			x.rawSegSeq = rawParallel(b, raw, img.Size, 8, 8<<20, func(off int64) (string, string, int64) {
 				return c + "_segments", fmt.Sprintf("img.raw/seg/%08d", off/segSize), off % segSize
 			})
-			d := labtest.Mount(b, c, labtest.MountOpts{Args: args})
+			d := labtest.Mount(b, c, labtest.MountOpts{Args: args, Env: profileEnv(fmt.Sprintf("read-dd1M-%d", r+1))})
 			x.seqBuf, x.cpuBuf = ddRead(b, d, "img.raw", img.Size, "bs=1M")
 			x.hwm = d.PeakRSS()
 			d.Stop()
-			d = labtest.Mount(b, c, labtest.MountOpts{Args: args})
+			d = labtest.Mount(b, c, labtest.MountOpts{Args: args, Env: profileEnv(fmt.Sprintf("read-dd4Mdirect-%d", r+1))})
 			x.seqDirect, x.cpuDirect = ddRead(b, d, "img.raw", img.Size, "bs=4M", "iflag=direct")
 			x.hwm = max(x.hwm, d.PeakRSS())
 			d.Stop()
@@ -86,7 +87,7 @@ func BenchmarkRead(b *testing.B) {
 			b.Logf("round %d: %s", r+1, x)
 		}
 	}
-	report(b, res, readMemory)
+	report(b, res, readMemory, fl)
 }
 
 type round struct {
@@ -240,10 +241,11 @@ func pct(d []time.Duration, p int) time.Duration {
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
 // report prints one table row per round and reports the medians.
-func report(b *testing.B, res []round, readMemory int64) {
+func report(b *testing.B, res []round, readMemory int64, fl floor) {
+	fmt.Printf("\n%s\n", fl)
 	fmt.Printf("\n| round | raw MB/s (object, segments) | dd 1M MB/s | ratio | dd 4M direct MB/s | ratio | CPU s/GiB (1M, 4M direct) | random p50/p99 ms | raw object p50/p99 ms | raw segment p50/p99 ms | p50 ratio (object, segment) | memory hit p50/p99 µs | disk hit p50/p99 µs | VmHWM MiB |\n")
 	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	var seqR, dirR, seqSegR, randR, randSegR, raws, bufs, dirs []float64
+	var seqR, dirR, seqSegR, randR, randSegR, raws, bufs, dirs, cpuB, cpuD []float64
 	var hwm int64
 	for i, x := range res {
 		us := func(d time.Duration) float64 { return float64(d) / 1e3 }
@@ -259,11 +261,14 @@ func report(b *testing.B, res []round, readMemory int64) {
 		randR = append(randR, ms(pct(x.rand, 50))/ms(pct(x.rawObj, 50)))
 		randSegR = append(randSegR, ms(pct(x.rand, 50))/ms(pct(x.rawSeg, 50)))
 		raws, bufs, dirs = append(raws, x.rawSeq), append(bufs, x.seqBuf), append(dirs, x.seqDirect)
+		cpuB, cpuD = append(cpuB, x.cpuBuf), append(cpuD, x.cpuDirect)
 		hwm = max(hwm, x.hwm)
 	}
 	fmt.Printf("\nmedians: sequential ratio %.2f (dd 1M) %.2f (dd 4M direct), %.2f (dd 1M against raw GETs of the segments) [raw %s MB/s, dd 1M %s, dd 4M direct %s]; random p50 ratio %.2f (object) %.2f (segment); peak RSS %d MiB for --read-memory %d MiB\n\n",
 		mid(seqR), mid(dirR), mid(seqSegR), between(raws), between(bufs), between(dirs), mid(randR), mid(randSegR), hwm>>20, readMemory>>20)
+	fmt.Printf("daemon CPU from Swift: %.2f s/GiB (dd 1M), %.2f (dd 4M direct); target ≤ 0.6, FUSE's own %.2f\n\n", mid(cpuB), mid(cpuD), fl.fuseRead)
 	b.ReportMetric(mid(seqR), "seq-ratio")
+	b.ReportMetric(mid(cpuB), "cpu-s/GiB")
 	b.ReportMetric(mid(dirR), "seq-direct-ratio")
 	b.ReportMetric(mid(randR), "rand-p50-ratio")
 	b.ReportMetric(float64(hwm>>20), "peak-RSS-MiB")

@@ -27,27 +27,34 @@ func BenchmarkWarm(b *testing.B) {
 	seg := func(off int64) (string, string, int64) {
 		return c + "_segments", fmt.Sprintf("img.raw/seg/%08d", off/segSize), off % segSize
 	}
-	var ratios, ratios8 []float64
+	var ratios, ratios8, cpus []float64
 	for b.Loop() {
 		for r := range rounds {
 			rawSame := rawParallel(b, raw, img.Size, par, 16<<20, seg)
 			raw8 := rawParallel(b, raw, img.Size, 8, 8<<20, seg)
-			d := labtest.Mount(b, c, labtest.MountOpts{Args: []string{"--cache-dir", b.TempDir(), "--cache-size", "2GiB", "--boot-traces=false"}})
+			d := labtest.Mount(b, c, labtest.MountOpts{Args: []string{"--cache-dir", b.TempDir(), "--cache-size", "2GiB", "--boot-traces=false"},
+				Env: profileEnv(fmt.Sprintf("warm-%d", r+1))})
+			cpu0 := d.CPUSeconds()
 			start := time.Now()
 			res := labtest.Exec(b, "warm", "--quiet", "--parallel", fmt.Sprint(par), d.Path("img.raw"))
 			el := time.Since(start)
 			if res.Code != 0 {
 				b.Fatalf("warm: exit %d: %s", res.Code, res.Stderr)
 			}
+			cpu := (d.CPUSeconds() - cpu0) / (float64(img.Size) / (1 << 30))
+			hwm := d.PeakRSS()
 			st := labtest.Exec(b, "status", d.Dir)
 			d.Stop()
+			cpus = append(cpus, cpu)
 			warm := float64(img.Size) / el.Seconds() / 1e6
 			ratios, ratios8 = append(ratios, warm/rawSame), append(ratios8, warm/raw8)
-			b.Logf("round %d: warm %.0f MB/s (%.1fs), raw %d×16MiB %.0f MB/s (ratio %.2f), raw 8×8MiB %.0f MB/s (ratio %.2f); %s",
-				r+1, warm, el.Seconds(), par, rawSame, warm/rawSame, raw8, warm/raw8, cacheLine(st.Stdout))
+			b.Logf("round %d: warm %.0f MB/s (%.1fs), raw %d×16MiB %.0f MB/s (ratio %.2f), raw 8×8MiB %.0f MB/s (ratio %.2f); daemon CPU %.2f s/GiB, VmHWM %d MiB; %s",
+				r+1, warm, el.Seconds(), par, rawSame, warm/rawSame, raw8, warm/raw8, cpu, hwm>>20, cacheLine(st.Stdout))
 		}
 	}
-	b.Logf("median warm/raw ratio: %.2f (same parallelism), %.2f (raw 8×8MiB); target ≥ 0.9", mid(ratios), mid(ratios8))
+	b.Logf("median warm/raw ratio: %.2f (same parallelism), %.2f (raw 8×8MiB); target ≥ 0.9; daemon CPU %.2f s/GiB", mid(ratios), mid(ratios8), mid(cpus))
+	b.ReportMetric(mid(ratios), "warm-ratio")
+	b.ReportMetric(mid(cpus), "cpu-s/GiB")
 }
 
 func cacheLine(status string) string {
