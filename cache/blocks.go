@@ -68,6 +68,7 @@ type Blocks struct {
 
 	mu       sync.Mutex        // guards the fields below and the fetches' state
 	mem      memory            // the memory tier
+	free     freeList          // block buffers to reuse (buffer.go)
 	inflight map[bkey]*pending // the fetch engine: blocks being fetched
 	ahead    int64             // bytes of prefetches in flight
 	closed   bool
@@ -88,6 +89,7 @@ type Stats struct {
 	DiskWriteWaits      int64 // fetches that waited for room in the disk write queue
 	DiskWholeImages     int64 // image versions whole on disk, in one file each (current)
 	DiskCorrupt         int64 // block files rejected on load
+	BuffersReused       int64 // block buffers taken from the free list
 	MemBytes, DiskBytes int64 // current sizes
 }
 
@@ -98,7 +100,7 @@ func (s Stats) LogValue() slog.Value {
 		slog.Int64("fetches", s.Fetches), slog.Int64("fetched_bytes", s.FetchedBytes),
 		slog.Int64("prefetches", s.Prefetches), slog.Int64("prefetch_dropped", s.PrefetchDropped),
 		slog.Int64("cancelled", s.Cancelled), slog.Int64("disk_writes", s.DiskWrites),
-		slog.Int64("disk_write_dropped", s.DiskWriteDropped), slog.Int64("disk_write_waits", s.DiskWriteWaits), slog.Int64("disk_whole_images", s.DiskWholeImages), slog.Int64("disk_corrupt", s.DiskCorrupt),
+		slog.Int64("disk_write_dropped", s.DiskWriteDropped), slog.Int64("disk_write_waits", s.DiskWriteWaits), slog.Int64("disk_whole_images", s.DiskWholeImages), slog.Int64("disk_corrupt", s.DiskCorrupt), slog.Int64("buffers_reused", s.BuffersReused),
 		slog.Int64("mem_bytes", s.MemBytes), slog.Int64("disk_bytes", s.DiskBytes))
 }
 
@@ -126,6 +128,10 @@ func New(o Options) (*Blocks, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Blocks{o: o, log: o.Log, ctx: ctx, cancel: cancel,
 		mem: memory{limit: o.Memory}, inflight: map[bkey]*pending{}}
+	b.mem.evicted = b.evictedLocked
+	// Enough free buffers for the blocks a stream's prefetches evict at
+	// once (they would be garbage otherwise: the heap holds them either way).
+	b.free.max = int(o.Memory / 4 / o.BlockSize)
 	if o.Dir != "" {
 		d, err := openDisk(o.Dir, o.DirSize, o.BlockSize, o.Log)
 		if err != nil {

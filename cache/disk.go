@@ -76,7 +76,8 @@ type writeJob struct {
 	key  string
 	k    diskKey
 	data []byte
-	size int64 // the image's
+	size int64  // the image's
+	done func() // called when the job is written or dropped (queued jobs)
 }
 
 // disk is the persistent tier of a Blocks cache.
@@ -394,8 +395,8 @@ func encodeHeader(key string, idx, blockSize int64, data []byte) []byte {
 // the readers of the block), so that a busy disk still gets every block of
 // an image that was read whole. Only a queue that stays full for storeWait
 // drops the block, counted and logged.
-func (d *disk) store(k diskKey, key string, data []byte, size int64) {
-	j := writeJob{key: key, k: k, data: data, size: size}
+func (d *disk) store(k diskKey, key string, data []byte, size int64, done func()) {
+	j := writeJob{key: key, k: k, data: data, size: size, done: done}
 	select {
 	case d.queue <- j:
 		return
@@ -413,6 +414,7 @@ func (d *disk) store(k diskKey, key string, data []byte, size int64) {
 		}
 		d.mu.Unlock()
 	case <-t.C:
+		done()
 		n := d.dropped.Add(1)
 		d.mu.Lock()
 		if d.slowSince.IsZero() {
@@ -427,6 +429,7 @@ func (d *disk) store(k diskKey, key string, data []byte, size int64) {
 func (d *disk) writer() {
 	for j := range d.queue {
 		d.write(j)
+		j.done()
 	}
 }
 
@@ -531,7 +534,7 @@ func writeBlockFile(p, key string, idx, blockSize int64, data []byte) (int64, er
 // rest fits in the limit, and returns them for removal.
 func (d *disk) trimLocked() []diskKey {
 	var victims []diskKey
-	d.files.trim(d.limit, func(k diskKey) {
+	d.files.trim(d.limit, func(k diskKey, _ time.Time) {
 		d.unindexedLocked(k)
 		victims = append(victims, k)
 	})

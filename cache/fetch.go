@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // The fetch engine: the blocks in flight (Blocks.inflight), the fetches
@@ -24,6 +25,7 @@ type fetch struct {
 	f        *File
 	first    int64
 	blocks   []*pending // nil once published or failed
+	all      []*pending // every block, for the goroutine's own cleanup
 	left     int        // blocks not published or failed yet
 	from     int64      // byte of the first block the fetch begins at
 	budget   int64      // bytes counted in Blocks.ahead while it runs (prefetch)
@@ -35,21 +37,24 @@ type fetch struct {
 
 // pending is a block being fetched.
 type pending struct {
-	fe   *fetch
-	k    bkey
-	size int64
-	done chan struct{} // closed when data or err is set
-	data []byte
-	err  error
-	// While it is filled (guarded by Blocks.mu): the buffer, which holds
-	// bytes [from, from+got) so far, and the readers waiting for a part
-	// of it. A fetch that starts in the middle of a block (a random read)
-	// fills [from, size) first and the head [0, from) last, so that the
-	// reader that asked waits for its own bytes only.
-	buf     []byte
-	from    int64
-	got     int64
-	partial []partialWait
+	fe    *fetch
+	k     bkey
+	size  int64
+	done  chan struct{} // closed when ready or err is set
+	ready bool          // published: every byte of buf is in
+	err   error
+	// buf receives the block (its bytes allocated when the fetch gets to
+	// it); the fetch is one of its users until it let go (released). While
+	// it is filled (guarded by Blocks.mu), buf holds bytes [from, from+got)
+	// so far, and partial are the readers waiting for a part of it. A
+	// fetch that starts in the middle of a block (a random read) fills
+	// [from, size) first and the head [0, from) last, so that the reader
+	// that asked waits for its own bytes only.
+	buf      *buffer
+	released bool
+	from     int64
+	got      int64
+	partial  []partialWait
 }
 
 // partialWait is a reader waiting for bytes [from, end) of a block.
@@ -60,7 +65,9 @@ type partialWait struct {
 
 // wait waits for bytes [lo, hi) of a pending block and returns them (one
 // interest in its fetch, dropped here). The bytes may come from the
-// buffer being filled: bytes once written there never change.
+// buffer being filled: bytes once written there never change. The caller
+// joined pd (joinLocked), so it is a user of pd.buf: it releases it once
+// it has copied the bytes, also after an error.
 func (b *Blocks) wait(ctx context.Context, pd *pending, lo, hi int64) (part []byte, err error) {
 	defer func() {
 		b.mu.Lock()
@@ -72,9 +79,9 @@ func (b *Blocks) wait(ctx context.Context, pd *pending, lo, hi int64) (part []by
 		b.mu.Unlock()
 	}()
 	b.mu.Lock()
-	if pd.data == nil && pd.err == nil && lo >= pd.from {
-		if pd.buf != nil && hi <= pd.from+pd.got {
-			part := pd.buf[lo:hi]
+	if !pd.ready && pd.err == nil && lo >= pd.from {
+		if pd.buf.data != nil && hi <= pd.from+pd.got {
+			part := pd.buf.data[lo:hi]
 			b.mu.Unlock()
 			return part, nil
 		}
@@ -84,7 +91,7 @@ func (b *Blocks) wait(ctx context.Context, pd *pending, lo, hi int64) (part []by
 		b.mu.Unlock()
 		select {
 		case <-pw.ch:
-			return pd.buf[lo:hi], nil
+			return pd.buf.data[lo:hi], nil
 		case <-pd.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -97,7 +104,7 @@ func (b *Blocks) wait(ctx context.Context, pd *pending, lo, hi int64) (part []by
 		if pd.err != nil {
 			return nil, pd.err
 		}
-		return pd.data[lo:hi], nil
+		return pd.buf.data[lo:hi], nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -176,7 +183,7 @@ func (f *File) startLocked(first, n, from int64, prefetch bool) *fetch {
 	var bytes int64
 	for i := range n {
 		k := bkey{f.key, first + i}
-		pd := &pending{fe: fe, k: k, size: f.blockLen(first + i), done: make(chan struct{})}
+		pd := &pending{fe: fe, k: k, size: f.blockLen(first + i), done: make(chan struct{}), buf: newBuffer()}
 		if i == 0 {
 			pd.from = from
 		}
@@ -188,6 +195,7 @@ func (f *File) startLocked(first, n, from int64, prefetch bool) *fetch {
 	if prefetch {
 		b.stats.Prefetches++
 	}
+	fe.all = slices.Clone(fe.blocks)
 	b.mem.reserve(bytes)
 	b.wg.Go(func() { b.run(ctx, fe) })
 	return fe
@@ -207,11 +215,14 @@ func (b *Blocks) run(ctx context.Context, fe *fetch) {
 		// The head of the first block, skipped to serve its reader first.
 		hw := &fetchWriter{b: b, fe: fe, buf: w.head, headOnly: true}
 		if _, err = f.src.CopyRange(ctx, hw, start, from); err == nil && hw.fill == from {
-			b.publish(fe, 0, w.head)
+			b.publish(fe, 0)
 		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	for _, pd := range fe.all { // the goroutine writes into them no more
+		b.letGoLocked(pd)
+	}
 	b.ahead -= fe.budget
 	fe.budget = 0
 	if fe.done {
@@ -230,21 +241,36 @@ func (b *Blocks) run(ctx context.Context, fe *fetch) {
 	b.failLocked(fe, err)
 }
 
-// publish hands block i of fe to its waiters and to the tiers.
-func (b *Blocks) publish(fe *fetch, i int, data []byte) {
+// publish hands block i of fe, now whole in its buffer, to its waiters
+// and to the tiers.
+func (b *Blocks) publish(fe *fetch, i int) {
 	b.mu.Lock()
 	pd := b.settleLocked(fe, i)
 	if pd == nil { // cancelled meanwhile
 		b.mu.Unlock()
 		return
 	}
-	pd.data = data
+	buf := pd.buf
+	pd.ready = true
 	close(pd.done)
 	b.stats.FetchedBlocks++
-	b.stats.FetchedBytes += int64(len(data))
-	b.mem.put(pd.k, data)
+	b.stats.FetchedBytes += int64(len(buf.data))
+	b.mem.put(pd.k, buf)
+	if fe.f.disk {
+		b.useLocked(buf) // until the disk write is done or dropped
+	}
+	b.letGoLocked(pd)
 	b.mu.Unlock()
 	if fe.f.disk {
-		b.disk.store(fe.f.diskKey(pd.k.idx), fe.f.key, data, fe.f.size)
+		b.disk.store(fe.f.diskKey(pd.k.idx), fe.f.key, buf.data, fe.f.size, func() { b.release(buf) })
+	}
+}
+
+// letGoLocked ends the fetch's own use of pd's buffer: it writes no more
+// into it.
+func (b *Blocks) letGoLocked(pd *pending) {
+	if !pd.released {
+		pd.released = true
+		b.releaseLocked(pd.buf)
 	}
 }

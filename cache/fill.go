@@ -2,9 +2,9 @@ package cache
 
 import "io"
 
-// fetchWriter receives a fetch's bytes, in order, into fresh block
-// buffers, lets partial waiters have theirs as they come, and publishes
-// each block when it is full.
+// fetchWriter receives a fetch's bytes, in order, into its blocks'
+// buffers (allocated, or reused, as it gets to each), lets partial waiters
+// have theirs as they come, and publishes each block when it is full.
 type fetchWriter struct {
 	b    *Blocks
 	fe   *fetch
@@ -28,14 +28,13 @@ func (w *fetchWriter) next() bool {
 	if w.i >= len(w.fe.blocks) {
 		return false
 	}
-	w.buf = make([]byte, w.fe.f.blockLen(w.fe.first+int64(w.i)))
 	if w.i > 0 {
 		w.fill = 0
 	}
+	pd := w.fe.all[w.i] // also when cancelled: the body may still come
 	w.b.mu.Lock()
-	if pd := w.fe.blocks[w.i]; pd != nil {
-		pd.buf = w.buf
-	}
+	w.b.allocLocked(pd.buf, pd.size)
+	w.buf = pd.buf.data
 	w.b.mu.Unlock()
 	return true
 }
@@ -74,7 +73,7 @@ func (w *fetchWriter) advance(n int) {
 		if w.i == 0 && w.fe.from > 0 {
 			w.head = w.buf // published once its head is in
 		} else {
-			b.publish(w.fe, w.i, w.buf)
+			b.publish(w.fe, w.i)
 		}
 		w.i++
 		w.buf = nil

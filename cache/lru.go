@@ -65,16 +65,17 @@ func (l *lru[K, V]) remove(k K) {
 
 // trim drops the least recently used entries until the rest fit in limit
 // bytes (all of them if limit < 0), and calls dropped, if not nil, with
-// each key it dropped.
-func (l *lru[K, V]) trim(limit int64, dropped func(K)) {
+// each entry it dropped.
+func (l *lru[K, V]) trim(limit int64, dropped func(K, V)) {
 	for l.bytes > limit {
 		el := l.order.Back()
 		if el == nil {
 			return
 		}
+		v := el.Value.(*lruEntry[K, V]).val
 		k := l.drop(el)
 		if dropped != nil {
-			dropped(k)
+			dropped(k, v)
 		}
 	}
 }

@@ -9,7 +9,7 @@ func TestLRU(t *testing.T) {
 	var l lru[string, int]
 	trim := func(limit int64) []string {
 		var dropped []string
-		l.trim(limit, func(k string) { dropped = append(dropped, k) })
+		l.trim(limit, func(k string, _ int) { dropped = append(dropped, k) })
 		return dropped
 	}
 	l.put("a", 1, 10)

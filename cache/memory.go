@@ -8,13 +8,14 @@ package cache
 // else in the package; Blocks.mu guards it.
 type memory struct {
 	limit    int64 // Options.Memory
-	blocks   lru[bkey, []byte]
-	reserved int64 // bytes of blocks being fetched
+	blocks   lru[bkey, *buffer]
+	reserved int64         // bytes of blocks being fetched
+	evicted  func(*buffer) // called with each block dropped
 }
 
 // get returns a cached block and makes it the most recently used; nil if
 // it is not in memory.
-func (m *memory) get(k bkey) []byte {
+func (m *memory) get(k bkey) *buffer {
 	if v := m.blocks.get(k); v != nil {
 		return *v
 	}
@@ -22,7 +23,7 @@ func (m *memory) get(k bkey) []byte {
 }
 
 // peek returns a cached block, leaving its recency alone.
-func (m *memory) peek(k bkey) []byte {
+func (m *memory) peek(k bkey) *buffer {
 	if v := m.blocks.peek(k); v != nil {
 		return *v
 	}
@@ -32,12 +33,14 @@ func (m *memory) peek(k bkey) []byte {
 func (m *memory) has(k bkey) bool { return m.blocks.peek(k) != nil }
 
 // put caches a block, the most recently used, and evicts what no longer
-// fits. A block cached already is only used (its bytes are the same).
-func (m *memory) put(k bkey, data []byte) {
+// fits. A block cached already is only used (its bytes are the same): buf
+// is then not cached.
+func (m *memory) put(k bkey, buf *buffer) {
 	if m.blocks.get(k) != nil {
 		return
 	}
-	m.blocks.put(k, data, int64(len(data)))
+	buf.cached = true
+	m.blocks.put(k, buf, int64(len(buf.data)))
 	m.evict()
 }
 
@@ -59,4 +62,6 @@ func (m *memory) cached() int64 { return m.blocks.bytes }
 
 // evict drops the least recently used blocks until the cached and the
 // reserved bytes fit in the limit.
-func (m *memory) evict() { m.blocks.trim(m.limit-m.reserved, nil) }
+func (m *memory) evict() {
+	m.blocks.trim(m.limit-m.reserved, func(_ bkey, buf *buffer) { m.evicted(buf) })
+}

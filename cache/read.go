@@ -43,10 +43,26 @@ type blockRead struct {
 }
 
 // readBlock is one block of a read: its bytes in hand, or the block on its
-// way (with one interest in its fetch).
+// way (with one interest in its fetch). Either way the read is a user of
+// the block's buffer until it releases it (release).
 type readBlock struct {
-	data []byte
+	buf  *buffer
 	wait *pending
+}
+
+// release ends the read's use of its blocks' buffers.
+func (r *blockRead) release() {
+	b := r.f.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, rb := range r.blocks {
+		switch {
+		case rb.buf != nil:
+			b.releaseLocked(rb.buf)
+		case rb.wait != nil:
+			b.releaseLocked(rb.wait.buf)
+		}
+	}
 }
 
 func (f *File) newRead(off, n int64) *blockRead {
@@ -64,8 +80,9 @@ func (r *blockRead) hitsLocked() (miss, onDisk []int64) {
 	for i := range r.blocks {
 		idx := r.first + int64(i)
 		k := bkey{f.key, idx}
-		if data := b.mem.get(k); data != nil {
-			r.blocks[i].data = data
+		if buf := b.mem.get(k); buf != nil {
+			b.useLocked(buf)
+			r.blocks[i].buf = buf
 			b.stats.MemHits++
 			continue
 		}
@@ -105,6 +122,7 @@ func (r *blockRead) fetchLocked(miss []int64, from int64) {
 // joinLocked makes the read wait for pd, with one interest in its fetch.
 func (r *blockRead) joinLocked(pd *pending) {
 	pd.fe.refs++
+	r.f.b.useLocked(pd.buf)
 	r.blocks[pd.k.idx-r.first].wait = pd
 }
 
@@ -116,16 +134,18 @@ func (r *blockRead) loadDisk(onDisk []int64) {
 	for _, idx := range onDisk {
 		i, k := idx-r.first, bkey{f.key, idx}
 		if data := b.disk.load(f.diskKey(idx), f.key, f.blockLen(idx), f.size); data != nil {
-			r.blocks[i].data = data
+			buf := &buffer{data: data, users: 1}
+			r.blocks[i].buf = buf
 			b.mu.Lock()
 			b.stats.DiskHits++
-			b.mem.put(k, data)
+			b.mem.put(k, buf)
 			b.mu.Unlock()
 			continue
 		}
 		b.mu.Lock()
-		if data := b.mem.peek(k); data != nil {
-			r.blocks[i].data = data
+		if buf := b.mem.peek(k); buf != nil {
+			b.useLocked(buf)
+			r.blocks[i].buf = buf
 		} else if pd := b.inflight[k]; pd != nil {
 			r.joinLocked(pd)
 		} else {
@@ -137,8 +157,9 @@ func (r *blockRead) loadDisk(onDisk []int64) {
 
 // collect copies the read's bytes into p in order, waiting for the blocks
 // on their way. After an error it waits no more: it drops its interest in
-// the blocks still to come.
+// the blocks still to come. It releases the blocks' buffers.
 func (r *blockRead) collect(ctx context.Context, p []byte) (int, error) {
+	defer r.release()
 	b := r.f.b
 	bs := b.o.BlockSize
 	n := 0
@@ -148,8 +169,8 @@ func (r *blockRead) collect(ctx context.Context, p []byte) (int, error) {
 		lo, hi := max(r.off, start)-start, min(r.end, start+bs)-start
 		var part []byte
 		switch {
-		case rb.data != nil:
-			part = rb.data[lo:hi]
+		case rb.buf != nil:
+			part = rb.buf.data[lo:hi]
 		case err == nil:
 			part, err = b.wait(ctx, rb.wait, lo, hi)
 		default:

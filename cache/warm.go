@@ -67,9 +67,13 @@ func (f *File) Warm(ctx context.Context, first, last int64) (fetched int64, err 
 	for _, idx := range miss {
 		fetched += f.blockLen(idx)
 	}
+	defer r.release()
 	for i, rb := range r.blocks {
 		idx := first + int64(i)
-		data := rb.data
+		var data []byte
+		if rb.buf != nil {
+			data = rb.buf.data
+		}
 		switch {
 		case data == nil && rb.wait == nil:
 			continue // on disk
