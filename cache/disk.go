@@ -298,7 +298,7 @@ func (d *disk) load(k diskKey, key string, want, size int64) []byte {
 		return d.loadWhole(k, w, key, want)
 	}
 	p := d.path(k)
-	data, err := readBlockFile(p, key, k.idx, d.blockSize, want)
+	data, err := readBlockFile(p, key, k.idx, d.blockSize, want, nil)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			d.corrupt.Add(1)
@@ -314,8 +314,9 @@ func (d *disk) load(k diskKey, key string, want, size int64) []byte {
 	return data
 }
 
-// readBlockFile reads and checks a block file.
-func readBlockFile(p, key string, idx, blockSize, want int64) ([]byte, error) {
+// readBlockFile reads and checks a block file, into buf if it is large
+// enough (else into a new buffer).
+func readBlockFile(p, key string, idx, blockSize, want int64, buf []byte) ([]byte, error) {
 	fh, err := os.Open(p)
 	if err != nil {
 		return nil, err
@@ -330,7 +331,10 @@ func readBlockFile(p, key string, idx, blockSize, want int64) ([]byte, error) {
 	if hl := blockHeaderLen(key); st.Size() != hl+want {
 		return nil, fmt.Errorf("file has %d bytes, want %d", st.Size(), hl+want)
 	}
-	buf := make([]byte, st.Size())
+	if int64(cap(buf)) < st.Size() {
+		buf = make([]byte, st.Size())
+	}
+	buf = buf[:st.Size()]
 	if _, err := io.ReadFull(fh, buf); err != nil {
 		return nil, err
 	}

@@ -270,13 +270,14 @@ func (d *disk) buildWhole(hash [16]byte, key string, size int64) (*whole, error)
 	defer os.Remove(tmp.Name()) // after the rename: nothing
 	defer tmp.Close()
 	w := &whole{key: key, size: size, crcs: make([]uint32, d.nblocks(size))}
+	buf := make([]byte, blockHeaderLen(key)+d.blockSize) // for each block in turn
 	for i := range int64(len(w.crcs)) {
 		if d.closing.Load() {
 			return nil, errGone
 		}
 		want := min(d.blockSize, size-i*d.blockSize)
 		k := diskKey{hash, i}
-		data, err := readBlockFile(d.path(k), key, i, d.blockSize, want)
+		data, err := readBlockFile(d.path(k), key, i, d.blockSize, want, buf)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, errGone
 		}
