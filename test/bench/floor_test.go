@@ -87,12 +87,6 @@ func threadCPU() float64 {
 	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
-func processCPU() float64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
-}
-
 // fuseSinkCPU mounts a sink filesystem in this process and returns its CPU
 // seconds per GiB for dd bs=1M writing 1 GiB to it, and reading 1 GiB
 // (buffered, through the kernel's readahead) from it.
