@@ -271,6 +271,7 @@ func (d *disk) buildWhole(hash [16]byte, key string, size int64) (*whole, error)
 	defer tmp.Close()
 	w := &whole{key: key, size: size, crcs: make([]uint32, d.nblocks(size))}
 	buf := make([]byte, blockHeaderLen(key)+d.blockSize) // for each block in turn
+	out := newDirectWriter(tmp, d.blockSize)
 	for i := range int64(len(w.crcs)) {
 		if d.closing.Load() {
 			return nil, errGone
@@ -288,7 +289,7 @@ func (d *disk) buildWhole(hash [16]byte, key string, size int64) (*whole, error)
 			return nil, errGone
 		}
 		w.crcs[i] = crc32.Checksum(data, castagnoli)
-		if _, err := tmp.Write(data); err != nil {
+		if err := out.write(data); err != nil {
 			return nil, err
 		}
 	}
