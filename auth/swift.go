@@ -88,7 +88,16 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	out := req.WithContext(ctx)
-	swift := sameOrigin(req.URL, c.StorageURL)
+	if req.URL.Scheme == "" && req.URL.Host == "" {
+		// ncw/swift read its StorageUrl while another request's 401 had
+		// cleared it (UnAuthenticate) and before a third one set it
+		// again: the URL is only the path below the storage URL.
+		if u, err := url.Parse(strings.TrimSuffix(c.StorageURL, "/") + req.URL.EscapedPath()); err == nil {
+			u.RawQuery = req.URL.RawQuery
+			out.URL, out.Host = u, u.Host
+		}
+	}
+	swift := sameOrigin(out.URL, c.StorageURL)
 	if swift {
 		req.Header.Set("X-Auth-Token", string(c.Token))
 		if c.ServiceToken != "" {

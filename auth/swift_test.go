@@ -177,6 +177,30 @@ func Test401RenewsOnceAndResendsBodies(t *testing.T) {
 	}
 }
 
+// TestTransportEmptyStorageURL: a request whose URL is only a path (ncw/swift
+// read its StorageUrl in the moment another request's 401 had cleared it)
+// goes to the keeper's storage URL, with the token, not to "" (which fails
+// with "unsupported protocol scheme": Test401RenewsOnceAndResendsBodies
+// saw it once).
+func TestTransportEmptyStorageURL(t *testing.T) {
+	d := newDouble(t)
+	k, _ := newDoubleKeeper(t, d, Config{Identity: demoUser})
+	if err := put(t.Context(), conn(k), "c", "o", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: k.Transport(nil)}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "/c/o?x=1", nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("GET of a bare path: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != "hello" {
+		t.Errorf("GET of a bare path: %s %q", resp.Status, b)
+	}
+}
+
 // TestCancelWhileWaitingForRenewal: a request held because the token is
 // about to expire and Keystone is down ends when ncw/swift gives up on it
 // (CancelRequest), instead of hanging.
