@@ -77,6 +77,7 @@ type writeJob struct {
 	k    diskKey
 	data []byte
 	size int64  // the image's
+	crc  uint32 // the data's, for a filling file
 	done func() // called when the job is written or dropped (queued jobs)
 }
 
@@ -89,8 +90,8 @@ type disk struct {
 	lock      *os.File
 	queue     chan writeJob
 	wg        sync.WaitGroup
-	writeFile func(p, key string, idx, blockSize int64, data []byte) (int64, error) // writeBlockFile; tests replace it
-	storeWait time.Duration                                                         // storeWait; tests shorten it
+	writeFile func(j writeJob, fl *filling) (int64, error) // d.writeBlock; tests replace it
+	storeWait time.Duration                                // storeWait; tests shorten it
 
 	mu        sync.Mutex              // guards the fields below
 	files     lru[diskKey, time.Time] // the block files, sized, with their mtimes (see touchEvery)
@@ -98,9 +99,11 @@ type disk struct {
 	full      bool                    // the disk-full condition was logged
 	errLogged bool
 	slowSince time.Time // the write queue stayed full past storeWait (logged); zero when not
-	// The whole-image files (whole.go): sealed ones by hash, the number
-	// of block files of each hash, the hashes being assembled.
+	// The whole-image files (whole.go): sealed ones by hash, those
+	// filling in place (sparse.go), the number of block files of each
+	// hash, the hashes being assembled.
 	wholes     map[[16]byte]*whole
+	fills      map[[16]byte]*filling
 	counts     map[[16]byte]int64
 	assembling map[[16]byte]bool
 	// writing holds the block files being written, each with a channel
@@ -136,8 +139,9 @@ func openDisk(dir string, limit, blockSize int64, log *slog.Logger) (*disk, erro
 		return nil, fmt.Errorf("lock cache directory %s: %w", dir, err)
 	}
 	d := &disk{root: root, limit: limit, blockSize: blockSize, log: log, lock: lock,
-		queue: make(chan writeJob, writeQueue), writeFile: writeBlockFile, storeWait: storeWait,
-		wholes: map[[16]byte]*whole{}, counts: map[[16]byte]int64{}, assembling: map[[16]byte]bool{}, writing: map[diskKey]chan struct{}{}, assembler: make(chan struct{}, 1)}
+		queue: make(chan writeJob, writeQueue), storeWait: storeWait,
+		wholes: map[[16]byte]*whole{}, fills: map[[16]byte]*filling{}, counts: map[[16]byte]int64{}, assembling: map[[16]byte]bool{}, writing: map[diskKey]chan struct{}{}, assembler: make(chan struct{}, 1)}
+	d.writeFile = d.writeBlock
 	if err := d.scan(); err != nil {
 		lock.Close()
 		return nil, err
@@ -234,18 +238,37 @@ func (d *disk) path(k diskKey) string { return filepath.Join(d.root, blockName(k
 func (d *disk) has(k diskKey) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.files.peek(k) != nil || d.wholes[k.hash] != nil
+	return d.files.peek(k) != nil || d.wholes[k.hash] != nil || d.fills[k.hash].holds(k.idx)
 }
 
-// maybeAssembleLocked starts the assembly of the whole file of version
-// key (size bytes) once all its blocks are on disk: when the last one is
-// written, or when one is loaded (an assembly cut short by a close goes
-// on at the next mount).
+// holds reports whether block idx is in fl (nil: no). Called with disk.mu held.
+func (fl *filling) holds(idx int64) bool {
+	return fl != nil && idx >= 0 && idx < int64(len(fl.have)) && fl.have[idx]
+}
+
+// maybeAssembleLocked starts the sealing of the whole file of version
+// key (size bytes) once all its blocks are on disk, in its filling file
+// or in block files: when the last one is written, or when one is loaded
+// (a sealing cut short by a close goes on at the next mount).
 func (d *disk) maybeAssembleLocked(hash [16]byte, key string, size int64) {
-	if d.counts[hash] == d.nblocks(size) && d.wholes[hash] == nil && !d.assembling[hash] && !d.closing.Load() {
-		d.assembling[hash] = true
-		d.wg.Go(func() { d.assemble(hash, key, size) })
+	if d.wholes[hash] != nil || d.assembling[hash] || d.closing.Load() {
+		return
 	}
+	fl := d.fillLocked(hash, key, size, false)
+	n := d.counts[hash]
+	if fl != nil {
+		n += fl.n
+	}
+	if n != d.nblocks(size) {
+		return
+	}
+	if fl == nil { // all in block files: assembled into a new file
+		if fl = d.fillLocked(hash, key, size, true); fl == nil {
+			return
+		}
+	}
+	d.assembling[hash] = true
+	d.wg.Go(func() { d.assemble(fl) })
 }
 
 // indexLocked adds (or refreshes) an entry of the index.
@@ -257,23 +280,28 @@ func (d *disk) indexLocked(k diskKey, mtime time.Time, size int64) {
 }
 
 // unindexLocked drops an entry of the index (not its files).
-func (d *disk) unindexLocked(k diskKey) {
+// It returns the filling file of a whole entry, for the caller to close.
+func (d *disk) unindexLocked(k diskKey) *filling {
 	if d.files.peek(k) == nil {
-		return
+		return nil
 	}
 	d.files.remove(k)
-	d.unindexedLocked(k)
+	return d.unindexedLocked(k)
 }
 
-// unindexedLocked accounts for an entry gone from d.files.
-func (d *disk) unindexedLocked(k diskKey) {
+// unindexedLocked accounts for an entry gone from d.files. It returns
+// the filling file of a whole entry, for the caller to close.
+func (d *disk) unindexedLocked(k diskKey) *filling {
 	if k.idx == wholeIdx {
 		delete(d.wholes, k.hash)
-		return
+		fl := d.fills[k.hash]
+		delete(d.fills, k.hash)
+		return fl
 	}
 	if d.counts[k.hash]--; d.counts[k.hash] <= 0 {
 		delete(d.counts, k.hash)
 	}
+	return nil
 }
 
 func (d *disk) addStats(s *Stats) {
@@ -293,9 +321,18 @@ func (d *disk) addStats(s *Stats) {
 func (d *disk) load(k diskKey, key string, want, size int64) []byte {
 	d.mu.Lock()
 	w := d.wholes[k.hash]
+	fl := d.fillLocked(k.hash, key, size, false)
+	var crc uint32
+	inFill := fl.holds(k.idx)
+	if inFill {
+		crc = fl.crcs[k.idx]
+	}
 	d.mu.Unlock()
 	if w != nil {
 		return d.loadWhole(k, w, key, want)
+	}
+	if inFill {
+		return d.loadFill(fl, k.idx, crc, want)
 	}
 	p := d.path(k)
 	data, err := readBlockFile(p, key, k.idx, d.blockSize, want, nil)
@@ -310,6 +347,36 @@ func (d *disk) load(k diskKey, key string, want, size int64) []byte {
 	d.touch(k, p)
 	d.mu.Lock()
 	d.maybeAssembleLocked(k.hash, key, size)
+	d.mu.Unlock()
+	return data
+}
+
+// loadFill reads block idx (want bytes, CRC crc) from its filling file. A
+// block that fails its CRC (a torn write before a crash, or damage) is
+// forgotten and fetched again; the rest of the file stays.
+func (d *disk) loadFill(fl *filling, idx int64, crc uint32, want int64) []byte {
+	data, err := fl.readBlock(d, idx, want)
+	if err == nil && crc32.Checksum(data, castagnoli) != crc {
+		err = fmt.Errorf("block %d: data checksum mismatch", idx)
+	}
+	if err != nil {
+		if !errors.Is(err, errGone) {
+			d.corrupt.Add(1)
+			d.log.Warn("discarding a bad block of a partial whole-image cache file", "file", d.wholePath(fl.hash), "block", idx, "err", err)
+			d.mu.Lock()
+			if d.fills[fl.hash] == fl && fl.have[idx] {
+				fl.have[idx] = false
+				fl.n--
+				fl.bytes -= want
+				d.files.put(diskKey{fl.hash, wholeIdx}, time.Now(), fl.bytes+fl.logLen)
+			}
+			d.mu.Unlock()
+		}
+		return nil
+	}
+	d.touch(diskKey{fl.hash, wholeIdx}, d.wholePath(fl.hash)+fillSuffix)
+	d.mu.Lock()
+	d.maybeAssembleLocked(fl.hash, fl.key, fl.size)
 	d.mu.Unlock()
 	return data
 }
@@ -450,7 +517,9 @@ func (d *disk) write(j writeJob) {
 		d.mu.Lock()
 	}
 	paused := time.Now().Before(d.pauseTill)
-	exists := d.files.peek(j.k) != nil || d.wholes[j.k.hash] != nil
+	exists := d.files.peek(j.k) != nil || d.wholes[j.k.hash] != nil || d.fills[j.k.hash].holds(j.k.idx)
+	// A version read from its first block goes into its whole file.
+	fl := d.fillLocked(j.k.hash, j.key, j.size, j.k.idx == 0)
 	if exists || paused {
 		d.mu.Unlock()
 		if !exists {
@@ -467,11 +536,15 @@ func (d *disk) write(j writeJob) {
 		d.mu.Unlock()
 		close(done)
 	}()
-	p := d.path(j.k)
-	size, err := d.writeFile(p, j.key, j.k.idx, d.blockSize, j.data)
+	if fl != nil {
+		j.crc = crc32.Checksum(j.data, castagnoli)
+	}
+	size, err := d.writeFile(j, fl)
 	if err != nil {
 		d.dropped.Add(1)
-		d.writeFailed(err)
+		if !errors.Is(err, errGone) {
+			d.writeFailed(err)
+		}
 		return
 	}
 	d.writes.Add(1)
@@ -480,7 +553,11 @@ func (d *disk) write(j writeJob) {
 		d.full = false
 		d.log.Info("block cache directory writable again", "dir", filepath.Dir(d.root))
 	}
-	d.indexLocked(j.k, time.Now(), size) // written twice: one entry, the last
+	if fl != nil {
+		d.markLocked(fl, j.k.idx, j.crc, int64(len(j.data)))
+	} else {
+		d.indexLocked(j.k, time.Now(), size) // written twice: one entry, the last
+	}
 	victims := d.trimLocked()
 	d.maybeAssembleLocked(j.k.hash, j.key, j.size)
 	d.mu.Unlock()
@@ -507,8 +584,18 @@ func (d *disk) writeFailed(err error) {
 	}
 }
 
-// writeBlockFile writes a block file under a temporary name and renames it.
-func writeBlockFile(p, key string, idx, blockSize int64, data []byte) (int64, error) {
+// writeBlock writes block j into its filling file fl, or without one
+// into its own block file; it returns the bytes a block file takes.
+func (d *disk) writeBlock(j writeJob, fl *filling) (int64, error) {
+	if fl != nil {
+		return 0, fl.writeBlock(d, j.k.idx, j.data, j.crc)
+	}
+	return writeAtomic(d.path(j.k), false, encodeHeader(j.key, j.k.idx, d.blockSize, j.data), j.data)
+}
+
+// writeAtomic writes parts to p under a temporary name and renames it,
+// after an fsync with sync. It returns the bytes written.
+func writeAtomic(p string, sync bool, parts ...[]byte) (int64, error) {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return 0, err
 	}
@@ -516,10 +603,15 @@ func writeBlockFile(p, key string, idx, blockSize int64, data []byte) (int64, er
 	if err != nil {
 		return 0, err
 	}
-	h := encodeHeader(key, idx, blockSize, data)
-	_, err = tmp.Write(h)
-	if err == nil {
-		_, err = tmp.Write(data)
+	var n int64
+	for _, b := range parts {
+		if err == nil {
+			_, err = tmp.Write(b)
+			n += int64(len(b))
+		}
+	}
+	if err == nil && sync {
+		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -531,38 +623,50 @@ func writeBlockFile(p, key string, idx, blockSize int64, data []byte) (int64, er
 		_ = os.Remove(tmp.Name())
 		return 0, err
 	}
-	return int64(len(h) + len(data)), nil
+	return n, nil
+}
+
+// victim is an entry taken off the index, whose files are to go: a block
+// file, or a whole file (sealed, or filling: fl).
+type victim struct {
+	k  diskKey
+	fl *filling
 }
 
 // trimLocked takes the least recently used entries off the index until the
 // rest fits in the limit, and returns them for removal.
-func (d *disk) trimLocked() []diskKey {
-	var victims []diskKey
+func (d *disk) trimLocked() []victim {
+	var victims []victim
 	d.files.trim(d.limit, func(k diskKey, _ time.Time) {
-		d.unindexedLocked(k)
-		victims = append(victims, k)
+		victims = append(victims, victim{k, d.unindexedLocked(k)})
 	})
 	return victims
 }
 
 // remove removes the files of entries. A whole file still open for the
 // kernel (passthrough) lives on until it is closed.
-func (d *disk) remove(keys []diskKey) {
-	for _, k := range keys {
-		if k.idx == wholeIdx {
-			d.removeWhole(k.hash)
-			continue
+func (d *disk) remove(victims []victim) {
+	for _, v := range victims {
+		switch {
+		case v.fl != nil:
+			v.fl.closeFiles(d, true) // after the writes under way
+		case v.k.idx == wholeIdx:
+			d.removeWhole(v.k.hash)
+		default:
+			_ = os.Remove(d.path(v.k))
 		}
-		_ = os.Remove(d.path(k))
 	}
 }
 
 // forget drops an entry (and its file).
 func (d *disk) forget(k diskKey, removeFile bool) {
 	d.mu.Lock()
-	d.unindexLocked(k)
+	fl := d.unindexLocked(k)
 	d.mu.Unlock()
-	if removeFile {
+	if fl != nil {
+		fl.closeFiles(d, removeFile)
+	}
+	if removeFile && k.idx != wholeIdx {
 		_ = os.Remove(d.path(k))
 	}
 }
@@ -571,5 +675,14 @@ func (d *disk) close() error {
 	d.closing.Store(true)
 	close(d.queue)
 	d.wg.Wait()
+	d.mu.Lock()
+	fills := make([]*filling, 0, len(d.fills))
+	for _, fl := range d.fills {
+		fills = append(fills, fl)
+	}
+	d.mu.Unlock()
+	for _, fl := range fills {
+		fl.closeFiles(d, false) // resumed at the next start
+	}
 	return d.lock.Close()
 }

@@ -49,43 +49,44 @@ func TestDiskSurvivesReopen(t *testing.T) {
 
 func TestDiskRejectsBadFiles(t *testing.T) {
 	dir := t.TempDir()
-	// Five blocks, four read: never whole, so its block files stay.
+	// Five blocks, blocks 1 to 4 read: never whole and never read from
+	// its start (which would fill its whole file), so its block files stay.
 	src := &memSource{data: randBytes(256*kib+1, 9)}
 	o := Options{BlockSize: 64 * kib, Memory: 8 * mib, Dir: dir, DirSize: 64 * mib}
 	b := newBlocks(t, o)
-	readAt(t, b.Open("v", int64(len(src.data)), src), src.data, 0, 256*kib)
+	readAt(t, b.Open("v", int64(len(src.data)), src), src.data, 64*kib, 192*kib+1)
 	b.Close()
 
 	f := b.Open("v", int64(len(src.data)), src)
 	file := func(idx int64) string { return filepath.Join(dir, diskSubdir, blockName(diskKey{f.hash, idx})) }
-	// Block 0: a flipped data byte. Block 1: truncated (a torn write).
-	// Block 2: another version's block 2 under this name.
-	raw, err := os.ReadFile(file(0))
+	// Block 1: a flipped data byte. Block 2: truncated (a torn write).
+	// Block 3: another version's block 3 under this name.
+	raw, err := os.ReadFile(file(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw[len(raw)-1] ^= 1
-	os.WriteFile(file(0), raw, 0o600)
-	os.Truncate(file(1), 100)
+	os.WriteFile(file(1), raw, 0o600)
+	os.Truncate(file(2), 100)
 	other := b.Open("w", int64(len(src.data)), src)
-	moved := filepath.Join(dir, diskSubdir, blockName(diskKey{other.hash, 2}))
+	moved := filepath.Join(dir, diskSubdir, blockName(diskKey{other.hash, 3}))
 	os.MkdirAll(filepath.Dir(moved), 0o700)
-	if err := os.Rename(file(2), moved); err != nil {
+	if err := os.Rename(file(3), moved); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(file(3)+tmpMarker+"123", []byte("partial"), 0o600)
+	os.WriteFile(file(4)+tmpMarker+"123", []byte("partial"), 0o600)
 
 	b2 := newBlocks(t, o)
-	if _, err := os.Stat(file(3) + tmpMarker + "123"); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(file(4) + tmpMarker + "123"); !errors.Is(err, os.ErrNotExist) {
 		t.Error("a stray temporary file survived the start")
 	}
 	calls := src.calls()
 	f2 := b2.Open("v", int64(len(src.data)), src)
-	readAt(t, f2, src.data, 0, 256*kib)
-	if got := src.calls() - calls; got != 3 { // blocks 0 and 1 (bad), 2 (missing); 3 from disk
+	readAt(t, f2, src.data, 64*kib, 192*kib+1)
+	if got := src.calls() - calls; got != 3 { // blocks 1 and 2 (bad), 3 (missing); 4 from disk
 		t.Errorf("%d fetches, want 3", got)
 	}
-	readAt(t, b2.Open("w", int64(len(src.data)), src), src.data, 2*64*kib, 10)
+	readAt(t, b2.Open("w", int64(len(src.data)), src), src.data, 3*64*kib, 10)
 	if st := b2.Stats(); st.DiskCorrupt != 3 || st.DiskHits != 1 {
 		t.Errorf("stats %+v, want 3 rejected files and 1 disk hit", st)
 	}
@@ -140,8 +141,8 @@ func TestDiskFull(t *testing.T) {
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))
 	b := newBlocks(t, Options{BlockSize: 64 * kib, Memory: 256 * kib, Dir: dir, DirSize: 64 * mib, Log: log})
-	b.disk.writeFile = func(p, key string, idx, bs int64, data []byte) (int64, error) {
-		return 0, &os.PathError{Op: "write", Path: p, Err: syscall.ENOSPC}
+	b.disk.writeFile = func(j writeJob, fl *filling) (int64, error) {
+		return 0, &os.PathError{Op: "write", Path: "block", Err: syscall.ENOSPC}
 	}
 	src := &memSource{data: randBytes(2*mib, 11)}
 	f := b.Open("v", int64(len(src.data)), src)
@@ -178,9 +179,9 @@ func TestDiskBusyKeepsEveryBlock(t *testing.T) {
 	o := Options{BlockSize: 64 * kib, Memory: 4 * mib, Dir: dir, DirSize: 256 * mib}
 	b := newBlocks(t, o)
 	write := b.disk.writeFile
-	b.disk.writeFile = func(p, key string, idx, bs int64, data []byte) (int64, error) {
+	b.disk.writeFile = func(j writeJob, fl *filling) (int64, error) {
 		time.Sleep(time.Millisecond) // a busy disk: the queue fills up
-		return write(p, key, idx, bs, data)
+		return write(j, fl)
 	}
 	const files, size = 4, 8*mib + 3
 	srcs := make([]*memSource, files)
@@ -234,7 +235,7 @@ func TestDiskStuckDropsCounted(t *testing.T) {
 	b := newBlocks(t, Options{BlockSize: 64 * kib, Memory: 64 * mib, Dir: t.TempDir(), DirSize: 64 * mib, Log: log})
 	release := make(chan struct{})
 	b.disk.storeWait = 20 * time.Millisecond
-	b.disk.writeFile = func(p, key string, idx, bs int64, data []byte) (int64, error) {
+	b.disk.writeFile = func(j writeJob, fl *filling) (int64, error) {
 		<-release
 		return 0, errors.New("stuck")
 	}

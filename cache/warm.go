@@ -11,7 +11,8 @@ import (
 // read (single-flight with the readers, one ranged GET per run of missing
 // blocks), then writes each block to disk itself and waits for the write,
 // rather than queueing it: the queue drops blocks when the writers fall
-// behind, and a warm must say truthfully what is on disk.
+// behind, and a warm must say truthfully what is on disk. A warmed version
+// is written straight into its whole-image file (sparse.go).
 
 // ErrNoDisk: warming needs the disk tier.
 var ErrNoDisk = errors.New("the block cache has no directory: warming needs --cache-dir")
@@ -61,6 +62,7 @@ func (f *File) Warm(ctx context.Context, first, last int64) (fetched int64, err 
 	}
 	b.wg.Add(1) // Close waits for the disk writes below
 	defer b.wg.Done()
+	b.disk.startFill(f.hash, f.key, f.size) // into its whole file, in place
 	miss, _ := r.hitsLocked() // blocks on disk are left alone
 	r.fetchLocked(miss, 0)
 	b.mu.Unlock()

@@ -22,11 +22,11 @@ func TestWarmFillsDisk(t *testing.T) {
 	// warm writes itself and must not rely on it.
 	var mu sync.Mutex
 	real := b.disk.writeFile
-	b.disk.writeFile = func(p, key string, idx, bs int64, data []byte) (int64, error) {
+	b.disk.writeFile = func(j writeJob, fl *filling) (int64, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		time.Sleep(time.Millisecond)
-		return real(p, key, idx, bs, data)
+		return real(j, fl)
 	}
 	readAt(t, f, src.data, 128*kib, 64*kib) // one block cached by a read first
 	var wg sync.WaitGroup
@@ -78,8 +78,8 @@ func TestWarmFillsDisk(t *testing.T) {
 // A warm that cannot write says so, and without a directory it refuses.
 func TestWarmReportsUnwritten(t *testing.T) {
 	b := newBlocks(t, Options{BlockSize: 64 * kib, Memory: 4 * mib, Dir: t.TempDir(), DirSize: 64 * mib})
-	b.disk.writeFile = func(p, key string, idx, bs int64, data []byte) (int64, error) {
-		return 0, &os.PathError{Op: "write", Path: p, Err: syscall.EIO}
+	b.disk.writeFile = func(j writeJob, fl *filling) (int64, error) {
+		return 0, &os.PathError{Op: "write", Path: "block", Err: syscall.EIO}
 	}
 	src := &memSource{data: randBytes(1*mib, 22)}
 	f := b.Open("v", int64(len(src.data)), src)
@@ -97,14 +97,14 @@ func TestWarmReportsUnwritten(t *testing.T) {
 func TestWarmWritesEachBlockOnce(t *testing.T) {
 	b := newBlocks(t, Options{BlockSize: 64 * kib, Memory: 64 * mib, Dir: t.TempDir(), DirSize: 64 * mib})
 	var mu sync.Mutex
-	writes := map[string]int{}
+	writes := map[diskKey]int{}
 	real := b.disk.writeFile
-	b.disk.writeFile = func(p, key string, idx, bs int64, data []byte) (int64, error) {
+	b.disk.writeFile = func(j writeJob, fl *filling) (int64, error) {
 		mu.Lock()
-		writes[p]++
+		writes[j.k]++
 		mu.Unlock()
 		time.Sleep(100 * time.Microsecond) // a disk, not memory
-		return real(p, key, idx, bs, data)
+		return real(j, fl)
 	}
 	src := &memSource{data: randBytes(16*mib, 23)}
 	f := b.Open("v", int64(len(src.data)), src)
@@ -124,10 +124,10 @@ func TestWarmWritesEachBlockOnce(t *testing.T) {
 	for p, n := range writes {
 		total += n
 		if n > 1 {
-			t.Errorf("%s written %d times", p, n)
+			t.Errorf("block %d written %d times", p.idx, n)
 		}
 	}
 	if total != int(f.Blocks()) {
-		t.Errorf("%d block files written for %d blocks", total, f.Blocks())
+		t.Errorf("%d blocks written for %d blocks", total, f.Blocks())
 	}
 }

@@ -149,17 +149,38 @@ func (d *disk) scanWholes(add func(k diskKey, size int64, mtime time.Time)) erro
 			return nil
 		}
 		h, isSeal := strings.CutSuffix(name, sealSuffix)
+		h, isFill := strings.CutSuffix(h, fillSuffix)
 		var hash [16]byte
 		if len(h) != 32 {
 			return nil
 		}
-		if _, err := hex.Decode(hash[:], []byte(h)); err != nil || d.wholePath(hash) != strings.TrimSuffix(p, sealSuffix) {
+		if _, err := hex.Decode(hash[:], []byte(h)); err != nil || d.wholePath(hash) != strings.TrimSuffix(strings.TrimSuffix(p, sealSuffix), fillSuffix) {
 			return nil // not ours
 		}
-		if !isSeal {
-			if _, err := os.Stat(p + sealSuffix); errors.Is(err, os.ErrNotExist) {
-				_ = os.Remove(p) // a whole file never sealed
+		if !isSeal && !isFill {
+			if !exists(p+sealSuffix) && !exists(p+fillSuffix) {
+				_ = os.Remove(p) // a whole file never sealed nor filling
 			}
+			return nil
+		}
+		if isFill {
+			if exists(d.wholePath(hash) + sealSuffix) {
+				_ = os.Remove(p) // sealed: the log is done with
+				return nil
+			}
+			fl, err := d.readFill(hash)
+			if err != nil {
+				d.corrupt.Add(1)
+				d.log.Warn("discarding a partial whole-image cache file", "file", d.wholePath(hash), "err", err)
+				d.removeWhole(hash)
+				return nil
+			}
+			info, err := de.Info()
+			if err != nil {
+				return nil
+			}
+			d.fills[hash] = fl
+			add(diskKey{hash, wholeIdx}, fl.bytes+fl.logLen, info.ModTime())
 			return nil
 		}
 		w, sealInfo, err := d.readSeal(hash)
@@ -207,7 +228,13 @@ func (d *disk) readSeal(hash [16]byte) (*whole, os.FileInfo, error) {
 func (d *disk) removeWhole(hash [16]byte) {
 	p := d.wholePath(hash)
 	_ = os.Remove(p + sealSuffix)
+	_ = os.Remove(p + fillSuffix)
 	_ = os.Remove(p)
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return !errors.Is(err, os.ErrNotExist)
 }
 
 // dropWhole forgets a whole file found bad and removes it.
@@ -220,35 +247,82 @@ func (d *disk) dropWhole(hash [16]byte, why error) {
 	d.removeWhole(hash)
 }
 
-// assemble makes the whole file of version key (size bytes) from its
-// block files, each checked as it is read, and seals it. It gives up
-// quietly when a block went meanwhile (evicted) and at close.
-func (d *disk) assemble(hash [16]byte, key string, size int64) {
+// assemble completes the filling file fl of version key (size bytes)
+// with the blocks still held as block files, each checked as it is read,
+// and seals it; the block files are then removed. It gives up quietly when
+// a block went meanwhile (evicted; it is fetched into fl when read again)
+// and at close.
+func (d *disk) assemble(fl *filling) {
 	defer func() {
 		d.mu.Lock()
-		delete(d.assembling, hash)
+		delete(d.assembling, fl.hash)
 		d.mu.Unlock()
 	}()
 	d.assembler <- struct{}{} // one at a time: the writers need the disk too
 	defer func() { <-d.assembler }()
-	w, err := d.buildWhole(hash, key, size)
-	if err != nil {
-		if !errors.Is(err, errGone) {
-			d.log.Warn("cannot assemble a whole image in the block cache directory; its blocks stay", "dir", filepath.Dir(d.root), "err", err)
+	buf := make([]byte, blockHeaderLen(fl.key)+d.blockSize) // for each block in turn
+	var blocks []victim
+	for i := range d.nblocks(fl.size) {
+		if d.closing.Load() {
+			return
 		}
+		d.mu.Lock()
+		ours, have := d.fills[fl.hash] == fl, fl.have[i]
+		d.mu.Unlock()
+		if !ours {
+			return
+		}
+		if have {
+			continue
+		}
+		want := min(d.blockSize, fl.size-i*d.blockSize)
+		k := diskKey{fl.hash, i}
+		data, err := readBlockFile(d.path(k), fl.key, i, d.blockSize, want, buf)
+		if errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if err != nil {
+			d.corrupt.Add(1)
+			d.log.Warn("discarding a bad block cache file", "file", d.path(k), "err", err)
+			d.forget(k, true)
+			return
+		}
+		crc := crc32.Checksum(data, castagnoli)
+		if err := fl.writeBlock(d, i, data, crc); err != nil {
+			if !errors.Is(err, errGone) {
+				d.writeFailed(err)
+			}
+			return
+		}
+		d.mu.Lock()
+		d.markLocked(fl, i, crc, want)
+		d.mu.Unlock()
+	}
+	w, err := fl.seal(d)
+	d.mu.Lock()
+	ours := d.fills[fl.hash] == fl
+	if ours {
+		delete(d.fills, fl.hash)
+	}
+	if err != nil || !ours {
+		if ours {
+			d.files.remove(diskKey{fl.hash, wholeIdx})
+		}
+		d.mu.Unlock()
+		if err != nil && !errors.Is(err, errGone) {
+			d.log.Warn("cannot seal a whole image in the block cache directory; it is fetched again", "dir", filepath.Dir(d.root), "err", err)
+		}
+		fl.closeFiles(d, ours) // not ours: the eviction removes them
 		return
 	}
-	d.mu.Lock()
-	var blocks []diskKey
 	for i := range int64(len(w.crcs)) {
-		k := diskKey{hash, i}
-		if d.files.peek(k) != nil {
+		if k := (diskKey{fl.hash, i}); d.files.peek(k) != nil {
 			d.unindexLocked(k)
-			blocks = append(blocks, k)
+			blocks = append(blocks, victim{k: k})
 		}
 	}
-	d.wholes[hash] = w
-	d.files.put(diskKey{hash, wholeIdx}, time.Now(), w.size+int64(len(encodeSeal(w, d.blockSize))))
+	d.wholes[fl.hash] = w
+	d.files.put(diskKey{fl.hash, wholeIdx}, time.Now(), w.size+int64(len(encodeSeal(w, d.blockSize))))
 	victims := d.trimLocked()
 	d.mu.Unlock()
 	d.remove(blocks)
@@ -257,80 +331,6 @@ func (d *disk) assemble(hash [16]byte, key string, size int64) {
 }
 
 var errGone = errors.New("gone")
-
-func (d *disk) buildWhole(hash [16]byte, key string, size int64) (*whole, error) {
-	p := d.wholePath(hash)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return nil, err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+tmpMarker+"*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp.Name()) // after the rename: nothing
-	defer tmp.Close()
-	w := &whole{key: key, size: size, crcs: make([]uint32, d.nblocks(size))}
-	buf := make([]byte, blockHeaderLen(key)+d.blockSize) // for each block in turn
-	out := newDirectWriter(tmp, d.blockSize)
-	for i := range int64(len(w.crcs)) {
-		if d.closing.Load() {
-			return nil, errGone
-		}
-		want := min(d.blockSize, size-i*d.blockSize)
-		k := diskKey{hash, i}
-		data, err := readBlockFile(d.path(k), key, i, d.blockSize, want, buf)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, errGone
-		}
-		if err != nil {
-			d.corrupt.Add(1)
-			d.log.Warn("discarding a bad block cache file", "file", d.path(k), "err", err)
-			d.forget(k, true)
-			return nil, errGone
-		}
-		w.crcs[i] = crc32.Checksum(data, castagnoli)
-		if err := out.write(data); err != nil {
-			return nil, err
-		}
-	}
-	if err := tmp.Sync(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return nil, err
-	}
-	fi, err := tmp.Stat() // after the rename, which sets the ctime
-	if err != nil {
-		return nil, err
-	}
-	w.fp = fingerprintOf(fi)
-	if err := writeFileAtomic(p+sealSuffix, encodeSeal(w, d.blockSize)); err != nil {
-		_ = os.Remove(p)
-		return nil, err
-	}
-	return w, nil
-}
-
-func writeFileAtomic(p string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+tmpMarker+"*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-	}
-	return err
-}
 
 // loadWhole reads block k (want bytes) from the whole file w of version
 // key and checks it against its CRC. A bad block discards the whole file.
