@@ -63,7 +63,7 @@ func (f *File) Warm(ctx context.Context, first, last int64) (fetched int64, err 
 	b.wg.Add(1) // Close waits for the disk writes below
 	defer b.wg.Done()
 	b.disk.startFill(f.hash, f.key, f.size) // into its whole file, in place
-	miss, _ := r.hitsLocked() // blocks on disk are left alone
+	miss, _ := r.hitsLocked()               // blocks on disk are left alone
 	r.fetchLocked(miss, 0)
 	b.mu.Unlock()
 	for _, idx := range miss {
