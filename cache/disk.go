@@ -468,6 +468,12 @@ func encodeHeader(key string, idx, blockSize int64, data []byte) []byte {
 // drops the block, counted and logged.
 func (d *disk) store(k diskKey, key string, data []byte, size int64, done func()) {
 	j := writeJob{key: key, k: k, data: data, size: size, done: done}
+	if k.idx == 0 {
+		// Read from its start: the version goes into its whole file from
+		// now on, also the blocks queued after this one that a writer
+		// takes before it.
+		d.startFill(k.hash, key, size)
+	}
 	select {
 	case d.queue <- j:
 		return
@@ -518,8 +524,7 @@ func (d *disk) write(j writeJob) {
 	}
 	paused := time.Now().Before(d.pauseTill)
 	exists := d.files.peek(j.k) != nil || d.wholes[j.k.hash] != nil || d.fills[j.k.hash].holds(j.k.idx)
-	// A version read from its first block goes into its whole file.
-	fl := d.fillLocked(j.k.hash, j.key, j.size, j.k.idx == 0)
+	fl := d.fillLocked(j.k.hash, j.key, j.size, false)
 	if exists || paused {
 		d.mu.Unlock()
 		if !exists {
