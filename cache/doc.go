@@ -31,7 +31,8 @@
 //     too;
 //  2. the blocks in flight: a block being fetched is waited for, never
 //     fetched twice;
-//  3. the disk tier, with [Options.Dir]: a block file per block, least
+//  3. the disk tier, with [Options.Dir]: a version's whole-image file
+//     (sealed, or filling in place), else a block file per block, least
 //     recently used first to go, within [Options.DirSize] bytes; a block
 //     read from disk is cached in memory too;
 //  4. the [Source]: the block is fetched.
@@ -108,12 +109,17 @@
 //
 // # Whole images
 //
-// Once every block of a version is on disk (its last block written, or
-// one loaded after a restart), the version is assembled, in the
-// background and one at a time, into one whole-image file of its bytes
-// as they are, next to a seal that names the key and the CRC-32C of every
-// block and fingerprints the file (inode, size, mtime, ctime); its block
-// files are then removed (whole.go). The whole file and its seal are one
+// A version read from its first block, or warmed, is written straight
+// into one whole-image file of its bytes as they are, sparse while it
+// fills, with a log of the blocks present and their CRC-32C (sparse.go):
+// no block files, no copy. Other versions get block files; once every
+// block of one is on disk they are assembled, in the background and one
+// at a time, into such a file. A complete file is sealed: a seal names the
+// key and the CRC-32C of every block and fingerprints the file (inode,
+// size, mtime, ctime); the log and the block files are then removed
+// (whole.go). A partial file is one LRU entry sized by its blocks present;
+// after a restart its blocks are served once their CRC matches, a torn one
+// is fetched again. The whole file and its seal are one
 // entry of the disk LRU. Loads from it check each block's CRC; a file
 // that no longer matches its seal (changed behind the cache's back) is
 // discarded at the start and at [File.Whole], which opens it for FUSE
@@ -155,8 +161,8 @@
 //     disk loads and the collection of the bytes;
 //   - fetch.go and fill.go: the fetch engine, its blocks in flight, its
 //     waiters, and the writer that fills blocks as the bytes arrive;
-//   - memory.go, disk.go and whole.go: the two tiers, which call nothing
-//     above them;
+//   - memory.go, disk.go, whole.go and sparse.go: the two tiers, which
+//     call nothing above them;
 //   - lru.go: the byte-bounded least-recently-used index both tiers use;
 //   - blocks.go: Blocks, its options and counters, and File;
 //   - meta.go: Meta, the metadata cache;
