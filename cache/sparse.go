@@ -355,7 +355,10 @@ func (fl *filling) seal(d *disk) (*whole, error) {
 	}
 	fl.openMu.Lock()
 	defer fl.openMu.Unlock()
-	err := fl.data.Sync()
+	err := fl.data.Truncate(fl.size) // (a resumed file may have been longer)
+	if err == nil {
+		err = fl.data.Sync()
+	}
 	var fi os.FileInfo
 	if err == nil {
 		fi, err = fl.data.Stat()
