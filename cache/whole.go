@@ -149,7 +149,10 @@ func (d *disk) scanWholes(add func(k diskKey, size int64, mtime time.Time)) erro
 			return nil
 		}
 		h, isSeal := strings.CutSuffix(name, sealSuffix)
-		h, isFill := strings.CutSuffix(h, fillSuffix)
+		isFill := false
+		if !isSeal {
+			h, isFill = strings.CutSuffix(h, fillSuffix)
+		}
 		var hash [16]byte
 		if len(h) != 32 {
 			return nil
