@@ -106,6 +106,10 @@ type disk struct {
 	fills      map[[16]byte]*filling
 	counts     map[[16]byte]int64
 	assembling map[[16]byte]bool
+	// removing counts the whole files of each hash taken off the index
+	// and not yet removed: no new filling file is made at that path
+	// meanwhile (the removal would take it along).
+	removing map[[16]byte]int
 	// writing holds the block files being written, each with a channel
 	// closed when its write ends: a block fetched for a warm is queued by
 	// its fetch and written by the warm too, and only one of them writes.
@@ -140,7 +144,7 @@ func openDisk(dir string, limit, blockSize int64, log *slog.Logger) (*disk, erro
 	}
 	d := &disk{root: root, limit: limit, blockSize: blockSize, log: log, lock: lock,
 		queue: make(chan writeJob, writeQueue), storeWait: storeWait,
-		wholes: map[[16]byte]*whole{}, fills: map[[16]byte]*filling{}, counts: map[[16]byte]int64{}, assembling: map[[16]byte]bool{}, writing: map[diskKey]chan struct{}{}, assembler: make(chan struct{}, 1)}
+		wholes: map[[16]byte]*whole{}, fills: map[[16]byte]*filling{}, counts: map[[16]byte]int64{}, assembling: map[[16]byte]bool{}, removing: map[[16]byte]int{}, writing: map[diskKey]chan struct{}{}, assembler: make(chan struct{}, 1)}
 	d.writeFile = d.writeBlock
 	if err := d.scan(); err != nil {
 		lock.Close()
@@ -294,6 +298,7 @@ func (d *disk) unindexLocked(k diskKey) *filling {
 func (d *disk) unindexedLocked(k diskKey) *filling {
 	if k.idx == wholeIdx {
 		delete(d.wholes, k.hash)
+		d.removing[k.hash]++ // until removed (removedLocked)
 		fl := d.fills[k.hash]
 		delete(d.fills, k.hash)
 		return fl
@@ -655,23 +660,31 @@ func (d *disk) remove(victims []victim) {
 		switch {
 		case v.fl != nil:
 			v.fl.closeFiles(d, true) // after the writes under way
+			d.removed(v.k.hash)
 		case v.k.idx == wholeIdx:
 			d.removeWhole(v.k.hash)
+			d.removed(v.k.hash)
 		default:
 			_ = os.Remove(d.path(v.k))
 		}
 	}
 }
 
-// forget drops an entry (and its file).
+// removed ends the removal of a whole file of hash taken off the index.
+func (d *disk) removed(hash [16]byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.removing[hash]--; d.removing[hash] <= 0 {
+		delete(d.removing, hash)
+	}
+}
+
+// forget drops the entry of a block file (and the file).
 func (d *disk) forget(k diskKey, removeFile bool) {
 	d.mu.Lock()
-	fl := d.unindexLocked(k)
+	d.unindexLocked(k)
 	d.mu.Unlock()
-	if fl != nil {
-		fl.closeFiles(d, removeFile)
-	}
-	if removeFile && k.idx != wholeIdx {
+	if removeFile {
 		_ = os.Remove(d.path(k))
 	}
 }

@@ -174,7 +174,7 @@ func (d *disk) fillLocked(hash [16]byte, key string, size int64, create bool) *f
 		}
 		return fl
 	}
-	if d.wholes[hash] != nil || d.closing.Load() || size+int64(fillFixed+len(key)+4)+4*d.nblocks(size) > d.limit {
+	if d.wholes[hash] != nil || d.removing[hash] > 0 || d.closing.Load() || size+int64(fillFixed+len(key)+4)+4*d.nblocks(size) > d.limit {
 		return nil
 	}
 	fl := newFilling(hash, key, size, d.nblocks(size))

@@ -176,5 +176,10 @@ func TestDiskFillBudget(t *testing.T) {
 	if _, ok := fc.Whole(); !ok {
 		t.Error("the newest image is not whole")
 	}
+	b.disk.mu.Lock()
+	if len(b.disk.removing) != 0 {
+		t.Errorf("removals not accounted for: %v", b.disk.removing)
+	}
+	b.disk.mu.Unlock()
 	b.Close()
 }

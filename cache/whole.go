@@ -245,9 +245,13 @@ func (d *disk) dropWhole(hash [16]byte, why error) {
 	d.corrupt.Add(1)
 	d.log.Warn("discarding a bad whole-image cache file", "file", d.wholePath(hash), "err", why)
 	d.mu.Lock()
-	d.unindexLocked(diskKey{hash, wholeIdx})
+	indexed := d.files.peek(diskKey{hash, wholeIdx}) != nil
+	d.unindexLocked(diskKey{hash, wholeIdx}) // a sealed file: no filling one
 	d.mu.Unlock()
 	d.removeWhole(hash)
+	if indexed {
+		d.removed(hash)
+	}
 }
 
 // assemble completes the filling file fl of version key (size bytes)
@@ -310,12 +314,16 @@ func (d *disk) assemble(fl *filling) {
 	if err != nil || !ours {
 		if ours {
 			d.files.remove(diskKey{fl.hash, wholeIdx})
+			d.removing[fl.hash]++ // until closeFiles below removed its files
 		}
 		d.mu.Unlock()
 		if err != nil && !errors.Is(err, errGone) {
 			d.log.Warn("cannot seal a whole image in the block cache directory; it is fetched again", "dir", filepath.Dir(d.root), "err", err)
 		}
 		fl.closeFiles(d, ours) // not ours: the eviction removes them
+		if ours {
+			d.removed(fl.hash)
+		}
 		return
 	}
 	for i := range int64(len(w.crcs)) {
