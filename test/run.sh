@@ -63,7 +63,7 @@ fuzz_targets=(
   "./segments FuzzManifest" "./segments FuzzInfo" "./segments FuzzHeadInfo" "./segments FuzzRetryAfter"
   "./segments FuzzListing" "./segments FuzzDLOManifest" "./segments FuzzUploadOf"
   "./segments FuzzVersionState" "./segments FuzzDigestMeta" "./segments FuzzTrace"
-  "./auth FuzzTokenBody" "./cache FuzzBlockFile" "./cmd/imagefs FuzzCloudsYAML" "./cmd/imagefs FuzzUnescapeMount"
+  "./auth FuzzTokenBody" "./cache FuzzBlockFile" "./cache FuzzFillLog" "./cmd/imagefs FuzzCloudsYAML" "./cmd/imagefs FuzzUnescapeMount"
 )
 fuzz_one() { # package target
   local out corpus="$1/testdata/fuzz/$2" before after try
