@@ -219,8 +219,13 @@ func Mount(t testing.TB, target string, o MountOpts) *Daemon {
 			d.DumpLog()
 		}
 	})
+	// Mounted, and the daemon done mounting ("mounted" is logged after
+	// go-fuse's WaitMount, whose last step opens a file on the mount: a
+	// test's first request could otherwise hold the root directory's lock
+	// while the daemon dies at a failpoint, and the daemon's thread in that
+	// open could never end).
 	deadline := time.Now().Add(30 * time.Second)
-	for !Mounted(dir) {
+	for !Mounted(dir) || !strings.Contains(d.LogText(), "msg=mounted ") {
 		select {
 		case <-d.Done:
 			d.DumpLog()
