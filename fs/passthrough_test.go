@@ -19,15 +19,7 @@ import (
 // read through the daemon until it is whole in turn; an open for writing
 // is never passed through.
 func TestPassthroughWholeImage(t *testing.T) {
-	blocks, err := cache.New(cache.Options{Memory: 4 * mib, Dir: t.TempDir(), DirSize: 1 << 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { blocks.Close() })
-	e := mountWith(t, mib, func(o *fs.Options, _ *fusefs.Options) {
-		o.Blocks = blocks
-		o.Passthrough = true
-	})
+	e, blocks := mountPassthrough(t, 0)
 	data := randBytes(3*mib+4096, 50)
 	e.put(t, "vm.img", data, nil)
 	p := e.dir + "/vm.img"
@@ -112,15 +104,7 @@ func TestPassthroughWholeImage(t *testing.T) {
 // (from another host) and an overwrite open on a new inode: no EBUSY, the
 // new bytes, and the old open still reads the old ones.
 func TestPassthroughMixedOpens(t *testing.T) {
-	blocks, err := cache.New(cache.Options{Memory: 4 * mib, Dir: t.TempDir(), DirSize: 1 << 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { blocks.Close() })
-	e := mountWith(t, mib, func(o *fs.Options, _ *fusefs.Options) {
-		o.Blocks = blocks
-		o.Passthrough = true
-	})
+	e, blocks := mountPassthrough(t, 0)
 	data := randBytes(2*mib+5, 52)
 	e.put(t, "vm.img", data, nil)
 	p := e.dir + "/vm.img"
@@ -199,16 +183,7 @@ func TestPassthroughMixedOpens(t *testing.T) {
 // with no error and no wait for the passed-through open to close. The old
 // open keeps its version, its size and its inode number.
 func TestPassthroughNewInodeWithinTTL(t *testing.T) {
-	blocks, err := cache.New(cache.Options{Memory: 4 * mib, Dir: t.TempDir(), DirSize: 1 << 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { blocks.Close() })
-	e := mountWith(t, mib, func(o *fs.Options, _ *fusefs.Options) {
-		o.Blocks = blocks
-		o.Passthrough = true
-		o.AttrTTL = time.Minute
-	})
+	e, blocks := mountPassthrough(t, time.Minute)
 	data := randBytes(3*mib+1, 54)
 	e.put(t, "vm.img", data, nil)
 	p := e.dir + "/vm.img"
@@ -353,4 +328,23 @@ func waitReleased(t *testing.T, e *env) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("%d RELEASEs for %d OPENs after 5 s", e.lat.count("release"), e.lat.count("open"))
+}
+
+// mountPassthrough mounts with passthrough and a disk cache of its own;
+// attrTTL 0 keeps the default.
+func mountPassthrough(t *testing.T, attrTTL time.Duration) (*env, *cache.Blocks) {
+	t.Helper()
+	blocks, err := cache.New(cache.Options{Memory: 4 * mib, Dir: t.TempDir(), DirSize: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { blocks.Close() })
+	e := mountWith(t, mib, func(o *fs.Options, _ *fusefs.Options) {
+		o.Blocks = blocks
+		o.Passthrough = true
+		if attrTTL > 0 {
+			o.AttrTTL = attrTTL
+		}
+	})
+	return e, blocks
 }
