@@ -357,26 +357,11 @@ func (d *disk) load(k diskKey, key string, want, size int64) []byte {
 }
 
 // loadFill reads block idx (want bytes, CRC crc) from its filling file. A
-// block that fails its CRC (a torn write before a crash, or damage) is
-// forgotten and fetched again; the rest of the file stays.
+// block that fails its CRC is forgotten and fetched again (checkBlock);
+// the rest of the file stays.
 func (d *disk) loadFill(fl *filling, idx int64, crc uint32, want int64) []byte {
-	data, err := fl.readBlock(d, idx, want)
-	if err == nil && crc32.Checksum(data, castagnoli) != crc {
-		err = fmt.Errorf("block %d: data checksum mismatch", idx)
-	}
-	if err != nil {
-		if !errors.Is(err, errGone) {
-			d.corrupt.Add(1)
-			d.log.Warn("discarding a bad block of a partial whole-image cache file", "file", d.wholePath(fl.hash), "block", idx, "err", err)
-			d.mu.Lock()
-			if d.fills[fl.hash] == fl && fl.have[idx] {
-				fl.have[idx] = false
-				fl.n--
-				fl.bytes -= want
-				d.files.put(diskKey{fl.hash, wholeIdx}, time.Now(), fl.bytes+fl.logLen)
-			}
-			d.mu.Unlock()
-		}
+	data := d.checkBlock(fl, idx, crc, want, nil)
+	if data == nil {
 		return nil
 	}
 	d.touch(diskKey{fl.hash, wholeIdx}, d.wholePath(fl.hash)+fillSuffix)

@@ -39,10 +39,12 @@ import (
 // crash a record may name a block whose data never reached the disk (the
 // block's CRC then fails when it is read: it is fetched again, never
 // served) and the log may end in a torn record (ignored, and cut off
-// before the next append). The last record of a block wins. When the last
-// block is in, the file is fsynced and sealed as an assembled one, and the
-// log is removed. A filling file and its log are one entry of the disk
-// LRU, sized by the blocks present and the log.
+// before the next append). The last record of a block wins. The blocks of
+// a log found at the start are unchecked until read back against their
+// CRC, by a reader or by the assembly, which checks those left before it
+// seals. When the last block is in, the file is fsynced and sealed as an
+// assembled one, and the log is removed. A filling file and its log are
+// one entry of the disk LRU, sized by the blocks present and the log.
 const (
 	fillMagic   = "IMGFSFIL"
 	fillVersion = 1
@@ -59,11 +61,12 @@ type filling struct {
 	size int64
 
 	// guarded by disk.mu:
-	have   []bool
-	crcs   []uint32
-	n      int64 // blocks present
-	bytes  int64 // their bytes
-	logLen int64 // the log's valid length
+	have    []bool
+	checked []bool // have, and written by this process or read back against its CRC
+	crcs    []uint32
+	n       int64 // blocks present
+	bytes   int64 // their bytes
+	logLen  int64 // the log's valid length
 
 	// io is held shared by the writes and loads of blocks, exclusively to
 	// seal, close or remove the files, so that none of those happens under
@@ -81,7 +84,8 @@ type filling struct {
 
 func newFilling(hash [16]byte, key string, size, nblocks int64) *filling {
 	return &filling{hash: hash, key: key, size: size, fresh: true,
-		have: make([]bool, nblocks), crcs: make([]uint32, nblocks), logLen: int64(fillFixed + len(key) + 4)}
+		have: make([]bool, nblocks), checked: make([]bool, nblocks), crcs: make([]uint32, nblocks),
+		logLen: int64(fillFixed + len(key) + 4)}
 }
 
 func encodeFillHeader(key string, size, blockSize int64) []byte {
@@ -140,6 +144,7 @@ func parseFill(b []byte, hash [16]byte, blockSize int64) (*filling, error) {
 			fl.bytes += min(blockSize, size-idx*blockSize)
 		}
 		fl.crcs[idx] = le.Uint32(r[8:])
+		fl.checked[idx] = false // a later record of a block wins, unchecked too
 		fl.logLen = off + fillRecord
 	}
 	return fl, nil
@@ -203,6 +208,7 @@ func (d *disk) markLocked(fl *filling, idx int64, crc uint32, n int64) {
 		fl.bytes += n
 	}
 	fl.crcs[idx] = crc
+	fl.checked[idx] = true
 	fl.logLen += fillRecord
 	d.files.put(diskKey{fl.hash, wholeIdx}, time.Now(), fl.bytes+fl.logLen)
 }
@@ -299,9 +305,9 @@ func (fl *filling) writeBlock(d *disk, idx int64, data []byte, crc uint32) error
 	return err
 }
 
-// readBlock reads block idx (want bytes) from fl's data file; nil if the
-// file went meanwhile.
-func (fl *filling) readBlock(d *disk, idx, want int64) ([]byte, error) {
+// readBlock reads block idx (want bytes) from fl's data file, into buf if
+// it is large enough; errGone if the file went meanwhile.
+func (fl *filling) readBlock(d *disk, idx, want int64, buf []byte) ([]byte, error) {
 	fl.io.RLock()
 	defer fl.io.RUnlock()
 	fl.openMu.Lock()
@@ -315,7 +321,10 @@ func (fl *filling) readBlock(d *disk, idx, want int64) ([]byte, error) {
 		return nil, err
 	}
 	defer fh.Close()
-	buf := make([]byte, want)
+	if int64(cap(buf)) < want {
+		buf = make([]byte, want)
+	}
+	buf = buf[:want]
 	if _, err := fh.ReadAt(buf, idx*d.blockSize); err != nil && want > 0 {
 		return nil, err
 	}
@@ -382,4 +391,40 @@ func (fl *filling) seal(d *disk) (*whole, error) {
 	}
 	_ = os.Remove(p + fillSuffix)
 	return w, nil
+}
+
+// checkBlock reads block idx (want bytes) of fl back, into buf if it is
+// large enough, and checks it against its CRC. A block that fails (a torn
+// write before a crash, or damage) is dropped from fl, to be fetched
+// again: it is never served, nor sealed. It returns the block, or nil.
+func (d *disk) checkBlock(fl *filling, idx int64, crc uint32, want int64, buf []byte) []byte {
+	data, err := fl.readBlock(d, idx, want, buf)
+	if err == nil && crc32.Checksum(data, castagnoli) != crc {
+		err = fmt.Errorf("block %d: data checksum mismatch", idx)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ours := d.fills[fl.hash] == fl
+	if err == nil {
+		if ours && fl.have[idx] && fl.crcs[idx] == crc {
+			fl.checked[idx] = true
+		}
+		return data
+	}
+	if errors.Is(err, errGone) {
+		return nil
+	}
+	// Counted and logged once per bad block: the assembly and a reader
+	// may both have read it.
+	if !ours || (fl.have[idx] && fl.crcs[idx] == crc) {
+		d.corrupt.Add(1)
+		d.log.Warn("discarding a bad block of a partial whole-image cache file", "file", d.wholePath(fl.hash), "block", idx, "err", err)
+	}
+	if ours && fl.have[idx] && fl.crcs[idx] == crc {
+		fl.have[idx], fl.checked[idx] = false, false
+		fl.n--
+		fl.bytes -= want
+		d.files.put(diskKey{fl.hash, wholeIdx}, time.Now(), fl.bytes+fl.logLen)
+	}
+	return nil
 }

@@ -82,17 +82,12 @@ func TestDiskFillsInPlace(t *testing.T) {
 	}
 }
 
-// TestDiskFillResumes: a fill cut short (a close, or a crash) resumes at
-// the next start: the blocks in it are served, those it lacks fetched;
-// a block whose data did not reach the disk (its record did) fails its
-// CRC and is fetched again, never served; a torn record at the log's end
-// is ignored. The last block seals it.
-func TestDiskFillResumes(t *testing.T) {
-	dir := t.TempDir()
-	src := &memSource{data: randBytes(1*mib+5, 41)}
-	size := int64(len(src.data))
-	bs := int64(64 * kib)
-	o := Options{BlockSize: bs, Memory: 128 * kib, Dir: dir, DirSize: 64 * mib}
+// tornFill leaves in dir the fill of a 17-block version cut short after
+// blocks 0-7, as a crash may: block 5's data lost (its record written) and
+// a torn record at the log's end.
+func tornFill(t *testing.T, dir string, o Options, src *memSource) {
+	t.Helper()
+	size, bs := int64(len(src.data)), o.BlockSize
 	b := newBlocks(t, o)
 	f := b.Open("v", size, src)
 	readAt(t, f, src.data, 0, 8*bs) // blocks 0-7 of 17
@@ -101,7 +96,6 @@ func TestDiskFillResumes(t *testing.T) {
 	if n := blockFiles(t, dir); n != 0 {
 		t.Fatalf("%d block files written", n)
 	}
-	// A torn write: block 5's data lost; a torn record at the end.
 	fh, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -114,12 +108,41 @@ func TestDiskFillResumes(t *testing.T) {
 	}
 	lf.Write(encodeFillRecord(9, 1)[:7])
 	lf.Close()
+}
 
-	b = newBlocks(t, o)
+// checkWholeFile checks that f's whole file is sealed and holds data.
+func checkWholeFile(t *testing.T, b *Blocks, f *File, data []byte) {
+	t.Helper()
+	waitWhole(t, b, 1)
+	wf, ok := f.Whole()
+	if !ok {
+		t.Fatal("no whole file after the resumed fill")
+	}
+	got, _ := os.ReadFile(wf.Name())
+	wf.Close()
+	if !bytes.Equal(got, data) {
+		t.Fatal("the resumed whole file is not the image")
+	}
+}
+
+// TestDiskFillResumes: a fill cut short (a close, or a crash) resumes at
+// the next start: the blocks in it are served, those it lacks fetched;
+// a block whose data did not reach the disk (its record did) fails its
+// CRC and is fetched again, never served; a torn record at the log's end
+// is ignored. The last block seals it.
+func TestDiskFillResumes(t *testing.T) {
+	dir := t.TempDir()
+	src := &memSource{data: randBytes(1*mib+5, 41)}
+	size := int64(len(src.data))
+	bs := int64(64 * kib)
+	o := Options{BlockSize: bs, Memory: 128 * kib, Dir: dir, DirSize: 64 * mib}
+	tornFill(t, dir, o, src)
+
+	b := newBlocks(t, o)
 	if st := b.Stats(); st.DiskBytes < 8*bs || st.DiskBytes > 8*bs+kib || st.DiskWholeImages != 0 {
 		t.Errorf("a partial whole file after a reopen: %+v", st)
 	}
-	f = b.Open("v", size, src)
+	f := b.Open("v", size, src)
 	calls, fetched := src.calls(), src.fetched()
 	readAt(t, f, src.data, 0, size)
 	if got, want := src.fetched()-fetched, size-7*bs; got != want {
@@ -128,15 +151,44 @@ func TestDiskFillResumes(t *testing.T) {
 	if st := b.Stats(); st.DiskCorrupt != 1 || st.DiskHits != 7 {
 		t.Errorf("after the resume: %+v, want 1 corrupt block and 7 disk hits", st)
 	}
-	waitWhole(t, b, 1)
-	wf, ok := f.Whole()
-	if !ok {
-		t.Fatal("no whole file after the resumed fill")
+	checkWholeFile(t, b, f, src.data)
+	b.Close()
+}
+
+// TestDiskFillChecksBeforeSeal: when the blocks a resumed fill lacked come
+// in before anyone read the ones it had (a read of the image's end, or
+// fetches that overtake the disk loads), the assembly reads those back
+// before it seals: the bad one is dropped, not sealed, and fetched when
+// read. (It was sealed with block 5's lost data, and served from the
+// whole file, about one run in twenty.)
+func TestDiskFillChecksBeforeSeal(t *testing.T) {
+	dir := t.TempDir()
+	src := &memSource{data: randBytes(1*mib+5, 41)}
+	size := int64(len(src.data))
+	bs := int64(64 * kib)
+	o := Options{BlockSize: bs, Memory: 128 * kib, Dir: dir, DirSize: 64 * mib}
+	tornFill(t, dir, o, src)
+
+	b := newBlocks(t, o)
+	f := b.Open("v", size, src)
+	readAt(t, f, src.data, 8*bs, size-8*bs) // the blocks the fill lacks
+	for i := 0; b.Stats().DiskCorrupt == 0; i++ {
+		if i > 500 {
+			t.Fatalf("the assembly found no bad block: %+v", b.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	got, _ := os.ReadFile(wf.Name())
-	wf.Close()
-	if !bytes.Equal(got, src.data) {
-		t.Fatal("the resumed whole file is not the image")
+	if st := b.Stats(); st.DiskWholeImages != 0 || st.DiskCorrupt != 1 {
+		t.Fatalf("sealed with a bad block: %+v", st)
+	}
+	fetched := src.fetched()
+	readAt(t, f, src.data, 0, size)
+	if got := src.fetched() - fetched; got != bs {
+		t.Errorf("fetched %d bytes, want block 5's %d", got, bs)
+	}
+	checkWholeFile(t, b, f, src.data)
+	if st := b.Stats(); st.DiskCorrupt != 1 {
+		t.Errorf("%d corrupt blocks counted, want 1", st.DiskCorrupt)
 	}
 	b.Close()
 }

@@ -274,15 +274,18 @@ func (d *disk) assemble(fl *filling) {
 			return
 		}
 		d.mu.Lock()
-		ours, have := d.fills[fl.hash] == fl, fl.have[i]
+		ours, have, checked, logged := d.fills[fl.hash] == fl, fl.have[i], fl.checked[i], fl.crcs[i]
 		d.mu.Unlock()
 		if !ours {
 			return
 		}
+		want := min(d.blockSize, fl.size-i*d.blockSize)
+		if have && !checked && d.checkBlock(fl, i, logged, want, buf) == nil {
+			return // bad: fetched into fl when read again
+		}
 		if have {
 			continue
 		}
-		want := min(d.blockSize, fl.size-i*d.blockSize)
 		k := diskKey{fl.hash, i}
 		data, err := readBlockFile(d.path(k), fl.key, i, d.blockSize, want, buf)
 		if errors.Is(err, os.ErrNotExist) {
