@@ -82,12 +82,16 @@ func TestDiskFillsInPlace(t *testing.T) {
 	}
 }
 
-// tornFill leaves in dir the fill of a 17-block version cut short after
-// blocks 0-7, as a crash may: block 5's data lost (its record written) and
-// a torn record at the log's end.
-func tornFill(t *testing.T, dir string, o Options, src *memSource) {
+// tornFill leaves in a cache directory the fill of a 17-block version
+// cut short after blocks 0-7, as a crash may: block 5's data lost (its
+// record written) and a torn record at the log's end. It returns the
+// cache's options and the version's source.
+func tornFill(t *testing.T) (Options, *memSource) {
 	t.Helper()
-	size, bs := int64(len(src.data)), o.BlockSize
+	dir := t.TempDir()
+	src := &memSource{data: randBytes(1*mib+5, 41)}
+	size, bs := int64(len(src.data)), int64(64*kib)
+	o := Options{BlockSize: bs, Memory: 128 * kib, Dir: dir, DirSize: 64 * mib}
 	b := newBlocks(t, o)
 	f := b.Open("v", size, src)
 	readAt(t, f, src.data, 0, 8*bs) // blocks 0-7 of 17
@@ -108,6 +112,7 @@ func tornFill(t *testing.T, dir string, o Options, src *memSource) {
 	}
 	lf.Write(encodeFillRecord(9, 1)[:7])
 	lf.Close()
+	return o, src
 }
 
 // checkWholeFile checks that f's whole file is sealed and holds data.
@@ -131,12 +136,8 @@ func checkWholeFile(t *testing.T, b *Blocks, f *File, data []byte) {
 // CRC and is fetched again, never served; a torn record at the log's end
 // is ignored. The last block seals it.
 func TestDiskFillResumes(t *testing.T) {
-	dir := t.TempDir()
-	src := &memSource{data: randBytes(1*mib+5, 41)}
-	size := int64(len(src.data))
-	bs := int64(64 * kib)
-	o := Options{BlockSize: bs, Memory: 128 * kib, Dir: dir, DirSize: 64 * mib}
-	tornFill(t, dir, o, src)
+	o, src := tornFill(t)
+	size, bs := int64(len(src.data)), o.BlockSize
 
 	b := newBlocks(t, o)
 	if st := b.Stats(); st.DiskBytes < 8*bs || st.DiskBytes > 8*bs+kib || st.DiskWholeImages != 0 {
@@ -162,12 +163,8 @@ func TestDiskFillResumes(t *testing.T) {
 // read. (It was sealed with block 5's lost data, and served from the
 // whole file, about one run in twenty.)
 func TestDiskFillChecksBeforeSeal(t *testing.T) {
-	dir := t.TempDir()
-	src := &memSource{data: randBytes(1*mib+5, 41)}
-	size := int64(len(src.data))
-	bs := int64(64 * kib)
-	o := Options{BlockSize: bs, Memory: 128 * kib, Dir: dir, DirSize: 64 * mib}
-	tornFill(t, dir, o, src)
+	o, src := tornFill(t)
+	size, bs := int64(len(src.data)), o.BlockSize
 
 	b := newBlocks(t, o)
 	f := b.Open("v", size, src)
