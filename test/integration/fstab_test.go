@@ -77,27 +77,8 @@ func fstabMount(t *testing.T, line, dir string) (string, int) {
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(90 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatal("mount did not return within 90 s")
-	}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &ee):
-		return out.String(), ee.ExitCode()
-	}
-	t.Fatalf("mount: %v", err)
-	return "", -1
+	code := labtest.RunWithin(t, cmd, 90*time.Second)
+	return out.String(), code
 }
 
 // daemonOf is the pid of the imagefs daemon serving dir (0 if none).

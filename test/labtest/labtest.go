@@ -395,6 +395,34 @@ func Exec(t testing.TB, args ...string) Result {
 	return r
 }
 
+// RunWithin runs cmd and returns its exit status (0: success). It fails
+// the test if cmd cannot be started, or does not exit within d (then it
+// is killed).
+func RunWithin(t testing.TB, cmd *exec.Cmd, d time.Duration) int {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(d):
+		_ = cmd.Process.Kill()
+		t.Fatalf("%s did not exit within %v", filepath.Base(cmd.Path), d)
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	t.Fatalf("%s: %v", filepath.Base(cmd.Path), err)
+	return -1
+}
+
 // MountFails runs `imagefs mount args...` with env added to the test's
 // environment, and checks that it fails the way an operator's mistake
 // must: exit status status within 60 s, stderr saying want in one line,
@@ -405,21 +433,8 @@ func MountFails(t testing.TB, env, args []string, status int, want string) strin
 	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatal("imagefs did not exit within 60 s")
-	}
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != status {
-		t.Errorf("exit: %v, want status %d", err, status)
+	if code := RunWithin(t, cmd, 60*time.Second); code != status {
+		t.Errorf("exit status %d, want %d", code, status)
 	}
 	out := stderr.String()
 	if !strings.Contains(out, want) {
