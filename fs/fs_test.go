@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -158,27 +157,10 @@ func TestListAndStat(t *testing.T) {
 	e.put(t, "dir/sub/c.img", nil, nil)
 	e.put(t, "marker/", nil, nil)
 
-	names := func(p string) []string {
-		t.Helper()
-		ents, err := os.ReadDir(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, en := range ents {
-			n := en.Name()
-			if en.IsDir() {
-				n += "/"
-			}
-			out = append(out, n)
-		}
-		sort.Strings(out)
-		return out
-	}
-	if got, want := strings.Join(names(e.dir), " "), "a.img dir/ marker/"; got != want {
+	if got, want := strings.Join(lsNames(t, e.dir), " "), "a.img dir/ marker/"; got != want {
 		t.Errorf("ls / = %q, want %q", got, want)
 	}
-	if got, want := strings.Join(names(filepath.Join(e.dir, "dir")), " "), "b.img sub/"; got != want {
+	if got, want := strings.Join(lsNames(t, filepath.Join(e.dir, "dir")), " "), "b.img sub/"; got != want {
 		t.Errorf("ls /dir = %q, want %q", got, want)
 	}
 	st, err := os.Stat(filepath.Join(e.dir, "a.img"))
