@@ -225,7 +225,7 @@ func Mount(t testing.TB, target string, o MountOpts) *Daemon {
 	// while the daemon dies at a failpoint, and the daemon's thread in that
 	// open could never end).
 	deadline := time.Now().Add(30 * time.Second)
-	for !Mounted(dir) || !strings.Contains(d.LogText(), "msg=mounted ") {
+	for !Mounted(dir) || !loggedMounted(d.LogText()) {
 		select {
 		case <-d.Done:
 			d.DumpLog()
@@ -239,6 +239,12 @@ func Mount(t testing.TB, target string, o MountOpts) *Daemon {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return d
+}
+
+// loggedMounted reports whether a daemon's log (text or JSON) has its
+// "mounted" line.
+func loggedMounted(log string) bool {
+	return strings.Contains(log, "msg=mounted ") || strings.Contains(log, `"msg":"mounted"`)
 }
 
 // Path is the path of name inside the mount.
